@@ -1,0 +1,38 @@
+"""Avatar Ops: entry point. A thin router over the three pages, plus the provider sidebar."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lib.providers import check_health
+from ui import resources
+
+st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
+
+pages = st.navigation([
+    st.Page("pages/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
+    st.Page("pages/sessions.py", title="Sessions", icon=":material/dns:"),
+    st.Page("pages/usage.py", title="Usage", icon=":material/monitoring:"),
+])
+
+with st.sidebar:
+    try:
+        settings = resources.settings()
+    except Exception as exc:  # a bad setting must be readable, not a traceback
+        st.error(f"Configuration problem: {exc}")
+        st.stop()
+    provider = resources.provider_or_stop()
+    health = check_health(provider)
+    dot = "🟢" if health.ok else "🔴"
+    st.markdown(f"**Provider:** {dot} {provider.label}")
+    if health.ok:
+        st.caption(f"{provider.base_url} · {health.latency_ms:.0f} ms")
+    else:
+        st.warning(health.message)
+    st.caption("HeyGen key: " + ("configured" if settings.has_heygen_key else "not configured"))
+    with st.expander("Use HeyGen"):
+        st.markdown("Set `HEYGEN_API_KEY` in the environment, or put `HEYGEN_API_KEY = \"...\"` in "
+                    "`.streamlit/secrets.toml`, then restart the app. Without a key the built-in local "
+                    "engine is used. See the README's *Use HeyGen* section.")
+
+pages.run()

@@ -1,0 +1,244 @@
+"""Tasks → speech: synthesis in a worker thread, playback one frame-slice at a time on the render clock.
+
+"Is speaking" is simply "the speech buffer is not empty"; an interrupt empties it, so the very next
+frame is idle and silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from lib.engine.lipsync import envelope, mouth_at
+from lib.engine.media import SAMPLE_RATE, Tick
+from lib.engine.mouth import CLOSED_SHAPES, MouthShape
+from lib.engine.tts import SpeechChunk
+
+log = logging.getLogger("avatar_ops.engine.speaker")
+
+Emit = Callable[[dict[str, Any]], None]
+# Speaking rate of the default voice, measured on piper's joe voice at rate 1.0 (characters per second).
+CHARS_PER_SECOND = 14.0
+
+
+class Synthesizer(Protocol):
+    def synthesize(self, text: str, voice_id: str | None = None, rate: float = 1.0) -> Iterator[SpeechChunk]: ...
+
+
+def predict_duration_ms(text: str, rate: float) -> float:
+    return round(len(text.strip()) / (CHARS_PER_SECOND * rate) * 1000.0, 1)
+
+
+@dataclass
+class PreparedChunk:
+    chunk: SpeechChunk
+    env: np.ndarray  # jaw openness per video frame, 0..1
+    pos: int = 0
+    announced: bool = False
+
+    @property
+    def remaining(self) -> int:
+        return len(self.chunk.audio) - self.pos
+
+
+@dataclass
+class Utterance:
+    task_id: str
+    text: str
+    task_type: str
+    done: asyncio.Future
+    chunks: deque[PreparedChunk] = field(default_factory=deque)
+    synth_done: bool = False
+    cancelled: bool = False
+    started: bool = False
+    samples_played: int = 0
+    submitted_at: float = field(default_factory=time.monotonic)
+    first_frame_at: float | None = None
+    error: str | None = None
+
+    @property
+    def duration_ms(self) -> float:
+        return round(self.samples_played * 1000.0 / SAMPLE_RATE, 1)
+
+
+class SpeechBuffer:
+    """The render clock's tick source. Lives on the event loop; synthesis threads hand chunks over
+    with ``loop.call_soon_threadsafe``."""
+
+    def __init__(self, emit: Emit, frame_samples: int = SAMPLE_RATE // 25) -> None:
+        self._emit = emit
+        self._frame = frame_samples
+        self._queue: deque[Utterance] = deque()
+        self._openness = 0.0
+        self.last_task_latency_ms: float | None = None
+
+    @property
+    def speaking(self) -> bool:
+        return any(u.started for u in self._queue)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, utt: Utterance) -> None:
+        self._queue.append(utt)
+
+    def add_chunk(self, utt: Utterance, prepared: PreparedChunk) -> None:
+        if not utt.cancelled:
+            utt.chunks.append(prepared)
+
+    def finish_synthesis(self, utt: Utterance, error: str | None = None) -> None:
+        utt.synth_done = True
+        utt.error = error
+
+    def interrupt(self) -> int:
+        dropped = 0
+        while self._queue:
+            utt = self._queue.popleft()
+            utt.cancelled = True
+            utt.chunks.clear()
+            self._complete(utt, spoke=utt.started)
+            dropped += 1
+        return dropped
+
+    def _complete(self, utt: Utterance, spoke: bool) -> None:
+        if spoke:
+            self._emit({"type": "avatar_end_message", "task_id": utt.task_id})
+            self._emit({"type": "avatar_stop_talking", "task_id": utt.task_id, "duration_ms": utt.duration_ms})
+        if not utt.done.done():
+            utt.done.set_result(utt)
+
+    def next_tick(self, samples: int) -> Tick:
+        audio = np.zeros(samples, dtype=np.int16)
+        filled = 0
+        current: PreparedChunk | None = None
+        while filled < samples and self._queue:
+            utt = self._queue[0]
+            if not utt.chunks:
+                if utt.synth_done:
+                    self._queue.popleft()
+                    self._complete(utt, spoke=utt.started)
+                    continue
+                break  # synthesis has not caught up: this frame stays idle
+            prepared = utt.chunks[0]
+            if not utt.started:
+                utt.started = True
+                utt.first_frame_at = time.monotonic()
+                self.last_task_latency_ms = (utt.first_frame_at - utt.submitted_at) * 1000
+                self._emit({"type": "avatar_start_talking", "task_id": utt.task_id})
+            if not prepared.announced:
+                prepared.announced = True
+                self._emit({"type": "avatar_talking_message", "task_id": utt.task_id,
+                            "message": prepared.chunk.text})
+            take = min(samples - filled, prepared.remaining)
+            audio[filled:filled + take] = prepared.chunk.audio[prepared.pos:prepared.pos + take]
+            prepared.pos += take
+            filled += take
+            utt.samples_played += take
+            current = prepared
+            if prepared.remaining == 0:
+                utt.chunks.popleft()
+        # The last speaking frame carries the stop event, not the idle frame after it.
+        if self._queue and self._queue[0].started and not self._queue[0].chunks and self._queue[0].synth_done:
+            self._complete(self._queue.popleft(), spoke=True)
+        return self._shape(audio, filled, current)
+
+    def _shape(self, audio: np.ndarray, filled: int, current: PreparedChunk | None) -> Tick:
+        if current is None or filled == 0:
+            self._openness *= 0.45  # silence eases the jaw closed over a few frames
+            shape = MouthShape.REST if self._openness < 0.15 else MouthShape.CONSONANT
+            return Tick(audio, shape, self._openness, speaking=False)
+        # Show each shape about one frame before its sound.
+        ahead = current.pos + self._frame // 2
+        if ahead < len(current.chunk.audio):
+            shape = mouth_at(current.chunk.timeline, ahead)
+            target = float(current.env[min(ahead // self._frame, len(current.env) - 1)])
+        else:
+            shape, target = MouthShape.REST, 0.0
+        self._openness = target if shape not in CLOSED_SHAPES else 0.0
+        return Tick(audio, shape, self._openness, speaking=True)
+
+
+def prepare(chunk: SpeechChunk, frame_samples: int) -> PreparedChunk:
+    return PreparedChunk(chunk, envelope(chunk.audio, SAMPLE_RATE, frame_samples))
+
+
+class Speaker:
+    """One session's task queue. Tasks are synthesized one after another (so they speak in order),
+    while earlier ones are already playing."""
+
+    def __init__(self, buffer: SpeechBuffer, voices: Synthesizer, *, voice_id: str | None, rate: float,
+                 answer: Callable[[str], Iterable[str]], executor: Executor, emit: Emit,
+                 frame_samples: int = SAMPLE_RATE // 25) -> None:
+        self._buffer = buffer
+        self._voices = voices
+        self._voice_id = voice_id
+        self._rate = rate
+        self._answer = answer
+        self._executor = executor
+        self._emit = emit
+        self._frame = frame_samples
+        self._queue: asyncio.Queue[Utterance] = asyncio.Queue()
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name="speaker")
+
+    async def stop(self) -> None:
+        self._buffer.interrupt()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    def submit(self, text: str, task_type: str) -> Utterance:
+        loop = asyncio.get_running_loop()
+        utt = Utterance(task_id=str(uuid.uuid4()), text=text, task_type=task_type, done=loop.create_future())
+        if task_type in ("talk", "chat"):
+            self._emit({"type": "user_talking_message", "task_id": utt.task_id, "message": text})
+            self._emit({"type": "user_end_message", "task_id": utt.task_id})
+        self._buffer.enqueue(utt)
+        self._queue.put_nowait(utt)
+        self.start()
+        return utt
+
+    def interrupt(self) -> int:
+        return self._buffer.interrupt()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            utt = await self._queue.get()
+            if utt.cancelled:
+                continue
+            await loop.run_in_executor(self._executor, self._synthesize, utt, loop)
+
+    def _texts(self, utt: Utterance) -> Iterable[str]:
+        return self._answer(utt.text) if utt.task_type in ("talk", "chat") else [utt.text]
+
+    def _synthesize(self, utt: Utterance, loop: asyncio.AbstractEventLoop) -> None:
+        error = None
+        try:
+            for text in self._texts(utt):
+                for chunk in self._voices.synthesize(text, self._voice_id, self._rate):
+                    if utt.cancelled:
+                        return
+                    loop.call_soon_threadsafe(self._buffer.add_chunk, utt, prepare(chunk, self._frame))
+                if utt.cancelled:
+                    return
+        except Exception as exc:  # a failed task must not take the session down
+            log.exception("synthesis failed for task %s", utt.task_id)
+            error = f"Speech synthesis failed: {type(exc).__name__}"
+        finally:
+            loop.call_soon_threadsafe(self._buffer.finish_synthesis, utt, error)

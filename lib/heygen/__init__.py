@@ -1,0 +1,55 @@
+"""Client for the HeyGen Streaming Avatar API and any server that speaks it (the local engine)."""
+
+from lib.heygen.client import StreamingClient
+from lib.heygen.errors import (
+    AvatarNotFound,
+    ConcurrencyLimit,
+    Forbidden,
+    HeyGenError,
+    InvalidParameter,
+    MissingParameter,
+    NoApiAccess,
+    ProviderUnavailable,
+    RateLimited,
+    SessionNotFound,
+    SessionStateError,
+    TtsError,
+    Unauthorized,
+    UnknownError,
+)
+from lib.heygen.models import (
+    ActiveSession,
+    Avatar,
+    HistorySession,
+    NewSession,
+    NewSessionRequest,
+    Quota,
+    TaskResult,
+    Voice,
+)
+
+__all__ = [
+    "ActiveSession",
+    "Avatar",
+    "AvatarNotFound",
+    "ConcurrencyLimit",
+    "Forbidden",
+    "HeyGenError",
+    "HistorySession",
+    "InvalidParameter",
+    "MissingParameter",
+    "NewSession",
+    "NewSessionRequest",
+    "NoApiAccess",
+    "ProviderUnavailable",
+    "Quota",
+    "RateLimited",
+    "SessionNotFound",
+    "SessionStateError",
+    "StreamingClient",
+    "TaskResult",
+    "TtsError",
+    "Unauthorized",
+    "UnknownError",
+    "Voice",
+]

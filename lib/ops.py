@@ -1,0 +1,344 @@
+"""Logic behind the Sessions page: what is running on the provider right now, and stopping it.
+
+* ``take_snapshot`` lists the provider's active sessions, reconciles the usage log with them (sessions
+  the log thinks open but the provider no longer lists are closed as ``lost`` at their last heartbeat),
+  heartbeats the logged sessions that are still running (seen active = still billable), and merges
+  what the log knows (avatar, voice, quality, who started it) into one row per session.
+* ``force_stop`` stops sessions one by one and reports each outcome. A stopped session is closed in the
+  log with reason ``force_stopped``. An orphan (running on the provider, unknown to the log) is first
+  added to the log with ``started_by_dashboard = False`` and its provider creation time, then closed the
+  same way, so the minutes it ran are counted on the Usage page.
+
+Nothing here imports streamlit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+import pandas as pd
+
+from lib.heygen.client import StreamingClient
+from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
+from lib.heygen.models import ActiveSession
+from lib.usage.credits import Pricing
+from lib.usage.store import EndReason, SessionRow, UsageLog
+
+Origin = Literal["dashboard", "elsewhere", "orphan"]
+StopOutcome = Literal["stopped", "already_gone", "failed"]
+
+FORCE_STOP_EVENT = "force_stop"
+# Capacity units per session on the local engine (mirrors lib/engine/config.py QUALITY_UNITS).
+LOCAL_QUALITY_UNITS: dict[str, int] = {"low": 1, "medium": 2, "high": 4}
+_GONE_STATES = ("closing", "closed")
+ORIGIN_LABELS: dict[str, str] = {"dashboard": "Dashboard", "elsewhere": "Elsewhere", "orphan": "Orphan ⚠"}
+OUTCOME_LABELS: dict[str, str] = {"stopped": "stopped", "already_gone": "already gone", "failed": "failed"}
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """One active session on the provider, merged with what the usage log knows about it."""
+
+    session_id: str
+    status: str | None
+    created_at: float | None
+    age_s: float | None
+    avatar_id: str | None
+    voice_id: str | None
+    quality: str | None
+    resolution: str | None
+    idle_s: float | None
+    idle_timeout_s: int | None
+    duration_limit_s: int | None
+    speaking: bool | None
+    origin: Origin
+    closed_in_log: bool
+    credits: float
+    cost: float
+    video_encoding: str | None = None
+
+    @property
+    def is_orphan(self) -> bool:
+        return self.origin == "orphan"
+
+    @property
+    def idle_left_s(self) -> float | None:
+        """Seconds until the server's idle timeout closes it (None when the provider does not say)."""
+        if self.idle_s is None or self.idle_timeout_s is None:
+            return None
+        return max(0.0, self.idle_timeout_s - self.idle_s)
+
+    @property
+    def duration_left_s(self) -> float | None:
+        if self.age_s is None or self.duration_limit_s is None:
+            return None
+        return max(0.0, self.duration_limit_s - self.age_s)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Active sessions against the provider's concurrency limit (``limit`` None = unknown)."""
+
+    used: float
+    limit: float | None
+    unit: str
+    note: str
+
+    @property
+    def fraction(self) -> float | None:
+        return None if not self.limit else self.used / self.limit
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    provider: str
+    fetched_at: float
+    sessions: list[LiveSession] = field(default_factory=list)
+    lost: list[SessionRow] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def total_credits(self) -> float:
+        return sum(s.credits for s in self.sessions)
+
+    @property
+    def total_cost(self) -> float:
+        return sum(s.cost for s in self.sessions)
+
+    def by_id(self, session_ids: Iterable[str]) -> list[LiveSession]:
+        wanted = set(session_ids)
+        return [s for s in self.sessions if s.session_id in wanted]
+
+
+@dataclass(frozen=True)
+class StopResult:
+    session_id: str
+    outcome: StopOutcome
+    message: str
+
+    @property
+    def label(self) -> str:
+        return OUTCOME_LABELS[self.outcome]
+
+
+@dataclass(frozen=True)
+class StopCounts:
+    force_stopped: int
+    ended: int
+
+
+def _unix(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _merge(active: ActiveSession, row: SessionRow | None, pricing: Pricing, now: float) -> LiveSession:
+    created = _unix(active.created_at)
+    if created is None and row is not None:
+        created = row.created_at
+    age = None if created is None else max(0.0, now - created)
+    speaking_s = row.speaking_s if row is not None else None
+    credits = pricing.credits_for(age or 0.0, speaking_s)
+    if row is None:
+        origin: Origin = "orphan"
+    else:
+        origin = "dashboard" if row.started_by_dashboard else "elsewhere"
+    return LiveSession(
+        session_id=active.session_id,
+        status=active.status,
+        created_at=created,
+        age_s=age,
+        avatar_id=active.avatar_id or (row.avatar_id if row else None),
+        voice_id=active.voice_id or (row.voice_id if row else None),
+        quality=active.quality or (row.quality if row else None),
+        resolution=active.resolution,
+        idle_s=active.idle_seconds,
+        idle_timeout_s=active.activity_idle_timeout,
+        duration_limit_s=active.session_duration_limit,
+        speaking=active.speaking,
+        origin=origin,
+        closed_in_log=row is not None and not row.is_open,
+        credits=credits,
+        cost=pricing.cost(credits),
+        video_encoding=active.video_encoding or (row.video_encoding if row else None),
+    )
+
+
+def take_snapshot(
+    client: StreamingClient, log: UsageLog, provider: str, pricing: Pricing, *, now: float | None = None
+) -> Snapshot:
+    """List, reconcile, merge. A provider error comes back as ``Snapshot.error`` and leaves the log alone
+    (closing every open session as lost because the provider was unreachable would be wrong)."""
+    try:
+        active = client.list()
+    except HeyGenError as exc:
+        return Snapshot(provider, time.time() if now is None else now, error=str(exc))
+    at = time.time() if now is None else now
+    reconciliation = log.reconcile((s.session_id for s in active), provider)
+    for session_id in reconciliation.still_open:
+        log.heartbeat(session_id, at=at)
+    rows = {row.session_id: row for row in log.open_sessions(provider)}
+    for session_id in reconciliation.closed_but_active:
+        row = log.get_session(session_id)
+        if row is not None:
+            rows[session_id] = row
+    merged = [_merge(s, rows.get(s.session_id), pricing, at) for s in active]
+    merged.sort(key=lambda s: (s.created_at if s.created_at is not None else at, s.session_id))
+    return Snapshot(provider, at, merged, list(reconciliation.lost))
+
+
+def _stop_one(client: StreamingClient, session_id: str) -> StopResult:
+    try:
+        client.stop(session_id)
+    except SessionNotFound:
+        return StopResult(session_id, "already_gone", "The provider no longer knows this session.")
+    except SessionStateError as exc:
+        if (exc.state or "") in _GONE_STATES:
+            return StopResult(session_id, "already_gone", f"It was already {exc.state}.")
+        return StopResult(session_id, "failed", str(exc))
+    except HeyGenError as exc:
+        return StopResult(session_id, "failed", str(exc))
+    return StopResult(session_id, "stopped", "Stopped.")
+
+
+def force_stop(
+    client: StreamingClient,
+    log: UsageLog,
+    provider: str,
+    targets: Sequence[LiveSession],
+    *,
+    now: float | None = None,
+) -> list[StopResult]:
+    """Stop each session and log the outcome; never raises for a provider error (it is a result)."""
+    results = []
+    for target in targets:
+        result = _stop_one(client, target.session_id)
+        at = time.time() if now is None else now
+        row = log.get_session(target.session_id)
+        if row is None and result.outcome == "stopped":
+            log.open_session(
+                target.session_id, provider, target.avatar_id, target.voice_id, target.quality,
+                target.video_encoding, started_by_dashboard=False,
+                created_at=target.created_at if target.created_at is not None else at,
+            )
+            row = log.get_session(target.session_id)
+        if row is not None:
+            log.record_event(target.session_id, FORCE_STOP_EVENT,
+                             {"outcome": result.outcome, "message": result.message}, at=at)
+            if result.outcome == "stopped":
+                log.close_session(target.session_id, EndReason.FORCE_STOPPED, at=at)
+            elif result.outcome == "already_gone" and row.is_open:
+                # Same rule as reconciliation: it ended some time after it was last seen.
+                seen = row.last_seen if row.last_seen is not None else row.created_at
+                log.close_session(target.session_id, EndReason.LOST, at=seen)
+        results.append(result)
+    return results
+
+
+def idle_sessions(sessions: Iterable[LiveSession], minutes: float) -> tuple[list[LiveSession], int]:
+    """Sessions idle for more than ``minutes``, and how many sessions do not report idle time."""
+    idle, unknown = [], 0
+    for s in sessions:
+        if s.idle_s is None:
+            unknown += 1
+        elif s.idle_s > minutes * 60:
+            idle.append(s)
+    return idle, unknown
+
+
+def credits_per_minute(sessions: Iterable[LiveSession], pricing: Pricing) -> float:
+    """What the sessions running now add per minute at the configured rate (speaking basis: only the
+    ones speaking, when the provider says)."""
+    model = pricing.model
+    count = sum(1 for s in sessions if model.basis != "speaking" or s.speaking is not False)
+    return count * model.credits_per_minute
+
+
+def capacity(
+    provider: str, sessions: Sequence[LiveSession], *, engine_budget: int, heygen_limit: int | None
+) -> Capacity:
+    """Local engine: capacity units (480p = 1, 720p = 2, 1080p = 4) against its budget.
+    HeyGen: sessions against a limit the user enters (HeyGen does not report it)."""
+    if provider == "local":
+        used = sum(LOCAL_QUALITY_UNITS.get(s.quality or "medium", 2) for s in sessions)
+        return Capacity(used, float(engine_budget), "units",
+                        f"{len(sessions)} session(s); 480p = 1 unit, 720p = 2, 1080p = 4.")
+    if heygen_limit:
+        return Capacity(len(sessions), float(heygen_limit), "sessions",
+                        "Limit as entered below (HeyGen does not report it).")
+    return Capacity(len(sessions), None, "sessions",
+                    "HeyGen does not report its concurrency limit (trial keys: 3). Enter yours below.")
+
+
+def stopped_today(log: UsageLog, tz: str = "UTC", *, now: float | None = None) -> StopCounts:
+    """Sessions of any provider ended since local midnight: force-stopped, and ended for any reason."""
+    zone = ZoneInfo(tz)
+    at = time.time() if now is None else now
+    local = datetime.fromtimestamp(at, zone)
+    midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    with log.read() as conn:
+        forced, ended = conn.execute(
+            "SELECT COALESCE(SUM(end_reason = ?), 0), COUNT(*) FROM sessions "
+            "WHERE ended_at >= ? AND end_reason != ?",
+            (str(EndReason.FORCE_STOPPED), midnight, str(EndReason.IMPORTED)),
+        ).fetchone()
+    return StopCounts(int(forced), int(ended))
+
+
+TABLE_COLUMNS = (
+    "session_id", "started_by", "status", "avatar", "voice", "quality", "started", "age_min", "idle_s",
+    "idle_left_s", "duration_left_min", "credits", "cost", "note",
+)
+
+
+def sessions_frame(snapshot: Snapshot, tz: str = "UTC") -> pd.DataFrame:
+    """The Sessions table: one row per active session, in ``snapshot.sessions`` order."""
+    rows = []
+    for s in snapshot.sessions:
+        note = ""
+        if s.closed_in_log:
+            note = "Closed in the log but still running: a stop did not take."
+        elif s.is_orphan:
+            note = "Not started by this dashboard and not in the usage log."
+        left = s.duration_left_s
+        rows.append({
+            "session_id": s.session_id,
+            "started_by": ORIGIN_LABELS[s.origin],
+            "status": s.status or "unknown",
+            "avatar": s.avatar_id,
+            "voice": s.voice_id,
+            "quality": s.quality,
+            "started": s.created_at,
+            "age_min": None if s.age_s is None else s.age_s / 60,
+            "idle_s": s.idle_s,
+            "idle_left_s": s.idle_left_s,
+            "duration_left_min": None if left is None else left / 60,
+            "credits": s.credits,
+            "cost": s.cost,
+            "note": note,
+        })
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    df["started"] = pd.to_datetime(df["started"], unit="s", utc=True).dt.tz_convert(tz)
+    for column in ("age_min", "idle_s", "idle_left_s", "duration_left_min", "credits", "cost"):
+        df[column] = df[column].astype("float64")
+    return df
+
+
+def describe_lost(lost: Sequence[SessionRow], tz: str = "UTC") -> list[str]:
+    """One line per lost session: id, avatar and the end time the log now holds."""
+    zone = ZoneInfo(tz)
+    lines = []
+    for row in lost:
+        end = row.ended_at if row.ended_at is not None else row.created_at
+        when = datetime.fromtimestamp(end, zone).strftime("%H:%M:%S")
+        avatar = f" ({row.avatar_id})" if row.avatar_id else ""
+        lines.append(f"{row.session_id}{avatar}, closed at its last heartbeat {when}")
+    return lines

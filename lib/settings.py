@@ -1,0 +1,184 @@
+"""One place that resolves configuration: ``st.secrets`` → environment → defaults.
+
+Nothing here imports streamlit; the app passes ``st.secrets`` in as a mapping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Provider = Literal["local", "heygen"]
+
+HEYGEN_BASE_URL = "https://api.heygen.com"
+DEFAULT_DATA_DIR = Path.home() / ".avatar-ops"
+
+
+class Secret:
+    """A credential that never shows itself in ``repr``, ``str``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Secret values are not serialisable")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Documentation of one setting: the README's configuration table is generated from these."""
+
+    name: str
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("provider", "AVATAR_PROVIDER", "heygen if a key is set, else local",
+            "Which provider the dashboard talks to: `local` or `heygen`."),
+    Setting("heygen_api_key", "HEYGEN_API_KEY", "(none)", "HeyGen API key. Never shown or logged."),
+    Setting("heygen_base_url", "HEYGEN_BASE_URL", HEYGEN_BASE_URL, "HeyGen API base URL."),
+    Setting("engine_host", "ENGINE_HOST", "127.0.0.1", "Interface the embedded local engine binds to."),
+    Setting("engine_port", "ENGINE_PORT", "0 (a free port)", "Port of the embedded local engine."),
+    Setting("engine_url", "ENGINE_URL", "(none)",
+            "Use an already running local engine at this URL instead of starting one."),
+    Setting("engine_api_key", "ENGINE_API_KEY", "(random per start)", "Key of the local engine."),
+    Setting("engine_session_budget", "ENGINE_SESSION_BUDGET", "6",
+            "Local engine capacity in units (480p = 1, 720p = 2, 1080p = 4)."),
+    Setting("engine_max_duration", "ENGINE_MAX_DURATION", "3600",
+            "Local engine hard session duration limit, seconds."),
+    Setting("data_dir", "AVATAR_OPS_DATA_DIR", str(DEFAULT_DATA_DIR), "Where the usage log lives."),
+    Setting("database_path", "USAGE_DB_PATH", "<data_dir>/usage.db", "SQLite usage log file."),
+    Setting("credit_preset", "CREDIT_PRESET", "heygen_current",
+            "Credit model: heygen_current, heygen_older, heygen_oldest, liveavatar_full, liveavatar_lite."),
+    Setting("price_per_credit", "PRICE_PER_CREDIT", "0.99", "Money per credit (Pro plan: $99 / 100 credits)."),
+    Setting("monthly_budget_credits", "MONTHLY_BUDGET_CREDITS", "100", "Monthly credit budget."),
+    Setting("idle_timeout", "IDLE_TIMEOUT", "120", "activity_idle_timeout for new sessions, 30–3600 s."),
+    Setting("llm_base_url", "LLM_BASE_URL", "(none)",
+            "OpenAI-compatible chat endpoint for local `talk` answers (e.g. Ollama)."),
+    Setting("llm_model", "LLM_MODEL", "(none)", "Model name for the chat endpoint."),
+    Setting("llm_api_key", "LLM_API_KEY", "(none)", "Key for the chat endpoint, if it needs one."),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    provider: Provider = "local"
+    heygen_api_key: Secret | None = field(default=None, repr=False)
+    heygen_base_url: str = HEYGEN_BASE_URL
+    engine_host: str = "127.0.0.1"
+    engine_port: int = 0
+    engine_url: str | None = None
+    engine_api_key: Secret | None = field(default=None, repr=False)
+    engine_session_budget: int = 6
+    engine_max_duration: int = 3600
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_path: Path = DEFAULT_DATA_DIR / "usage.db"
+    credit_preset: str = "heygen_current"
+    price_per_credit: float = 0.99
+    monthly_budget_credits: float = 100.0
+    idle_timeout: int = 120
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+    llm_api_key: Secret | None = field(default=None, repr=False)
+
+    @property
+    def has_heygen_key(self) -> bool:
+        return bool(self.heygen_api_key)
+
+    @property
+    def provider_label(self) -> str:
+        return "HeyGen" if self.provider == "heygen" else "Local engine"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting, never a secret."""
+
+
+def _lookup(name: str, env_name: str, secrets: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    for key in (name, env_name):
+        try:
+            value = secrets.get(key) if hasattr(secrets, "get") else None
+        except Exception:  # st.secrets raises when no secrets file exists
+            value = None
+        if value not in (None, ""):
+            return str(value)
+    value = env.get(env_name)
+    return value if value not in (None, "") else None
+
+
+def _number(raw: str | None, default: float, env_name: str, cast: type = float) -> Any:
+    if raw is None:
+        return cast(default)
+    try:
+        return cast(raw)
+    except ValueError:
+        raise SettingsError(f"{env_name} must be a number, got {raw!r}.") from None
+
+
+def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings; ``secrets`` is ``st.secrets`` (or any mapping), ``env`` defaults to ``os.environ``."""
+    secrets = secrets if secrets is not None else {}
+    env = env if env is not None else os.environ
+
+    def get(name: str) -> str | None:
+        spec = next(s for s in SETTINGS if s.name == name)
+        return _lookup(name, spec.env, secrets, env)
+
+    key = get("heygen_api_key")
+    heygen_key = Secret(key) if key else None
+    provider = (get("provider") or ("heygen" if heygen_key else "local")).lower()
+    if provider not in ("local", "heygen"):
+        raise SettingsError(f"AVATAR_PROVIDER must be 'local' or 'heygen', got {provider!r}.")
+
+    data_dir = Path(get("data_dir") or DEFAULT_DATA_DIR).expanduser()
+    db = get("database_path")
+    engine_key = get("engine_api_key")
+    llm_key = get("llm_api_key")
+    idle = _number(get("idle_timeout"), 120, "IDLE_TIMEOUT", int)
+    if not 30 <= idle <= 3600:
+        raise SettingsError(f"IDLE_TIMEOUT must be between 30 and 3600 seconds, got {idle}.")
+
+    return Settings(
+        provider=provider,  # type: ignore[arg-type]
+        heygen_api_key=heygen_key,
+        heygen_base_url=(get("heygen_base_url") or HEYGEN_BASE_URL).rstrip("/"),
+        engine_host=get("engine_host") or "127.0.0.1",
+        engine_port=_number(get("engine_port"), 0, "ENGINE_PORT", int),
+        engine_url=(get("engine_url") or None),
+        engine_api_key=Secret(engine_key) if engine_key else None,
+        engine_session_budget=_number(get("engine_session_budget"), 6, "ENGINE_SESSION_BUDGET", int),
+        engine_max_duration=_number(get("engine_max_duration"), 3600, "ENGINE_MAX_DURATION", int),
+        data_dir=data_dir,
+        database_path=Path(db).expanduser() if db else data_dir / "usage.db",
+        credit_preset=get("credit_preset") or "heygen_current",
+        price_per_credit=_number(get("price_per_credit"), 0.99, "PRICE_PER_CREDIT"),
+        monthly_budget_credits=_number(get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS"),
+        idle_timeout=idle,
+        llm_base_url=get("llm_base_url"),
+        llm_model=get("llm_model"),
+        llm_api_key=Secret(llm_key) if llm_key else None,
+    )

@@ -1,0 +1,102 @@
+"""Altair charts of the Usage page, built from the DataFrames in ``lib.usage.queries``.
+
+Pure functions: a DataFrame in, an ``alt.Chart`` out; the page only places them.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+HEIGHT = 260
+GROUP_TITLES: dict[str, str] = {"avatar": "Avatar", "quality": "Quality", "provider": "Provider"}
+BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected", "budget": "Budget"}
+_SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
+
+
+def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar") -> alt.Chart:
+    """Stacked bars: minutes per day, one colour per avatar / quality / provider."""
+    title = GROUP_TITLES.get(by, by.title())
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("yearmonthdate(day):T", title="Day", axis=alt.Axis(format="%b %d")),
+            y=alt.Y("sum(minutes):Q", title="Minutes", stack="zero"),
+            color=alt.Color(f"{by}:N", title=title),
+            tooltip=[
+                alt.Tooltip("yearmonthdate(day):T", title="Day"),
+                alt.Tooltip(f"{by}:N", title=title),
+                alt.Tooltip("sum(sessions):Q", title="Sessions"),
+                alt.Tooltip("sum(minutes):Q", title="Minutes", format=".1f"),
+                alt.Tooltip("sum(credits):Q", title="Credits", format=".2f"),
+                alt.Tooltip("sum(cost):Q", title="Cost", format="$.2f"),
+            ],
+        )
+        .properties(height=HEIGHT)
+    )
+
+
+def duration_chart(df: pd.DataFrame) -> alt.Chart:
+    """Bars: how many sessions fall in each duration bucket, shortest bucket first."""
+    order = list(df.sort_values("lower_s")["bin"])
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("bin:N", title="Session duration", sort=order, axis=alt.Axis(labelAngle=-30)),
+            y=alt.Y("sessions:Q", title="Sessions"),
+            tooltip=[alt.Tooltip("bin:N", title="Duration"), alt.Tooltip("sessions:Q", title="Sessions")],
+        )
+        .properties(height=HEIGHT)
+    )
+
+
+def budget_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """``cumulative_credits`` output in long form: ``day, series, credits`` (Used / Projected / Budget)."""
+    long = df[["day", *BUDGET_SERIES]].melt(id_vars=["day"], var_name="series", value_name="value")
+    long["series"] = long["series"].map(BUDGET_SERIES)
+    long = long.rename(columns={"value": "credits"})
+    return long.dropna(subset=["credits"]).reset_index(drop=True)
+
+
+def budget_chart(df: pd.DataFrame) -> alt.Chart:
+    """Cumulative credits through the month, the budget line, and the projection to month end."""
+    names = list(BUDGET_SERIES.values())
+    return (
+        alt.Chart(budget_frame(df))
+        .mark_line(point=alt.OverlayMarkDef(size=18))
+        .encode(
+            x=alt.X("day:T", title="Day", axis=alt.Axis(format="%b %d")),
+            y=alt.Y("credits:Q", title="Credits"),
+            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=names, range=list(_SERIES_COLORS)),
+                            legend=alt.Legend(orient="top")),
+            strokeDash=alt.StrokeDash(
+                "series:N", scale=alt.Scale(domain=names, range=[[1, 0], [6, 4], [2, 2]]), legend=None
+            ),
+            tooltip=[
+                alt.Tooltip("day:T", title="Day", format="%b %d"),
+                alt.Tooltip("series:N", title="Line"),
+                alt.Tooltip("credits:Q", title="Credits", format=".2f"),
+            ],
+        )
+        .properties(height=HEIGHT)
+    )
+
+
+def hour_chart(df: pd.DataFrame) -> alt.Chart:
+    """Bars: sessions started in each hour of the day (local time)."""
+    return (
+        alt.Chart(df)
+        .mark_bar()
+        .encode(
+            x=alt.X("hour:O", title="Hour of day", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("sessions:Q", title="Sessions"),
+            tooltip=[
+                alt.Tooltip("hour:O", title="Hour"),
+                alt.Tooltip("sessions:Q", title="Sessions"),
+                alt.Tooltip("minutes:Q", title="Minutes", format=".1f"),
+            ],
+        )
+        .properties(height=HEIGHT)
+    )

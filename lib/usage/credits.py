@@ -1,0 +1,160 @@
+"""Credit model: how many credits a session costs, in Python and as the same rule in SQL.
+
+Every preset bills whole started seconds (a 30.2 s session bills 31 s), applies its minimum to any
+session that ran at all, and multiplies by a per-minute rate. A session that never ran (0 s) costs 0.
+The SQL form lets the usage queries aggregate credits in ``GROUP BY`` without loading rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+Basis = Literal["session", "speaking"]
+
+# Durations are differences of ~1.7e9 s doubles (resolution ~2.4e-7 s) from clocks and datetime
+# conversions; a sub-microsecond excess must not bill a whole extra second.
+_SLACK_S = 1e-6
+
+
+@dataclass(frozen=True)
+class CreditModel:
+    """One pricing rule: ``max(ceil(seconds), minimum_s) * credits_per_minute / 60`` for seconds > 0."""
+
+    key: str
+    label: str
+    description: str
+    credits_per_minute: float
+    minimum_s: float = 0.0
+    basis: Basis = "session"
+
+    def billable_seconds(self, duration_s: float, speaking_s: float | None = None) -> float:
+        seconds = self._basis_seconds(duration_s, speaking_s)
+        if seconds <= 0:
+            return 0.0
+        return float(max(math.ceil(seconds - _SLACK_S), self.minimum_s))
+
+    def credits_for(self, duration_s: float, speaking_s: float | None = None) -> float:
+        """Credits for one session of ``duration_s`` seconds (``speaking_s`` for the speaking basis)."""
+        return self.billable_seconds(duration_s, speaking_s) * self.credits_per_minute / 60.0
+
+    def _basis_seconds(self, duration_s: float, speaking_s: float | None) -> float:
+        if self.basis == "speaking" and speaking_s is not None:
+            return speaking_s
+        return duration_s
+
+    def sql_expr(self, duration_sql: str, speaking_sql: str | None = None) -> str:
+        """The same rule as a SQLite expression over a duration (and speaking) column or expression.
+
+        ``duration_sql``/``speaking_sql`` are trusted SQL fragments written by us, never user input.
+        """
+        basis = f"({duration_sql})"
+        if self.basis == "speaking" and speaking_sql is not None:
+            basis = f"COALESCE(({speaking_sql}), {basis})"
+        shifted = f"({basis} - {_SLACK_S!r})"
+        ceil = f"(CAST({shifted} AS INTEGER) + ({shifted} > CAST({shifted} AS INTEGER)))"
+        rate = float(self.credits_per_minute) / 60.0
+        return (
+            f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 "
+            f"ELSE MAX({ceil}, {float(self.minimum_s)!r}) * {rate!r} END)"
+        )
+
+    def with_rate(self, credits_per_minute: float, minimum_s: float | None = None) -> CreditModel:
+        """A custom variant of this preset (the usage page lets users override the rate)."""
+        return replace(
+            self,
+            key=f"{self.key}_custom",
+            label=f"{self.label} (custom)",
+            credits_per_minute=credits_per_minute,
+            minimum_s=self.minimum_s if minimum_s is None else minimum_s,
+        )
+
+
+PRESETS: dict[str, CreditModel] = {
+    m.key: m
+    for m in (
+        CreditModel(
+            "heygen_current",
+            "HeyGen streaming (current docs)",
+            "0.2 credits per minute, 30 s minimum, then per second.",
+            credits_per_minute=0.2,
+            minimum_s=30,
+        ),
+        CreditModel(
+            "heygen_older",
+            "HeyGen streaming (older)",
+            "1 credit per 10 minutes active, prorated per second (0.1 credits/min), no minimum.",
+            credits_per_minute=0.1,
+        ),
+        CreditModel(
+            "heygen_oldest",
+            "HeyGen streaming (oldest)",
+            "1 credit per minute of the avatar speaking, per second; "
+            "uses the whole session duration when speaking time was not recorded.",
+            credits_per_minute=1.0,
+            basis="speaking",
+        ),
+        CreditModel(
+            "liveavatar_full",
+            "LiveAvatar FULL",
+            "2 credits per minute; 1 minute is held at start (60 s minimum), then per second.",
+            credits_per_minute=2.0,
+            minimum_s=60,
+        ),
+        CreditModel(
+            "liveavatar_lite",
+            "LiveAvatar LITE",
+            "1 credit per minute; 1 minute is held at start (60 s minimum), then per second.",
+            credits_per_minute=1.0,
+            minimum_s=60,
+        ),
+    )
+}
+
+DEFAULT_PRESET = "heygen_current"
+
+
+def get_model(key: str) -> CreditModel:
+    try:
+        return PRESETS[key]
+    except KeyError:
+        known = ", ".join(PRESETS)
+        raise ValueError(f"Unknown credit preset {key!r}; choose one of: {known}.") from None
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What the usage page needs to turn seconds into credits, money and budget use."""
+
+    model: CreditModel = PRESETS[DEFAULT_PRESET]
+    price_per_credit: float = 0.99
+    monthly_budget_credits: float = 100.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Pricing:
+        """From ``lib.settings.Settings`` (credit_preset, price_per_credit, monthly_budget_credits)."""
+        if settings.credit_preset not in PRESETS:
+            known = ", ".join(PRESETS)
+            raise ValueError(f"CREDIT_PRESET {settings.credit_preset!r} is unknown; choose one of: {known}.")
+        return cls(
+            model=PRESETS[settings.credit_preset],
+            price_per_credit=float(settings.price_per_credit),
+            monthly_budget_credits=float(settings.monthly_budget_credits),
+        )
+
+    def credits_for(self, duration_s: float, speaking_s: float | None = None) -> float:
+        return self.model.credits_for(duration_s, speaking_s)
+
+    def cost(self, credits: float) -> float:
+        return credits * self.price_per_credit
+
+    def budget_fraction(self, credits: float) -> float | None:
+        """Share of the monthly budget used (1.0 = all of it); None when no budget is set."""
+        if self.monthly_budget_credits <= 0:
+            return None
+        return credits / self.monthly_budget_credits
+
+    @property
+    def monthly_budget_cost(self) -> float:
+        return self.cost(self.monthly_budget_credits)

@@ -1,0 +1,534 @@
+"""Queries behind the Usage page. Every aggregate is computed in SQL; only result rows reach pandas.
+
+Conventions:
+* A session belongs to the local day (in ``UsageFilter.tz``) on which it was created, even when it
+  runs past midnight.
+* Duration = (ended_at, else last_seen, else now) − created_at: billable from ``streaming.new`` until
+  closed (DESIGN.md, lifecycle).
+* Local-engine sessions cost no real credits; ``include_local_estimate=True`` prices them as if they
+  had run on HeyGen with the chosen preset.
+"""
+
+from __future__ import annotations
+
+import calendar
+import csv
+import io
+import itertools
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from lib.usage.credits import Pricing
+from lib.usage.store import UsageLog
+
+LOCAL_PROVIDERS: tuple[str, ...] = ("local",)
+"""Providers whose sessions cost no real credits."""
+
+GroupBy = Literal["avatar", "quality", "provider"]
+_GROUP_COLUMNS: dict[str, str] = {"avatar": "avatar_id", "quality": "quality", "provider": "provider"}
+UNKNOWN = "(unknown)"
+
+DEFAULT_BINS: tuple[float, ...] = (0, 30, 60, 120, 300, 600, 1200, 1800, 3600, math.inf)
+
+
+@dataclass(frozen=True)
+class UsageFilter:
+    """What the Usage page's filter bar selected. Dates are inclusive local dates in ``tz``;
+    ``None`` or an empty tuple means no restriction on that field."""
+
+    date_from: date | None = None
+    date_to: date | None = None
+    providers: tuple[str, ...] | None = None
+    avatars: tuple[str, ...] | None = None
+    qualities: tuple[str, ...] | None = None
+    tz: str = "UTC"
+
+    def __post_init__(self) -> None:
+        # Streamlit's multiselect hands over lists; tuples keep the filter hashable for caching.
+        for name in ("providers", "avatars", "qualities"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        ZoneInfo(self.tz)  # an unknown zone fails here, not deep inside a query
+
+    @classmethod
+    def month(cls, year: int, month: int, **kwargs: Any) -> UsageFilter:
+        last = calendar.monthrange(year, month)[1]
+        return cls(date(year, month, 1), date(year, month, last), **kwargs)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.tz)
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """UTC unix seconds ``[start, end)`` covering the local dates."""
+        start = _local_midnight(self.date_from, self.zone) if self.date_from else None
+        end = _local_midnight(self.date_to + timedelta(days=1), self.zone) if self.date_to else None
+        return start, end
+
+    def previous(self) -> UsageFilter | None:
+        """The period of equal length just before this one (None when the range is open-ended)."""
+        if self.date_from is None or self.date_to is None:
+            return None
+        length = (self.date_to - self.date_from).days + 1
+        return replace(
+            self,
+            date_from=self.date_from - timedelta(days=length),
+            date_to=self.date_from - timedelta(days=1),
+        )
+
+
+def _local_midnight(day: date, zone: ZoneInfo) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=zone).timestamp()
+
+
+@dataclass(frozen=True)
+class Kpis:
+    sessions: int
+    open_sessions: int
+    total_minutes: float
+    credits: float
+    cost: float
+    avg_duration_s: float | None
+    p95_duration_s: float | None
+
+
+@dataclass(frozen=True)
+class KpiReport:
+    current: Kpis
+    previous: Kpis | None
+
+    def change(self, name: str) -> float | None:
+        """Relative change of one figure against the previous period (0.25 = +25 %)."""
+        if self.previous is None:
+            return None
+        now, before = getattr(self.current, name), getattr(self.previous, name)
+        if now is None or not before:
+            return None
+        return (now - before) / before
+
+
+# -- SQL building ---------------------------------------------------------------------------------
+
+
+def _where(flt: UsageFilter, params: dict[str, Any]) -> str:
+    clauses: list[str] = []
+    start, end = flt.bounds()
+    if start is not None:
+        clauses.append("created_at >= :start")
+        params["start"] = start
+    if end is not None:
+        clauses.append("created_at < :end")
+        params["end"] = end
+    restrictions = (("provider", flt.providers), ("avatar_id", flt.avatars), ("quality", flt.qualities))
+    for column, values in restrictions:
+        if values:
+            names = []
+            for i, value in enumerate(values):
+                names.append(f":{column}_{i}")
+                params[f"{column}_{i}"] = value
+            clauses.append(f"{column} IN ({', '.join(names)})")
+    return " AND ".join(clauses) if clauses else "1"
+
+
+def _credits_sql(pricing: Pricing, include_local_estimate: bool) -> str:
+    expr = pricing.model.sql_expr("d", "sp")
+    if include_local_estimate:
+        return expr
+    local = ", ".join(f"'{p}'" for p in LOCAL_PROVIDERS)
+    return f"(CASE WHEN provider IN ({local}) THEN 0.0 ELSE {expr} END)"
+
+
+def _base(
+    flt: UsageFilter,
+    params: dict[str, Any],
+    now: float | None,
+    pricing: Pricing | None = None,
+    include_local_estimate: bool = False,
+) -> str:
+    """``WITH s AS (...)``: the filtered sessions with duration ``d`` and ``credits`` per session."""
+    params["now"] = time.time() if now is None else now
+    credits = _credits_sql(pricing, include_local_estimate) if pricing else "0.0"
+    return (
+        "WITH f AS (SELECT *, MAX(COALESCE(ended_at, last_seen, :now) - created_at, 0.0) AS d, "
+        f"speaking_s AS sp FROM sessions WHERE {_where(flt, params)}), "
+        f"s AS (SELECT *, {credits} AS credits FROM f) "
+    )
+
+
+def _tz_offset_sql(zone: ZoneInfo, lo: float, hi: float, column: str = "created_at") -> str:
+    """SQL for the zone's UTC offset (seconds) at ``column``, exact across DST changes in [lo, hi]."""
+
+    def offset(t: float) -> int:
+        utcoffset = datetime.fromtimestamp(t, zone).utcoffset()
+        return int(utcoffset.total_seconds()) if utcoffset else 0
+
+    step = 6 * 3600
+    current = offset(lo)
+    pieces: list[tuple[int, int]] = []
+    t = lo
+    while t < hi:
+        nxt = min(t + step, hi)
+        if offset(nxt) != current:
+            left, right = int(t), math.ceil(nxt)
+            while right - left > 1:
+                mid = (left + right) // 2
+                if offset(mid) == current:
+                    left = mid
+                else:
+                    right = mid
+            pieces.append((right, current))
+            current = offset(right)
+        t = nxt
+    if not pieces:
+        return str(current)
+    whens = " ".join(f"WHEN {column} < {at} THEN {off}" for at, off in pieces)
+    return f"(CASE {whens} ELSE {current} END)"
+
+
+def _span(conn: Any, flt: UsageFilter) -> tuple[float, float]:
+    start, end = flt.bounds()
+    if start is None or end is None:
+        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+        start = start if start is not None else (lo if lo is not None else 0.0)
+        end = end if end is not None else (hi + 1 if hi is not None else 0.0)
+    return start, end
+
+
+def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
+    lo, hi = _span(conn, flt)
+    off = _tz_offset_sql(flt.zone, lo, hi)
+    return "created_at" if off == "0" else f"(created_at + {off})"
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def _kpis(
+    conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None
+) -> Kpis:
+    params: dict[str, Any] = {}
+    base = _base(flt, params, now, pricing, include_local_estimate)
+    n, open_n, total_s, credits, avg = conn.execute(
+        base + "SELECT COUNT(*), COALESCE(SUM(ended_at IS NULL), 0), COALESCE(SUM(d), 0.0), "
+        "COALESCE(SUM(credits), 0.0), AVG(d) FROM s",
+        params,
+    ).fetchone()
+    p95 = None
+    if n:
+        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session.
+        params["offset"] = math.ceil(0.95 * n) - 1
+        p95 = conn.execute(base + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset", params).fetchone()[0]
+    return Kpis(
+        sessions=n,
+        open_sessions=open_n,
+        total_minutes=total_s / 60.0,
+        credits=credits,
+        cost=pricing.cost(credits),
+        avg_duration_s=avg,
+        p95_duration_s=p95,
+    )
+
+
+def kpis(
+    log: UsageLog,
+    flt: UsageFilter,
+    pricing: Pricing,
+    *,
+    include_local_estimate: bool = False,
+    now: float | None = None,
+) -> KpiReport:
+    """Headline figures for the filter and for the previous period of equal length."""
+    with log.read() as conn:
+        current = _kpis(conn, flt, pricing, include_local_estimate, now)
+        prev_flt = flt.previous()
+        previous = _kpis(conn, prev_flt, pricing, include_local_estimate, now) if prev_flt else None
+    return KpiReport(current, previous)
+
+
+def minutes_per_day(
+    log: UsageLog,
+    flt: UsageFilter,
+    pricing: Pricing,
+    by: GroupBy = "avatar",
+    *,
+    include_local_estimate: bool = False,
+    now: float | None = None,
+) -> pd.DataFrame:
+    """Long format: ``day, <by>, sessions, minutes, credits, cost`` — one row per local day and group."""
+    if by not in _GROUP_COLUMNS:
+        raise ValueError(f"by must be one of {', '.join(_GROUP_COLUMNS)}, got {by!r}.")
+    column = _GROUP_COLUMNS[by]
+    params: dict[str, Any] = {"unknown": UNKNOWN}
+    with log.read() as conn:
+        local = _local_time_sql(conn, flt)
+        sql = _base(flt, params, now, pricing, include_local_estimate) + (
+            f"SELECT date({local}, 'unixepoch') AS day, COALESCE({column}, :unknown) AS {by}, "
+            "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
+            f"FROM s GROUP BY day, {by} ORDER BY day, {by}"
+        )
+        df = pd.read_sql_query(sql, conn, params=params)
+    df["day"] = pd.to_datetime(df["day"])
+    df["cost"] = df["credits"] * pricing.price_per_credit
+    return df
+
+
+def duration_distribution(
+    log: UsageLog,
+    flt: UsageFilter,
+    bins: Sequence[float] = DEFAULT_BINS,
+    *,
+    now: float | None = None,
+) -> pd.DataFrame:
+    """Histogram of session durations: ``bin, lower_s, upper_s, sessions`` with every bin present.
+
+    ``bins`` are increasing edges in seconds; buckets are ``[edge_i, edge_i+1)`` and the last edge
+    is open-ended when it is not ``inf``."""
+    edges = [float(b) for b in bins]
+    if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+        raise ValueError("bins must be at least two increasing edges in seconds.")
+    if not math.isinf(edges[-1]):
+        edges.append(math.inf)
+    finite = edges[1:-1]
+    case = " ".join(f"WHEN d < {edge!r} THEN {i}" for i, edge in enumerate(finite))
+    bucket = f"CASE {case} ELSE {len(finite)} END" if finite else "0"
+    params: dict[str, Any] = {}
+    with log.read() as conn:
+        sql = _base(flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY b"
+        counts = dict(conn.execute(sql, params).fetchall())
+    rows = [
+        {
+            "bin": _bin_label(lower, upper),
+            "lower_s": lower,
+            "upper_s": upper,
+            "sessions": int(counts.get(i, 0)),
+        }
+        for i, (lower, upper) in enumerate(itertools.pairwise(edges))
+    ]
+    return pd.DataFrame(rows, columns=["bin", "lower_s", "upper_s", "sessions"])
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:g} s"
+    return f"{s / 60:g} min"
+
+
+def _bin_label(lower: float, upper: float) -> str:
+    if math.isinf(upper):
+        return f"≥ {_fmt_seconds(lower)}"
+    return f"{_fmt_seconds(lower)} – {_fmt_seconds(upper)}"
+
+
+def project_month(daily: pd.Series, month_days: int, today: int) -> pd.Series:
+    """Cumulative credits projected to month end at the average daily rate so far.
+
+    ``daily`` holds credits per day of month (index 1..month_days, missing days count as 0);
+    ``today`` is the current day of month, counted as a whole day. Returns a Series over
+    1..month_days: NaN before today, the actual cumulative at today, then a straight line.
+    All NaN when ``today`` lies outside the month (nothing left to project)."""
+    days = pd.RangeIndex(1, month_days + 1, name=daily.index.name or "day")
+    projected = pd.Series(np.nan, index=days, dtype="float64")
+    if not 1 <= today <= month_days:
+        return projected
+    so_far = float(daily[(daily.index >= 1) & (daily.index <= today)].sum())
+    rate = so_far / today
+    ahead = days[days >= today]
+    projected.loc[ahead] = so_far + rate * (ahead - today)
+    return projected
+
+
+def cumulative_credits(
+    log: UsageLog,
+    month: date,
+    pricing: Pricing,
+    *,
+    flt: UsageFilter | None = None,
+    today: date | None = None,
+    include_local_estimate: bool = False,
+    now: float | None = None,
+) -> pd.DataFrame:
+    """The budget chart for ``month`` (any date in it): ``day, credits, cumulative, budget, projected``,
+    one row per day of the month. ``flt`` supplies provider/avatar/quality/tz; its dates are ignored."""
+    base_flt = flt or UsageFilter()
+    month_flt = replace(UsageFilter.month(month.year, month.month), **_non_date_fields(base_flt))
+    month_days = calendar.monthrange(month.year, month.month)[1]
+    if today is None:
+        ts = time.time() if now is None else now
+        today = datetime.fromtimestamp(ts, month_flt.zone).date()
+    params: dict[str, Any] = {}
+    with log.read() as conn:
+        local = _local_time_sql(conn, month_flt)
+        sql = _base(month_flt, params, now, pricing, include_local_estimate) + (
+            f"SELECT CAST(strftime('%d', {local}, 'unixepoch') AS INTEGER) AS dom, SUM(credits) "
+            "FROM s GROUP BY dom"
+        )
+        per_day = dict(conn.execute(sql, params).fetchall())
+    dom = pd.RangeIndex(1, month_days + 1, name="day")
+    daily = pd.Series([float(per_day.get(d, 0.0)) for d in dom], index=dom, dtype="float64")
+    if (today.year, today.month) == (month.year, month.month):
+        today_dom = today.day
+    elif today < date(month.year, month.month, 1):
+        today_dom = 0
+    else:
+        today_dom = month_days + 1
+    cumulative = daily.cumsum()
+    if 1 <= today_dom <= month_days:
+        cumulative[cumulative.index > today_dom] = np.nan
+    elif today_dom == 0:
+        cumulative[:] = np.nan
+    return pd.DataFrame(
+        {
+            "day": pd.to_datetime([date(month.year, month.month, d) for d in dom]),
+            "credits": daily.to_numpy(),
+            "cumulative": cumulative.to_numpy(),
+            "budget": float(pricing.monthly_budget_credits),
+            "projected": project_month(daily, month_days, today_dom).to_numpy(),
+        }
+    )
+
+
+def _non_date_fields(flt: UsageFilter) -> dict[str, Any]:
+    return {"providers": flt.providers, "avatars": flt.avatars, "qualities": flt.qualities, "tz": flt.tz}
+
+
+def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = None) -> pd.DataFrame:
+    """``hour`` (0–23, local to ``flt.tz``), ``sessions``, ``minutes``; all 24 hours present."""
+    params: dict[str, Any] = {}
+    with log.read() as conn:
+        local = _local_time_sql(conn, flt)
+        sql = _base(flt, params, now) + (
+            f"SELECT CAST(strftime('%H', {local}, 'unixepoch') AS INTEGER) AS hour, COUNT(*), SUM(d) / 60.0 "
+            "FROM s GROUP BY hour"
+        )
+        found = {h: (n, m) for h, n, m in conn.execute(sql, params).fetchall()}
+    return pd.DataFrame(
+        {
+            "hour": range(24),
+            "sessions": [found.get(h, (0, 0.0))[0] for h in range(24)],
+            "minutes": [float(found.get(h, (0, 0.0))[1]) for h in range(24)],
+        }
+    )
+
+
+SESSION_TABLE_COLUMNS = (
+    "session_id", "created", "ended", "status", "end_reason", "provider", "avatar_id", "voice_id",
+    "quality", "video_encoding", "started_by_dashboard", "duration_s", "credits", "cost", "tasks", "events",
+)
+
+
+def _sessions_sql(
+    flt: UsageFilter,
+    pricing: Pricing,
+    params: dict[str, Any],
+    now: float | None,
+    include_local_estimate: bool,
+    limit: int | None,
+    created_sql: str = "p.created_at",
+    ended_sql: str = "p.ended_at",
+) -> str:
+    limit_sql = ""
+    if limit is not None:
+        params["limit"] = int(limit)
+        limit_sql = " ORDER BY created_at DESC LIMIT :limit"
+    params["price"] = float(pricing.price_per_credit)
+    # LEFT JOIN + GROUP BY walks events_session_at once per listed session.
+    return _base(flt, params, now, pricing, include_local_estimate) + (
+        f", page AS (SELECT * FROM s{limit_sql}) "
+        f"SELECT p.session_id, {created_sql} AS created, {ended_sql} AS ended, "
+        "CASE WHEN p.ended_at IS NULL THEN 'open' ELSE 'closed' END AS status, p.end_reason, p.provider, "
+        "p.avatar_id, p.voice_id, p.quality, p.video_encoding, p.started_by_dashboard, "
+        "p.d AS duration_s, p.credits, p.credits * :price AS cost, "
+        "COALESCE(SUM(e.kind = 'task'), 0) AS tasks, COUNT(e.id) AS events "
+        "FROM page p LEFT JOIN events e ON e.session_id = p.session_id "
+        "GROUP BY p.session_id ORDER BY p.created_at DESC"
+    )
+
+
+def sessions_table(
+    log: UsageLog,
+    flt: UsageFilter,
+    pricing: Pricing,
+    limit: int | None = None,
+    *,
+    include_local_estimate: bool = False,
+    now: float | None = None,
+) -> pd.DataFrame:
+    """Newest first, one row per session (``SESSION_TABLE_COLUMNS``), times as aware datetimes in ``flt.tz``."""
+    params: dict[str, Any] = {}
+    sql = _sessions_sql(flt, pricing, params, now, include_local_estimate, limit)
+    with log.read() as conn:
+        df = pd.read_sql_query(sql, conn, params=params)
+    for column in ("created", "ended"):
+        df[column] = pd.to_datetime(df[column], unit="s", utc=True).dt.tz_convert(flt.tz)
+    df["started_by_dashboard"] = df["started_by_dashboard"].astype(bool)
+    return df
+
+
+def _iso_sql(conn: Any, flt: UsageFilter, column: str) -> str:
+    """ISO 8601 local time with offset (``2024-03-02T18:30:00-05:00``) of a unix-seconds column."""
+    lo, hi = _span(conn, flt)
+    off = _tz_offset_sql(flt.zone, lo, hi + 2 * 86400, column)
+    return (
+        f"strftime('%Y-%m-%dT%H:%M:%S', {column} + {off}, 'unixepoch') || "
+        f"CASE WHEN {column} IS NULL THEN NULL WHEN {off} < 0 THEN '-' ELSE '+' END || "
+        f"printf('%02d:%02d', abs({off}) / 3600, (abs({off}) % 3600) / 60)"
+    )
+
+
+def sessions_csv(
+    log: UsageLog,
+    flt: UsageFilter,
+    pricing: Pricing,
+    *,
+    include_local_estimate: bool = False,
+    now: float | None = None,
+) -> bytes:
+    """Every session matching the filter as UTF-8 CSV, columns as ``sessions_table``; times are
+    ISO 8601 with the offset of ``flt.tz``. Rows stream from SQL to text without a DataFrame."""
+    params: dict[str, Any] = {}
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SESSION_TABLE_COLUMNS)
+    with log.read() as conn:
+        sql = _sessions_sql(
+            flt, pricing, params, now, include_local_estimate, None,
+            created_sql=_iso_sql(conn, flt, "p.created_at"),
+            ended_sql=_iso_sql(conn, flt, "p.ended_at"),
+        )
+        for row in conn.execute(sql, params):
+            values = list(row)
+            values[10] = "true" if values[10] else "false"
+            values[11:14] = (round(v, 6) for v in values[11:14])
+            writer.writerow(values)
+    return out.getvalue().encode("utf-8")
+
+
+def filter_options(log: UsageLog) -> dict[str, list[str]]:
+    """Distinct providers, avatars and qualities in the log, for the filter widgets."""
+    out: dict[str, list[str]] = {}
+    with log.read() as conn:
+        for key, column in (("providers", "provider"), ("avatars", "avatar_id"), ("qualities", "quality")):
+            rows = conn.execute(
+                f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL ORDER BY {column}"
+            )
+            out[key] = [r[0] for r in rows]
+    return out
+
+
+def date_span(log: UsageLog, tz: str = "UTC") -> tuple[date, date] | None:
+    """First and last local creation dates in the log (None when it is empty)."""
+    with log.read() as conn:
+        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+    if lo is None:
+        return None
+    zone = ZoneInfo(tz)
+    return datetime.fromtimestamp(lo, zone).date(), datetime.fromtimestamp(hi, zone).date()

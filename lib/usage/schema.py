@@ -1,0 +1,48 @@
+"""Schema of the usage log, as an ordered list of migrations tracked by ``PRAGMA user_version``.
+
+Migration *n* (1-based) takes a file from version n-1 to n. Never edit a shipped migration; append one.
+Timestamps are UTC unix seconds (REAL) so SQL can aggregate them without parsing.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: sessions, events, settings and the indexes the usage queries need.
+    """
+    CREATE TABLE IF NOT EXISTS sessions (
+        session_id           TEXT PRIMARY KEY,
+        provider             TEXT NOT NULL,
+        avatar_id            TEXT,
+        voice_id             TEXT,
+        quality              TEXT,
+        video_encoding       TEXT,
+        started_by_dashboard INTEGER NOT NULL DEFAULT 1,
+        created_at           REAL NOT NULL,
+        connected_at         REAL,
+        ended_at             REAL,
+        end_reason           TEXT,
+        last_seen            REAL,
+        speaking_s           REAL
+    );
+    CREATE INDEX IF NOT EXISTS sessions_created_at ON sessions (created_at);
+    CREATE INDEX IF NOT EXISTS sessions_provider_created ON sessions (provider, created_at);
+    CREATE INDEX IF NOT EXISTS sessions_avatar_created ON sessions (avatar_id, created_at);
+    CREATE INDEX IF NOT EXISTS sessions_open ON sessions (provider) WHERE ended_at IS NULL;
+
+    CREATE TABLE IF NOT EXISTS events (
+        id         INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        at         REAL NOT NULL,
+        kind       TEXT NOT NULL,
+        details    TEXT
+    );
+    CREATE INDEX IF NOT EXISTS events_session_at ON events (session_id, at);
+
+    CREATE TABLE IF NOT EXISTS settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)

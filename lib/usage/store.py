@@ -1,0 +1,517 @@
+"""The usage log: one SQLite file (WAL) that records every session and event as it happens.
+
+Streamlit runs each script run on its own thread, so connections come from a small pool (a thread
+borrows one per call and gives it back) instead of one per thread, which would leak one per rerun.
+Writes in this process are serialised by a lock and use ``BEGIN IMMEDIATE``, so they never hit a
+read→write lock upgrade; other processes on the same file wait on ``busy_timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from lib.usage.credits import PRESETS, Pricing
+from lib.usage.schema import MIGRATIONS, SCHEMA_VERSION
+
+Timestamp = float | int | datetime | None
+
+
+class EventKind(StrEnum):
+    """Documented event kinds; ``record_event`` also accepts any other short string."""
+
+    CREATED = "created"
+    CONNECTED = "connected"
+    TASK = "task"
+    INTERRUPT = "interrupt"
+    KEEP_ALIVE = "keep_alive"
+    VOICE_TURN = "voice_turn"
+    RECONNECT = "reconnect"
+    ERROR = "error"
+    STOP = "stop"
+    CLOSED = "closed"
+
+
+class EndReason(StrEnum):
+    STOPPED = "stopped"
+    FORCE_STOPPED = "force_stopped"
+    RELEASED = "released"
+    IDLE_TIMEOUT = "idle_timeout"
+    DURATION_CAP = "duration_cap"
+    ERROR = "error"
+    LOST = "lost"
+    IMPORTED = "imported"
+
+
+class UsageLogError(RuntimeError):
+    """The log file cannot be used (e.g. written by a newer version of the dashboard)."""
+
+
+_SESSION_COLUMNS = (
+    "session_id, provider, avatar_id, voice_id, quality, video_encoding, started_by_dashboard, "
+    "created_at, connected_at, ended_at, end_reason, last_seen, speaking_s"
+)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    session_id: str
+    provider: str
+    avatar_id: str | None
+    voice_id: str | None
+    quality: str | None
+    video_encoding: str | None
+    started_by_dashboard: bool
+    created_at: float
+    connected_at: float | None
+    ended_at: float | None
+    end_reason: str | None
+    last_seen: float | None
+    speaking_s: float | None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> SessionRow:
+        values = list(row)
+        values[6] = bool(values[6])
+        return cls(*values)
+
+    @property
+    def is_open(self) -> bool:
+        return self.ended_at is None
+
+    def duration_s(self, now: float | None = None) -> float:
+        """Billable seconds: from creation until closed (or last seen, or now while still open)."""
+        end = self.ended_at if self.ended_at is not None else self.last_seen
+        if end is None:
+            end = time.time() if now is None else now
+        return max(0.0, end - self.created_at)
+
+    @property
+    def created_at_utc(self) -> datetime:
+        return datetime.fromtimestamp(self.created_at, UTC)
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Outcome of comparing the log's open sessions with the provider's active list."""
+
+    lost: list[SessionRow] = field(default_factory=list)
+    """Open in the log but gone on the provider: now closed at last_seen with reason ``lost``."""
+    orphans: list[str] = field(default_factory=list)
+    """Active on the provider but unknown to the log (opened elsewhere); not inserted."""
+    still_open: list[str] = field(default_factory=list)
+    """Open in the log and still active on the provider."""
+    closed_but_active: list[str] = field(default_factory=list)
+    """Closed in the log yet still active on the provider (a stop that did not take): still billing."""
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One entry of the provider's session history (HeyGen ``GET /v2/streaming.list``)."""
+
+    session_id: str
+    created_at: float
+    duration_s: float | None = None
+    avatar_id: str | None = None
+    voice: str | None = None
+
+
+_SENSITIVE_KEY = re.compile(r"api[_-]?key|token|secret|password|authori[sz]ation|credential", re.I)
+
+
+def _scrub(value: Any) -> Any:
+    """Credentials never reach the log, even if a caller passes a whole request body as details."""
+    if isinstance(value, Mapping):
+        return {
+            str(k): "***" if _SENSITIVE_KEY.search(str(k)) else _scrub(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    if type(value).__name__ == "Secret":
+        return "***"
+    return value
+
+
+def to_unix(at: Timestamp) -> float:
+    """UTC unix seconds from a number, an aware datetime, or None (now)."""
+    if at is None:
+        return time.time()
+    if isinstance(at, datetime):
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("Naive datetime given to the usage log; pass an aware datetime or unix seconds.")
+        return at.timestamp()
+    return float(at)
+
+
+def _split_statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for part in script.split(";"):
+        buffer += part + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n\t;"):
+                yield buffer.strip()
+            buffer = ""
+
+
+class UsageLog:
+    """Usage log on a SQLite file; safe to share between threads (one instance per process is enough)."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._pool: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._closed = False
+        with self._connection() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._migrate(conn)
+
+    def __repr__(self) -> str:
+        return f"UsageLog({str(self.path)!r})"
+
+    def __enter__(self) -> UsageLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise UsageLogError(f"The usage log {self.path.name} is closed.")
+        with self._pool_lock:
+            conn = self._pool.pop() if self._pool else None
+        if conn is None:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
+            with self._pool_lock:
+                if self._closed:
+                    conn.close()
+                else:
+                    self._pool.append(conn)
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A connection holding one read snapshot, for several queries that must agree."""
+        with self._connection() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.rollback()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock, self._connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    def close(self) -> None:
+        with self._pool_lock:
+            self._closed = True
+            idle = list(self._pool)
+            self._pool.clear()
+        for conn in idle:
+            conn.close()
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UsageLogError(
+                f"The usage log {self.path} has schema version {version}, newer than this dashboard "
+                f"understands ({SCHEMA_VERSION}). Upgrade the dashboard or point USAGE_DB_PATH elsewhere."
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                for number in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _split_statements(MIGRATIONS[number - 1]):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {number}")
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+
+    @property
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def open_session(
+        self,
+        session_id: str,
+        provider: str,
+        avatar_id: str | None = None,
+        voice_id: str | None = None,
+        quality: str | None = None,
+        video_encoding: str | None = None,
+        started_by_dashboard: bool = True,
+        created_at: Timestamp = None,
+    ) -> bool:
+        """Record a session right after ``streaming.new``; False if the id is already in the log."""
+        at = to_unix(created_at)
+        with self._write() as conn:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, quality, "
+                "video_encoding, started_by_dashboard, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, provider, avatar_id, voice_id, quality, video_encoding,
+                 int(started_by_dashboard), at),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._insert_event(conn, session_id, EventKind.CREATED, None, at)
+        return True
+
+    def mark_connected(self, session_id: str, at: Timestamp = None) -> bool:
+        """Media is flowing; keeps the first connect time (later ones are ``reconnect`` events)."""
+        ts = to_unix(at)
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET connected_at = COALESCE(connected_at, ?), "
+                "last_seen = MAX(COALESCE(last_seen, ?), ?) WHERE session_id = ? AND ended_at IS NULL",
+                (ts, ts, ts, session_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            self._insert_event(conn, session_id, EventKind.CONNECTED, None, ts)
+        return True
+
+    def heartbeat(self, session_id: str, at: Timestamp = None) -> bool:
+        """The session is still alive and watched; this is where a crash leaves its end time."""
+        ts = to_unix(at)
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE sessions SET last_seen = MAX(COALESCE(last_seen, ?), ?) "
+                "WHERE session_id = ? AND ended_at IS NULL",
+                (ts, ts, session_id),
+            )
+        return cur.rowcount > 0
+
+    def record_event(
+        self,
+        session_id: str,
+        kind: str,
+        details: Mapping[str, Any] | None = None,
+        at: Timestamp = None,
+        *,
+        speaking_s: float | None = None,
+    ) -> None:
+        """Append an event (also a heartbeat). ``speaking_s`` adds avatar speaking time to the session
+        (from ``avatar_stop_talking.duration_ms``, or a task's ``duration_ms``) for speaking-based credits."""
+        ts = to_unix(at)
+        with self._write() as conn:
+            self._insert_event(conn, session_id, str(kind), details, ts)
+            conn.execute(
+                "UPDATE sessions SET last_seen = MAX(COALESCE(last_seen, ?), ?), "
+                "speaking_s = CASE WHEN ? IS NULL THEN speaking_s ELSE COALESCE(speaking_s, 0) + ? END "
+                "WHERE session_id = ? AND ended_at IS NULL",
+                (ts, ts, speaking_s, speaking_s, session_id),
+            )
+
+    def close_session(self, session_id: str, reason: str, at: Timestamp = None) -> bool:
+        """Record the end of a session. Idempotent: a second close keeps the first end and reason."""
+        ts = to_unix(at)
+        with self._write() as conn:
+            closed = self._close(conn, session_id, str(reason), ts)
+        return closed
+
+    def _close(self, conn: sqlite3.Connection, session_id: str, reason: str, at: float) -> bool:
+        cur = conn.execute(
+            "UPDATE sessions SET ended_at = MAX(?, created_at), end_reason = ? "
+            "WHERE session_id = ? AND ended_at IS NULL",
+            (at, reason, session_id),
+        )
+        if cur.rowcount == 0:
+            return False
+        self._insert_event(conn, session_id, EventKind.CLOSED, {"reason": reason}, at)
+        return True
+
+    @staticmethod
+    def _insert_event(
+        conn: sqlite3.Connection, session_id: str, kind: str, details: Mapping[str, Any] | None, at: float
+    ) -> None:
+        payload = None if details is None else json.dumps(_scrub(details), default=str, separators=(",", ":"))
+        conn.execute(
+            "INSERT INTO events (session_id, at, kind, details) VALUES (?, ?, ?, ?)",
+            (session_id, at, kind, payload),
+        )
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        return SessionRow.from_row(row) if row else None
+
+    def open_sessions(self, provider: str | None = None) -> list[SessionRow]:
+        sql = f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL"
+        params: tuple[Any, ...] = ()
+        if provider is not None:
+            sql += " AND provider = ?"
+            params = (provider,)
+        with self._connection() as conn:
+            rows = conn.execute(sql + " ORDER BY created_at", params).fetchall()
+        return [SessionRow.from_row(r) for r in rows]
+
+    def events(self, session_id: str) -> list[tuple[float, str, dict[str, Any] | None]]:
+        """``(at, kind, details)`` of one session, oldest first."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT at, kind, details FROM events WHERE session_id = ? ORDER BY at, id", (session_id,)
+            ).fetchall()
+        return [(at, kind, json.loads(details) if details else None) for at, kind, details in rows]
+
+    def reconcile(self, active_session_ids: Iterable[str], provider: str) -> Reconciliation:
+        """Align the log with the provider's ``streaming.list`` (after a crash or on every refresh)."""
+        active = set(active_session_ids)
+        with self._write() as conn:
+            open_rows = [
+                SessionRow.from_row(r)
+                for r in conn.execute(
+                    f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE ended_at IS NULL AND provider = ? "
+                    "ORDER BY created_at",
+                    (provider,),
+                )
+            ]
+            lost: list[SessionRow] = []
+            for row in open_rows:
+                if row.session_id in active:
+                    continue
+                end = row.last_seen if row.last_seen is not None else row.created_at
+                self._close(conn, row.session_id, EndReason.LOST, end)
+                lost.append(
+                    SessionRow.from_row(
+                        conn.execute(
+                            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (row.session_id,)
+                        ).fetchone()
+                    )
+                )
+            known: dict[str, bool] = {}
+            ids = sorted(active)
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT session_id, ended_at IS NOT NULL FROM sessions WHERE session_id IN ({marks})"
+                for sid, ended in conn.execute(sql, chunk):
+                    known[sid] = bool(ended)
+        return Reconciliation(
+            lost=lost,
+            orphans=[sid for sid in ids if sid not in known],
+            still_open=[sid for sid in ids if known.get(sid) is False],
+            closed_but_active=[sid for sid in ids if known.get(sid) is True],
+        )
+
+    def import_history(self, rows: Iterable[HistoryRow | Mapping[str, Any]], provider: str = "heygen") -> int:
+        """Add the provider's past sessions; ids already in the log are kept as logged. Returns rows added."""
+        values = []
+        for raw in rows:
+            row = raw if isinstance(raw, HistoryRow) else _history_row(raw)
+            created = to_unix(row.created_at)
+            ended = created + max(0.0, float(row.duration_s or 0.0))
+            values.append(
+                (row.session_id, provider, row.avatar_id, row.voice, 0, created, ended, EndReason.IMPORTED)
+            )
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, "
+                "started_by_dashboard, created_at, ended_at, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+            added = conn.total_changes - before
+        return added
+
+    # -- settings ----------------------------------------------------------------------------
+
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        with self._connection() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value (a usage-page choice); never a credential."""
+        self.set_settings({key: value})
+
+    def set_settings(self, values: Mapping[str, Any]) -> None:
+        """Store several settings in one transaction."""
+        for key in values:
+            if _SENSITIVE_KEY.search(key):
+                raise ValueError(
+                    "Credentials are not stored in the usage log; use secrets.toml or the environment."
+                )
+        payload = [(key, json.dumps(value)) for key, value in values.items()]
+        with self._write() as conn:
+            conn.executemany(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                payload,
+            )
+
+    def load_pricing(self, default: Pricing) -> Pricing:
+        """The usage page's saved credit preset, price and budget, falling back to ``default``."""
+        preset = self.get_setting("credit_preset")
+        model = PRESETS.get(preset, default.model) if isinstance(preset, str) else default.model
+        price = self.get_setting("price_per_credit", default.price_per_credit)
+        budget = self.get_setting("monthly_budget_credits", default.monthly_budget_credits)
+        return Pricing(model=model, price_per_credit=float(price), monthly_budget_credits=float(budget))
+
+    def save_pricing(self, pricing: Pricing) -> None:
+        self.set_settings(
+            {
+                "credit_preset": pricing.model.key,
+                "price_per_credit": pricing.price_per_credit,
+                "monthly_budget_credits": pricing.monthly_budget_credits,
+            }
+        )
+
+
+def _history_row(raw: Mapping[str, Any]) -> HistoryRow:
+    """Accepts HeyGen's field names (``duration``, ``voice_name``) as well as ours."""
+    duration = raw.get("duration_s", raw.get("duration"))
+    return HistoryRow(
+        session_id=str(raw["session_id"]),
+        created_at=raw["created_at"],
+        duration_s=None if duration is None else float(duration),
+        avatar_id=raw.get("avatar_id"),
+        voice=raw.get("voice") or raw.get("voice_name") or raw.get("voice_id"),
+    )

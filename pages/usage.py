@@ -1,0 +1,216 @@
+"""Usage page: sessions, minutes, credits and cost from the usage log, against the monthly budget."""
+
+from __future__ import annotations
+
+import calendar
+import time
+from datetime import date, datetime
+from typing import Any
+
+import streamlit as st
+
+from lib.heygen.errors import HeyGenError
+from lib.usage import charts
+from lib.usage import queries as q
+from lib.usage.credits import PRESETS, Pricing
+from lib.usage.store import HistoryRow
+from ui import resources
+from ui.widgets import browser_timezone, fmt_change, fmt_credits, fmt_duration, fmt_money
+
+TABLE_ROWS = 500
+CACHE_TTL_S = 30
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_options(db: str) -> dict[str, list[str]]:
+    return q.filter_options(resources.usage_log())
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner="Loading usage…")
+def load_usage(db: str, flt: q.UsageFilter, pricing: Pricing, by: str, local_estimate: bool,
+               month: date, today: date) -> dict[str, Any]:
+    log = resources.usage_log()
+    est = {"include_local_estimate": local_estimate}
+    return {
+        "kpis": q.kpis(log, flt, pricing, **est),
+        "per_day": q.minutes_per_day(log, flt, pricing, by, **est),  # type: ignore[arg-type]
+        "durations": q.duration_distribution(log, flt),
+        "budget": q.cumulative_credits(log, month, pricing, flt=flt, today=today, **est),
+        "hours": q.sessions_by_hour(log, flt),
+        "table": q.sessions_table(log, flt, pricing, TABLE_ROWS, **est),
+    }
+
+
+@st.cache_data(ttl=CACHE_TTL_S, show_spinner=False)
+def load_csv(db: str, flt: q.UsageFilter, pricing: Pricing, local_estimate: bool) -> bytes:
+    return q.sessions_csv(resources.usage_log(), flt, pricing, include_local_estimate=local_estimate)
+
+
+st.title("Usage")
+
+try:
+    settings = resources.settings()
+    pricing = resources.usage_log().load_pricing(Pricing.from_settings(settings))
+except ValueError as exc:
+    st.error(f"Configuration problem: {exc}")
+    st.stop()
+log = resources.usage_log()
+db = str(log.path)
+tz = browser_timezone()
+today = datetime.now().astimezone(q.UsageFilter(tz=tz).zone).date()
+
+# -- filters ----------------------------------------------------------------------------------
+options = load_options(db)
+cols = st.columns([2, 1, 1, 1])
+picked = cols[0].date_input("Dates", value=(today.replace(day=1), today), format="YYYY-MM-DD", key="usage_dates")
+providers = cols[1].multiselect("Provider", options["providers"], placeholder="All providers")
+avatars = cols[2].multiselect("Avatar", options["avatars"], placeholder="All avatars")
+qualities = cols[3].multiselect("Quality", options["qualities"], placeholder="All qualities")
+if not isinstance(picked, tuple | list) or len(picked) != 2:
+    st.info("Pick the last day of the range.")
+    st.stop()
+date_from, date_to = picked
+flt = q.UsageFilter(date_from, date_to, tuple(providers), tuple(avatars), tuple(qualities), tz=tz)
+
+# -- pricing ----------------------------------------------------------------------------------
+pricing_cols = st.columns([3, 2])
+with pricing_cols[0].expander(
+    f"Pricing: {pricing.model.label} · {fmt_money(pricing.price_per_credit)} per credit · "
+    f"budget {pricing.monthly_budget_credits:g} credits/month"
+), st.form("pricing"):
+    keys = list(PRESETS)
+    preset = st.selectbox("Credit model", keys, index=keys.index(pricing.model.key) if pricing.model.key in keys
+                          else 0, format_func=lambda k: PRESETS[k].label)
+    st.caption(PRESETS[preset].description)
+    price = st.number_input("Price per credit ($)", min_value=0.0, value=float(pricing.price_per_credit),
+                            step=0.01, format="%.4f")
+    budget = st.number_input("Monthly budget (credits)", min_value=0.0,
+                             value=float(pricing.monthly_budget_credits), step=10.0)
+    if st.form_submit_button("Save pricing"):
+        log.save_pricing(Pricing(PRESETS[preset], price, budget))
+        st.toast("Pricing saved.")
+        st.rerun()
+local_estimate = pricing_cols[1].toggle(
+    "Price local-engine sessions as on HeyGen", value=False,
+    help="Local-engine sessions cost no credits. Turn this on to see what they would cost on HeyGen.")
+
+data = load_usage(db, flt, pricing, st.session_state.get("usage_by", "avatar"), local_estimate,
+                  min(date_to, today).replace(day=1), today)
+report: q.KpiReport = data["kpis"]
+now, before = report.current, report.previous
+
+# -- KPIs -------------------------------------------------------------------------------------
+period = f"{date_from:%b %d} – {date_to:%b %d}"
+prev = flt.previous()
+vs = f" Change is against {prev.date_from:%b %d} – {prev.date_to:%b %d}." if prev else ""
+k = st.columns(7)
+k[0].metric("Sessions", f"{now.sessions:,}", fmt_change(report.change("sessions")),
+            help=f"Sessions created {period} ({now.open_sessions} still open).{vs}")
+k[1].metric("Total minutes", f"{now.total_minutes:,.1f}", fmt_change(report.change("total_minutes")),
+            help=f"From streaming.new until closed.{vs}")
+k[2].metric("Est. credits", fmt_credits(now.credits), fmt_change(report.change("credits")),
+            delta_color="inverse", help=f"{pricing.model.label}: {pricing.model.description}{vs}")
+k[3].metric("Est. cost", fmt_money(now.cost), fmt_change(report.change("cost")), delta_color="inverse",
+            help=f"Credits × {fmt_money(pricing.price_per_credit)}.{vs}")
+k[4].metric("Avg duration", fmt_duration(now.avg_duration_s), fmt_change(report.change("avg_duration_s")),
+            delta_color="off")
+k[5].metric("p95 duration", fmt_duration(now.p95_duration_s), fmt_change(report.change("p95_duration_s")),
+            delta_color="off", help="95 % of sessions were at most this long.")
+used = pricing.budget_fraction(now.credits)
+used_before = pricing.budget_fraction(before.credits) if before else None
+k[6].metric("Budget used", "—" if used is None else f"{used:.1%}",
+            None if used is None or used_before is None else f"{(used - used_before) * 100:+.1f} pts",
+            delta_color="inverse",
+            help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.")
+
+if now.sessions == 0:
+    if q.date_span(log) is None:
+        st.info("The usage log is empty. Sessions appear here as soon as one is started on the **Live chat** "
+                "page" + (", or import HeyGen's session history below." if settings.provider == "heygen" else "."))
+    else:
+        st.info("No sessions match these filters. Widen the date range or clear a filter.")
+
+# -- charts -----------------------------------------------------------------------------------
+else:
+    left, right = st.columns(2)
+    with left.container(border=True):
+        st.subheader("Minutes per day", anchor=False)
+        by = st.radio("Stack by", list(charts.GROUP_TITLES), format_func=charts.GROUP_TITLES.get,
+                      horizontal=True, key="usage_by", label_visibility="collapsed")
+        st.altair_chart(charts.minutes_per_day_chart(data["per_day"], by), width="stretch")
+    with right.container(border=True):
+        st.subheader("Session durations", anchor=False)
+        st.altair_chart(charts.duration_chart(data["durations"]), width="stretch")
+
+    left, right = st.columns(2)
+    with left.container(border=True):
+        budget_df = data["budget"]
+        month = budget_df["day"].iloc[0]
+        st.subheader(f"Credits in {month:%B %Y} vs budget", anchor=False)
+        projected = budget_df["projected"].dropna()
+        if not projected.empty and pricing.monthly_budget_credits > 0:
+            end = float(projected.iloc[-1])
+            st.caption(f"Projected to month end: **{fmt_credits(end)} credits** "
+                       f"({end / pricing.monthly_budget_credits:.0%} of the budget, "
+                       f"{fmt_money(pricing.cost(end))}).")
+        elif not projected.empty:
+            st.caption(f"Projected to month end: **{fmt_credits(float(projected.iloc[-1]))} credits**.")
+        st.altair_chart(charts.budget_chart(budget_df), width="stretch")
+    with right.container(border=True):
+        st.subheader("Sessions by hour of day", anchor=False)
+        st.caption(f"Hours in {tz}.")
+        st.altair_chart(charts.hour_chart(data["hours"]), width="stretch")
+
+    # -- sessions table ---------------------------------------------------------------------------
+    st.subheader("Sessions", anchor=False)
+    table = data["table"]
+    shown = f"newest {len(table):,} of {now.sessions:,}" if now.sessions > len(table) else f"{len(table):,}"
+    st.caption(f"Showing {shown} sessions. The CSV has all of them.")
+    st.dataframe(
+        table, hide_index=True, width="stretch",
+        column_order=("created", "ended", "status", "end_reason", "provider", "avatar_id", "voice_id",
+                      "quality", "started_by_dashboard", "duration_s", "credits", "cost", "tasks", "session_id"),
+        column_config={
+            "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm:ss"),
+            "ended": st.column_config.DatetimeColumn("Ended", format="YYYY-MM-DD HH:mm:ss"),
+            "status": "Status", "end_reason": "End reason", "provider": "Provider", "avatar_id": "Avatar",
+            "voice_id": "Voice", "quality": "Quality",
+            "started_by_dashboard": st.column_config.CheckboxColumn("By dashboard"),
+            "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.0f"),
+            "credits": st.column_config.NumberColumn("Credits", format="%.2f"),
+            "cost": st.column_config.NumberColumn("Cost", format="dollar"),
+            "tasks": st.column_config.NumberColumn("Tasks"),
+            "session_id": "Session",
+        },
+    )
+    st.download_button(
+        "Download CSV", data=lambda: load_csv(db, flt, pricing, local_estimate),
+        file_name=f"sessions_{date_from}_{date_to}.csv", mime="text/csv", icon=":material/download:",
+        on_click="ignore",
+    )
+
+# -- HeyGen history import --------------------------------------------------------------------
+if settings.provider == "heygen":
+    with st.expander("Import HeyGen session history"):
+        st.caption("Adds sessions from HeyGen's history (`/v2/streaming.list`) for the selected dates, so the "
+                   "cost includes sessions started elsewhere. Sessions already in the log are kept as logged.")
+        if st.button("Import history"):
+            try:
+                client = resources.provider_or_stop().client
+                start = time.monotonic()
+                rows = [
+                    HistoryRow(h.session_id, h.created_at.timestamp(), h.duration, h.avatar_id, h.voice_name)
+                    for h in client.list_history(date_from, date_to)
+                    if h.created_at is not None
+                ]
+                added = log.import_history(rows, "heygen")
+            except HeyGenError as exc:
+                st.error(str(exc))
+            else:
+                st.cache_data.clear()
+                st.success(f"Imported {added:,} new sessions ({len(rows) - added:,} already in the log) in "
+                           f"{time.monotonic() - start:.1f} s.")
+
+month_days = calendar.monthrange(today.year, today.month)[1]
+st.caption(f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; estimates use the credit model above, "
+           f"not HeyGen's invoice. Today is day {today.day} of {month_days}.")

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lib.engine.launcher import EngineProcess, start_engine
+from lib.heygen.client import StreamingClient
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
+    """One real local engine for the whole run, on a free loopback port."""
+    history = tmp_path_factory.mktemp("engine") / "history.db"
+    proc = start_engine(extra_args=["--history-db", str(history), "--session-budget", "6"])
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def client(engine: EngineProcess) -> Iterator[StreamingClient]:
+    with StreamingClient(engine.url, engine.api_key, backoff=0) as c:
+        yield c
+    # Leave the engine as we found it: later tests count sessions.
+    with StreamingClient(engine.url, engine.api_key, backoff=0) as c:
+        for s in c.list():
+            c.stop(s.session_id)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS

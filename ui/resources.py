@@ -1,0 +1,48 @@
+"""Long-lived resources, created once per server process (``st.cache_resource``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lib.engine.launcher import EngineStartError
+from lib.heygen.errors import HeyGenError
+from lib.providers import Provider, connect
+from lib.settings import Settings, SettingsError, load_settings
+from lib.usage.store import UsageLog
+
+
+def _secrets() -> dict:
+    try:
+        return dict(st.secrets)
+    except Exception:  # no secrets.toml: environment and defaults apply
+        return {}
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    return load_settings(_secrets())
+
+
+@st.cache_resource(show_spinner="Starting the avatar provider…", on_release=lambda p: p.close())
+def provider() -> Provider:
+    return connect(settings())
+
+
+@st.cache_resource(show_spinner=False)
+def usage_log() -> UsageLog:
+    return UsageLog(settings().database_path)
+
+
+def provider_or_stop() -> Provider:
+    """The provider, or an actionable error on the page (and the page stops)."""
+    try:
+        return provider()
+    except SettingsError as exc:
+        st.error(f"Configuration problem: {exc}")
+    except EngineStartError as exc:
+        st.error("The local avatar engine could not start.")
+        st.code(str(exc), language=None)
+    except HeyGenError as exc:
+        st.error(str(exc))
+    st.stop()
+    raise AssertionError("unreachable")
