@@ -154,8 +154,12 @@ class Canvas:
     def box(self, bbox: tuple[float, float, float, float]) -> Box | None:
         x0, y0 = self.px(bbox[0], bbox[1])
         x1, y1 = self.px(bbox[2], bbox[3])
-        b = (max(0, math.floor(x0)), max(0, math.floor(y0)),
-             min(self.img.width, math.ceil(x1)), min(self.img.height, math.ceil(y1)))
+        b = (
+            max(0, math.floor(x0)),
+            max(0, math.floor(y0)),
+            min(self.img.width, math.ceil(x1)),
+            min(self.img.height, math.ceil(y1)),
+        )
         return b if b[2] > b[0] and b[3] > b[1] else None
 
     def sub(self, box: Box) -> Canvas:
@@ -172,8 +176,15 @@ class Canvas:
         self.masks[name] = m
         return m
 
-    def soft(self, color: RGB, opacity: float, blur: float, bbox: tuple[float, float, float, float],
-             draw: Callable[[Pen], None], clip: str | Sequence[str] | None = None) -> None:
+    def soft(
+        self,
+        color: RGB,
+        opacity: float,
+        blur: float,
+        bbox: tuple[float, float, float, float],
+        draw: Callable[[Pen], None],
+        clip: str | Sequence[str] | None = None,
+    ) -> None:
         """Paint `color` through the shapes `draw` makes, blurred by `blur` units (0 = crisp)."""
         m = 2.2 * blur + 0.3
         box = self.box((bbox[0] - m, bbox[1] - m, bbox[2] + m, bbox[3] + m))
@@ -185,7 +196,8 @@ class Canvas:
         lw, lh = -(-bw // q), -(-bh // q)
         low = Image.new("L", (lw, lh), 0)
         draw(Pen(low, self.unit / q, (self.ox - box[0]) / q, (self.oy - box[1]) / q))
-        if blur > 0:
+        # below ~1.5 px the supersampling already gives the edge all the softness it needs
+        if blur * self.unit >= 1.5:
             low = low.filter(ImageFilter.GaussianBlur(blur * self.unit / q))
         mask = low.resize((lw * q, lh * q), Image.Resampling.BILINEAR).crop((0, 0, bw, bh)) if q > 1 else low
         if opacity < 1:
@@ -194,8 +206,7 @@ class Canvas:
             mask = ImageChops.multiply(mask, self.masks[name].crop(box))
         self.img.paste(color, box, mask)
 
-    def vgradient(self, bbox: tuple[float, float, float, float], stops: Sequence[tuple[float, RGB]],
-                  clip: str) -> None:
+    def vgradient(self, bbox: tuple[float, float, float, float], stops: Sequence[tuple[float, RGB]], clip: str) -> None:
         """Vertical gradient through a clip mask; stops are (y in units, colour)."""
         box = self.box(bbox)
         if box is None:
@@ -229,6 +240,9 @@ class Look:
     glasses: bool = False
     beard: bool = False
     earrings: bool = False
+    jaw: float = 0.0  # wider (+) or narrower (-) jaw, units
+    nose_w: float = 1.0
+    lip_full: float = 1.0
 
     @property
     def shadow(self) -> RGB:
@@ -256,7 +270,7 @@ class Look:
 
     @property
     def jaw_hw(self) -> float:
-        return 11.7 if self.male else 10.6
+        return (11.7 if self.male else 10.6) + self.jaw
 
     @property
     def chin_y(self) -> float:
@@ -264,7 +278,7 @@ class Look:
 
     @property
     def neck_hw(self) -> float:
-        return 7.6 if self.male else 6.4
+        return 8.1 if self.male else 6.9
 
     @property
     def shoulder_x(self) -> float:
@@ -273,21 +287,67 @@ class Look:
 
 LOOKS: dict[str, Look] = {
     "anna_office": Look(
-        skin=hexc("#f3c8a6"), hair=hexc("#6a3b22"), iris=hexc("#5d7a3c"), lips=hexc("#c96a72"),
-        hair_style="long", outfit="blazer", cloth=hexc("#2b3a63"), cloth2=hexc("#f4ede2"),
-        accent=hexc("#d9b36a"), background="office", male=False),
+        skin=hexc("#f3c8a6"),
+        hair=hexc("#6a3b22"),
+        iris=hexc("#5d7a3c"),
+        lips=hexc("#c96a72"),
+        hair_style="long",
+        outfit="blazer",
+        cloth=hexc("#2b3a63"),
+        cloth2=hexc("#f4ede2"),
+        accent=hexc("#d9b36a"),
+        background="office",
+        male=False,
+        jaw=-0.7,
+    ),
     "ben_studio": Look(
-        skin=hexc("#e2ab83"), hair=hexc("#8a5a34"), iris=hexc("#4a7cb0"), lips=hexc("#b9736a"),
-        hair_style="quiff", outfit="sweater", cloth=hexc("#b5542f"), cloth2=hexc("#8e3d20"),
-        accent=hexc("#efe6da"), background="studio", male=True, beard=True),
+        skin=hexc("#e2ab83"),
+        hair=hexc("#8a5a34"),
+        iris=hexc("#4a7cb0"),
+        lips=hexc("#b9736a"),
+        hair_style="quiff",
+        outfit="sweater",
+        cloth=hexc("#b5542f"),
+        cloth2=hexc("#8e3d20"),
+        accent=hexc("#efe6da"),
+        background="studio",
+        male=True,
+        beard=True,
+        jaw=0.3,
+    ),
     "chen_lobby": Look(
-        skin=hexc("#efc59c"), hair=hexc("#1e1c20"), iris=hexc("#3d2a1f"), lips=hexc("#c07e72"),
-        hair_style="side_part", outfit="suit", cloth=hexc("#3a404b"), cloth2=hexc("#d3e3f4"),
-        accent=hexc("#86283a"), background="lobby", male=True, glasses=True),
+        skin=hexc("#efc59c"),
+        hair=hexc("#1e1c20"),
+        iris=hexc("#3d2a1f"),
+        lips=hexc("#c07e72"),
+        hair_style="side_part",
+        outfit="suit",
+        cloth=hexc("#3a404b"),
+        cloth2=hexc("#d3e3f4"),
+        accent=hexc("#86283a"),
+        background="lobby",
+        male=True,
+        glasses=True,
+        jaw=0.2,
+        nose_w=1.1,
+    ),
     "dara_green": Look(
-        skin=hexc("#8e5a3c"), hair=hexc("#261812"), iris=hexc("#3a2214"), lips=hexc("#8a3f3b"),
-        hair_style="afro", outfit="scoop", cloth=hexc("#e3a63a"), cloth2=hexc("#c98a22"),
-        accent=hexc("#e2b45a"), background="green", male=False, earrings=True),
+        skin=hexc("#8e5a3c"),
+        hair=hexc("#261812"),
+        iris=hexc("#3a2214"),
+        lips=hexc("#8a3f3b"),
+        hair_style="afro",
+        outfit="scoop",
+        cloth=hexc("#e3a63a"),
+        cloth2=hexc("#c98a22"),
+        accent=hexc("#e2b45a"),
+        background="green",
+        male=False,
+        earrings=True,
+        jaw=-0.3,
+        nose_w=1.3,
+        lip_full=1.25,
+    ),
 }
 
 
@@ -297,10 +357,12 @@ LOOKS: dict[str, Look] = {
 def face_outline(lk: Look) -> list[Pt]:
     hw, jw, cy = lk.face_hw, lk.jaw_hw, lk.chin_y
     chin = 4.6 if lk.male else 3.6
-    right = path((0.0, 15.0),
-                 ((hw * 0.62, 15.0), (hw, 21.0), (hw, 31.5)),
-                 ((hw, 39.0), (jw + 1.9, 44.8), (jw, 49.6)),
-                 ((jw - 2.4, 53.5), (chin + 1.5, cy), (0.0, cy)))
+    right = path(
+        (0.0, 15.0),
+        ((hw * 0.62, 15.0), (hw, 21.0), (hw, 31.5)),
+        ((hw, 39.0), (jw + 1.9, 44.8), (jw, 49.6)),
+        ((jw - 2.4, 53.5), (chin + 1.5, cy), (0.0, cy)),
+    )
     return symmetric(right)
 
 
@@ -313,20 +375,25 @@ def jaw_line(lk: Look, y_from: float) -> list[Pt]:
 
 def neck_outline(lk: Look) -> list[Pt]:
     w = lk.neck_hw
-    right = path((0.0, 44.0), ((w, 44.0), (w, 44.0), (w, 46.0)),
-                 ((w - 0.5, 56.0), (w - 0.2, 62.0), (w + 3.0, 67.5)),
-                 ((w + 6.0, 71.0), (w + 6.0, 80.0), (w + 6.0, 84.0)))
+    right = path(
+        (0.0, 44.0),
+        ((w, 44.0), (w, 44.0), (w, 46.0)),
+        ((w - 0.5, 56.0), (w - 0.2, 62.0), (w + 3.0, 67.5)),
+        ((w + 6.0, 71.0), (w + 6.0, 80.0), (w + 6.0, 84.0)),
+    )
     return symmetric([*right, (0.0, 84.0)])
 
 
 def torso_outline(lk: Look, neck_y: float, neck_w: float, neck_depth: float, sx: float | None = None) -> list[Pt]:
     """Clothing silhouette; the neckline dips from (±neck_w, neck_y) to neck_depth at the centre."""
     sx = lk.shoulder_x if sx is None else sx
-    right = path((0.0, neck_depth),
-                 ((neck_w * 0.55, neck_depth), (neck_w, neck_y + (neck_depth - neck_y) * 0.45), (neck_w, neck_y)),
-                 ((neck_w + 4.5, neck_y + 2.6), (sx - 11.0, neck_y + 4.6), (sx - 4.0, neck_y + 7.0)),
-                 ((sx + 1.5, neck_y + 9.0), (sx + 4.4, neck_y + 13.0), (sx + 5.2, neck_y + 20.0)),
-                 ((sx + 5.9, neck_y + 27.0), (sx + 6.3, neck_y + 33.0), (sx + 6.6, 104.0)))
+    right = path(
+        (0.0, neck_depth),
+        ((neck_w * 0.55, neck_depth), (neck_w, neck_y + (neck_depth - neck_y) * 0.45), (neck_w, neck_y)),
+        ((neck_w + 4.5, neck_y + 2.6), (sx - 11.0, neck_y + 4.6), (sx - 4.0, neck_y + 7.0)),
+        ((sx + 1.5, neck_y + 9.0), (sx + 4.4, neck_y + 13.0), (sx + 5.2, neck_y + 20.0)),
+        ((sx + 5.9, neck_y + 27.0), (sx + 6.3, neck_y + 33.0), (sx + 6.6, 104.0)),
+    )
     return symmetric([*right, (0.0, 104.0)])
 
 
@@ -366,13 +433,24 @@ class _Backgrounds:
         bg.soft(hexc("#dfe9ef"), 1.0, 2.0, (wx0, 6, wx1, 40), lambda p: p.rect(wx0, 6, wx1, 40))
         for i in range(9):
             cx = wx0 + 3 + i * (wx1 - wx0 - 6) / 8
-            bg.soft(mix(hexc("#a9c49a"), hexc("#cfdcc0"), rng.random()), 0.85, 1.2, (cx - 7, 46, cx + 7, 74),
-                    lambda p, cx=cx: p.ellipse(cx, 60 + rng.random() * 4, 6 + rng.random() * 3, 9))
+            bg.soft(
+                mix(hexc("#a9c49a"), hexc("#cfdcc0"), rng.random()),
+                0.85,
+                1.2,
+                (cx - 7, 46, cx + 7, 74),
+                lambda p, cx=cx: p.ellipse(cx, 60 + rng.random() * 4, 6 + rng.random() * 3, 9),
+            )
         frame = hexc("#c9c0b3")
-        bg.fill(lambda p: [p.rect(wx0, 5, wx1, 6.6, frame), p.rect(wx0, 70.5, wx1, 72.5, frame),
-                           p.rect(wx0, 5, wx0 + 1.6, 72.5, frame), p.rect(wx1 - 1.6, 5, wx1, 72.5, frame),
-                           p.rect((wx0 + wx1) / 2 - 0.8, 5, (wx0 + wx1) / 2 + 0.8, 72.5, frame),
-                           p.rect(wx0, 37.2, wx1, 38.6, frame)])
+        bg.fill(
+            lambda p: [
+                p.rect(wx0, 5, wx1, 6.6, frame),
+                p.rect(wx0, 70.5, wx1, 72.5, frame),
+                p.rect(wx0, 5, wx0 + 1.6, 72.5, frame),
+                p.rect(wx1 - 1.6, 5, wx1, 72.5, frame),
+                p.rect((wx0 + wx1) / 2 - 0.8, 5, (wx0 + wx1) / 2 + 0.8, 72.5, frame),
+                p.rect(wx0, 37.2, wx1, 38.6, frame),
+            ]
+        )
         bg.fill(lambda p: p.rect(wx0 - 2, 72.5, wx1 + 2, 75, hexc("#d8cfc2")))
         # bookshelf on the right
         sx0, sx1 = 42.0, half - 3
@@ -394,8 +472,9 @@ class _Backgrounds:
             bg.fill(lambda p, sy=shelf_y: p.rect(sx0, sy + 2.2, sx1, sy + 3.0, wood_dark))
         # a potted plant on the upper shelf
         px, py = sx0 + 14.0, 30.0
-        bg.fill(lambda p: p.poly([(px - 3.5, py - 7), (px + 3.5, py - 7), (px + 2.6, py), (px - 2.6, py)],
-                                 hexc("#e8e2d8")))
+        bg.fill(
+            lambda p: p.poly([(px - 3.5, py - 7), (px + 3.5, py - 7), (px + 2.6, py), (px - 2.6, py)], hexc("#e8e2d8"))
+        )
         for i in range(11):
             ang = -math.pi / 2 + (i - 5) * 0.28
             length = 7 + rng.random() * 4
@@ -446,7 +525,13 @@ class _Backgrounds:
             bg.fill(lambda p, gx=gx: p.rect(gx, 18, gx + 0.7, 64, hexc("#d8d0c2")))
         # pendant lights
         for lx, ly in ((-28.0, 7.0), (26.0, 5.0), (58.0, 9.0), (-62.0, 12.0)):
-            bg.soft(hexc("#ffe0a8"), 0.6, 4.0, (lx - 8, ly - 8, lx + 8, ly + 8), lambda p, lx=lx, ly=ly: p.ellipse(lx, ly, 5, 5))
+            bg.soft(
+                hexc("#ffe0a8"),
+                0.6,
+                4.0,
+                (lx - 8, ly - 8, lx + 8, ly + 8),
+                lambda p, lx=lx, ly=ly: p.ellipse(lx, ly, 5, 5),
+            )
             bg.fill(lambda p, lx=lx, ly=ly: p.ellipse(lx, ly, 2.2, 2.2, hexc("#fff4dc")))
             bg.fill(lambda p, lx=lx, ly=ly: p.rect(lx - 0.15, -10, lx + 0.15, ly - 2, hexc("#6b5a4a")))
         # potted tree between the slats and the centre
@@ -461,8 +546,14 @@ class _Backgrounds:
         bg.vgradient(full, [(0, hexc("#d9ead2")), (60, hexc("#bfdcbc")), (100, hexc("#9fc7a2"))], "all")
         bg.soft(hexc("#fbfff2"), 0.55, 10.0, (10, -20, half, 50), lambda p: p.ellipse(half - 10, 0, 40, 30))
         # arched alcove behind the presenter
-        arch = [*path((-34.0, 110.0), ((-34.0, 60.0), (-34.0, 40.0), (-34.0, 30.0)),
-                      ((-34.0, 6.0), (34.0, 6.0), (34.0, 30.0)), ((34.0, 40.0), (34.0, 60.0), (34.0, 110.0)))]
+        arch = [
+            *path(
+                (-34.0, 110.0),
+                ((-34.0, 60.0), (-34.0, 40.0), (-34.0, 30.0)),
+                ((-34.0, 6.0), (34.0, 6.0), (34.0, 30.0)),
+                ((34.0, 40.0), (34.0, 60.0), (34.0, 110.0)),
+            )
+        ]
         bg.soft(hexc("#eaf4e2"), 0.75, 1.0, (-36, 0, 36, 110), lambda p: p.poly(arch))
         greens = [hexc(c) for c in ("#2f6b45", "#3f8553", "#5c9e5f", "#2a5a3f", "#78b46e")]
         for side in (-1, 1):
@@ -474,8 +565,10 @@ class _Backgrounds:
                 col = greens[int(rng.random() * len(greens))]
                 pts = leaf_pts(cx, cy, ln, ln * 0.45, ang)
                 bg.fill(lambda p, pts=pts, col=col: p.poly(pts, col))
-                vein = [(cx - math.cos(ang) * ln * 0.45, cy - math.sin(ang) * ln * 0.45),
-                        (cx + math.cos(ang) * ln * 0.45, cy + math.sin(ang) * ln * 0.45)]
+                vein = [
+                    (cx - math.cos(ang) * ln * 0.45, cy - math.sin(ang) * ln * 0.45),
+                    (cx + math.cos(ang) * ln * 0.45, cy + math.sin(ang) * ln * 0.45),
+                ]
                 bg.fill(lambda p, v=vein, col=col: p.stroke(v, (0.5, 0.1), mix(col, (230, 245, 210), 0.4)))
 
 
@@ -488,21 +581,31 @@ def draw_person(cv: Canvas, lk: Look) -> None:
     cv.mask("face", lambda p: p.poly(face))
     silhouette = torso_outline(lk, 63.0, lk.neck_hw + 1.0, 66.0)
     # soft contact shadow of the whole figure on the background
-    cv.soft((0, 0, 0), 0.22, 3.0, (-50, 5, 55, 104), lambda p: [p.poly(shift(silhouette, 2.5, 1.5)),
-                                                                  p.poly(shift(face, 2.0, 1.0)),
-                                                                  *[p.poly(shift(h, 2.0, 1.0)) for h in hair.back]])
+    cv.soft(
+        (0, 0, 0),
+        0.22,
+        3.0,
+        (-50, 5, 55, 104),
+        lambda p: [
+            p.poly(shift(silhouette, 2.5, 1.5)),
+            p.poly(shift(face, 2.0, 1.0)),
+            *[p.poly(shift(h, 2.0, 1.0)) for h in hair.back],
+        ],
+    )
     _draw_hair_layer(cv, lk, hair.back, hair, back=True)
     _draw_neck(cv, lk)
     _OUTFITS[lk.outfit](cv, lk)
     if hair.over_shoulders:
         _draw_hair_layer(cv, lk, hair.shoulder, hair, back=True)
-    _draw_ears(cv, lk)
+    if lk.hair_style != "long":
+        _draw_ears(cv, lk)
     _draw_face(cv, lk, face)
     if lk.beard:
         _draw_beard(cv, lk)
     # shadow the front hair casts on the forehead
-    cv.soft(lk.shadow, 0.45, 1.2, (-18, 8, 18, 40), lambda p: [p.poly(shift(h, 0.4, 1.3)) for h in hair.front],
-            clip="face")
+    cv.soft(
+        lk.shadow, 0.45, 1.2, (-18, 8, 18, 40), lambda p: [p.poly(shift(h, 0.4, 1.3)) for h in hair.front], clip="face"
+    )
     _draw_hair_layer(cv, lk, hair.front, hair, back=False)
     _draw_nose(cv, lk)
     if lk.glasses:
@@ -512,10 +615,20 @@ def draw_person(cv: Canvas, lk: Look) -> None:
     if lk.earrings:
         for side in (-1, 1):
             cx = side * (lk.face_hw + 0.9)
-            cv.fill(lambda p, cx=cx: p.stroke(ellipse_pts(cx, 45.0, 1.5, 2.0, n=40)[10:] + ellipse_pts(cx, 45.0, 1.5, 2.0, n=40)[:11],
-                                               (0.42,), lk.accent))
-            cv.soft((255, 244, 200), 0.8, 0.15, (cx - 2, 42, cx + 2, 48),
-                    lambda p, cx=cx: p.ellipse(cx - 1.05, 44.3, 0.22, 0.45))
+            cv.fill(
+                lambda p, cx=cx: p.stroke(
+                    ellipse_pts(cx, 45.0, 1.5, 2.0, n=40)[10:] + ellipse_pts(cx, 45.0, 1.5, 2.0, n=40)[:11],
+                    (0.42,),
+                    lk.accent,
+                )
+            )
+            cv.soft(
+                (255, 244, 200),
+                0.8,
+                0.15,
+                (cx - 2, 42, cx + 2, 48),
+                lambda p, cx=cx: p.ellipse(cx - 1.05, 44.3, 0.22, 0.45),
+            )
 
 
 def _draw_neck(cv: Canvas, lk: Look) -> None:
@@ -526,61 +639,112 @@ def _draw_neck(cv: Canvas, lk: Look) -> None:
     jaw = jaw_line(lk, 40.0)
     cv.soft(lk.shadow, 0.75, 1.4, (-16, 40, 16, 64), lambda p: p.poly(shift([*jaw, (0, 40)], 0, 2.6)), clip="neck")
     for side in (-1, 1):
-        cv.soft(lk.shadow, 0.35, 1.5, (-16, 44, 16, 80),
-                lambda p, s=side: p.rect(s * lk.neck_hw - 1.4, 44, s * lk.neck_hw + 1.4, 80), clip="neck")
+        cv.soft(
+            lk.shadow,
+            0.35,
+            1.5,
+            (-16, 44, 16, 80),
+            lambda p, s=side: p.rect(s * lk.neck_hw - 1.4, 44, s * lk.neck_hw + 1.4, 80),
+            clip="neck",
+        )
 
 
 def _draw_ears(cv: Canvas, lk: Look) -> None:
     for side in (-1, 1):
         cx = side * (lk.face_hw - 0.3)
         cv.fill(lambda p, cx=cx, s=side: p.poly(ellipse_pts(cx + s * 0.9, 37.2, 2.3, 5.0, rot=s * 0.12), lk.skin))
-        cv.soft(lk.shadow, 0.55, 0.35, (cx - 4, 30, cx + 4, 44),
-                lambda p, cx=cx, s=side: p.stroke(bezier((cx + s * 0.9, 33.4), (cx + s * 2.4, 34.0),
-                                                          (cx + s * 2.2, 39.0), (cx + s * 0.9, 40.2)), (0.5, 0.8, 0.3)))
+        cv.soft(
+            lk.shadow,
+            0.55,
+            0.35,
+            (cx - 4, 30, cx + 4, 44),
+            lambda p, cx=cx, s=side: p.stroke(
+                bezier((cx + s * 0.9, 33.4), (cx + s * 2.4, 34.0), (cx + s * 2.2, 39.0), (cx + s * 0.9, 40.2)),
+                (0.5, 0.8, 0.3),
+            ),
+        )
         cv.soft(lk.shadow, 0.5, 0.8, (cx - 3, 33, cx + 3, 42), lambda p, cx=cx: p.ellipse(cx, 37.0, 1.2, 3.0))
 
 
 def _draw_face(cv: Canvas, lk: Look, face: list[Pt]) -> None:
     cv.fill(lambda p: p.poly(face, lk.skin))
     inner = [(x * 0.8, 36 + (y - 36) * 0.84) for x, y in face]
-    cv.soft(lk.shadow, 0.6, 2.2, (-16, 12, 16, 60),
-            lambda p: [p.poly(face), p.poly(inner, 0)], clip="face")
+    cv.soft(lk.shadow, 0.6, 2.2, (-16, 12, 16, 60), lambda p: [p.poly(face), p.poly(inner, 0)], clip="face")
     # key light from the viewer's left: the right side falls a little into shadow
     cv.soft(lk.shadow, 0.22, 3.5, (0, 12, 20, 62), lambda p: p.ellipse(14, 40, 8, 20), clip="face")
     cv.soft(lk.highlight, 0.38, 2.6, (-12, 18, 6, 32), lambda p: p.ellipse(-3.0, 24.5, 6.5, 3.6), clip="face")
     cv.soft(lk.highlight, 0.25, 1.4, (-12, 36, -2, 44), lambda p: p.ellipse(-7.2, 39.6, 3.0, 1.8), clip="face")
     cv.soft(lk.highlight, 0.22, 1.0, (-4, 52, 4, 57), lambda p: p.ellipse(-0.4, 54.6, 2.2, 1.1), clip="face")
-    cv.soft(lk.blush, 0.28 if lk.male else 0.42, 1.8, (-13, 38, 13, 48),
-            lambda p: [p.ellipse(-8.2, 42.4, 3.2, 2.0), p.ellipse(8.2, 42.4, 3.2, 2.0)], clip="face")
+    cv.soft(
+        lk.blush,
+        0.28 if lk.male else 0.42,
+        1.8,
+        (-13, 38, 13, 48),
+        lambda p: [p.ellipse(-8.2, 42.4, 3.2, 2.0), p.ellipse(8.2, 42.4, 3.2, 2.0)],
+        clip="face",
+    )
     # eye sockets: a soft shade the eyes sit in
-    cv.soft(lk.shadow, 0.25, 1.0, (-11, 31, 11, 39),
-            lambda p: [p.ellipse(-5.5, 34.6, 3.8, 2.2), p.ellipse(5.5, 34.6, 3.8, 2.2)], clip="face")
-    cv.soft(lk.shadow, 0.18, 0.7, (-11, 37, 11, 40),
-            lambda p: [p.ellipse(-5.6, 38.0, 2.6, 0.7), p.ellipse(5.6, 38.0, 2.6, 0.7)], clip="face")
+    cv.soft(
+        lk.shadow,
+        0.25,
+        1.0,
+        (-11, 31, 11, 39),
+        lambda p: [p.ellipse(-5.5, 34.6, 3.8, 2.2), p.ellipse(5.5, 34.6, 3.8, 2.2)],
+        clip="face",
+    )
+    cv.soft(
+        lk.shadow,
+        0.18,
+        0.7,
+        (-11, 37, 11, 40),
+        lambda p: [p.ellipse(-5.6, 38.0, 2.6, 0.7), p.ellipse(5.6, 38.0, 2.6, 0.7)],
+        clip="face",
+    )
 
 
 def _draw_nose(cv: Canvas, lk: Look) -> None:
-    y = NOSE_Y
-    cv.soft(lk.shadow, 0.32, 0.7, (-2, 34, 4, 43),
-            lambda p: p.stroke(bezier((1.2, 35.5), (1.5, 37.5), (1.9, 39.5), (2.0, y - 0.4)), (0.5, 0.9, 1.1)),
-            clip="face")
-    cv.soft(lk.shadow, 0.3, 0.5, (-4, y - 2, 4, y + 2),
-            lambda p: p.ellipse(0.2, y + 0.9, 2.2, 0.7), clip="face")
-    cv.soft(lk.highlight, 0.55, 0.45, (-2, y - 2, 2, y + 1), lambda p: p.ellipse(-0.35, y - 0.25, 1.0, 0.75), clip="face")
+    y, nw = NOSE_Y, lk.nose_w
+    cv.soft(
+        lk.shadow,
+        0.32,
+        0.7,
+        (-2, 34, 4, 43),
+        lambda p: p.stroke(bezier((1.2, 35.5), (1.5, 37.5), (1.9, 39.5), (2.0, y - 0.4)), (0.5, 0.9, 1.1)),
+        clip="face",
+    )
+    cv.soft(lk.shadow, 0.3, 0.5, (-4, y - 2, 4, y + 2), lambda p: p.ellipse(0.2, y + 0.9, 2.2 * nw, 0.7), clip="face")
+    cv.soft(
+        lk.highlight, 0.55, 0.45, (-2, y - 2, 2, y + 1), lambda p: p.ellipse(-0.35, y - 0.25, 1.0, 0.75), clip="face"
+    )
     cv.soft(lk.highlight, 0.3, 0.45, (-2, 33, 1, 40), lambda p: p.ellipse(-0.5, 37.5, 0.5, 2.4), clip="face")
     dark = scale(lk.shadow, 0.72)
     for side in (-1, 1):
-        cv.soft(dark, 0.75, 0.18, (side * 1.3 - 1, y, side * 1.3 + 1, y + 1.6),
-                lambda p, s=side: p.poly(ellipse_pts(s * 1.15, y + 0.75, 0.62, 0.3, rot=-s * 0.3)), clip="face")
-        cv.soft(dark, 0.45, 0.15, (side * 2.3 - 1.5, y - 1.5, side * 2.3 + 1.5, y + 1.5),
-                lambda p, s=side: p.stroke(bezier((s * 1.9, y - 0.9), (s * 2.8, y - 0.6), (s * 2.8, y + 0.7),
-                                                  (s * 1.8, y + 0.9)), (0.1, 0.32, 0.18)), clip="face")
+        cv.soft(
+            dark,
+            0.75,
+            0.18,
+            (side * 1.3 * nw - 1, y, side * 1.3 * nw + 1, y + 1.6),
+            lambda p, s=side: p.poly(ellipse_pts(s * 1.15 * nw, y + 0.75, 0.62, 0.3, rot=-s * 0.3)),
+            clip="face",
+        )
+        cv.soft(
+            dark,
+            0.45,
+            0.15,
+            (side * 2.3 * nw - 1.5, y - 1.5, side * 2.3 * nw + 1.5, y + 1.5),
+            lambda p, s=side: p.stroke(
+                bezier(
+                    (s * 1.9 * nw, y - 0.9), (s * 2.8 * nw, y - 0.6), (s * 2.8 * nw, y + 0.7), (s * 1.8 * nw, y + 0.9)
+                ),
+                (0.1, 0.32, 0.18),
+            ),
+            clip="face",
+        )
 
 
 def _draw_beard(cv: Canvas, lk: Look) -> None:
     jaw = jaw_line(lk, 38.0)
-    top = path((lk.face_hw, 38.0), ((11.5, 42.5), (8.5, 45.0), (5.0, 45.8)),
-               ((3.0, 46.1), (1.2, 45.5), (0.0, 45.6)))
+    top = path((lk.face_hw, 38.0), ((11.5, 42.5), (8.5, 45.0), (5.0, 45.8)), ((3.0, 46.1), (1.2, 45.5), (0.0, 45.6)))
     region = [*jaw, *top, *mirror(top)]
     color = mix(lk.hair, lk.skin, 0.25)
     cv.mask("beard", lambda p: p.poly(region))
@@ -589,12 +753,27 @@ def _draw_beard(cv: Canvas, lk: Look) -> None:
     cv.soft(lk.skin, 0.5, 0.7, (-6, 49, 6, 55), lambda p: p.ellipse(0, 51.6, 2.6, 1.4), clip="face")
     rng = _rng("beard")
     hairs = [((rng.random() * 2 - 1) * (lk.face_hw - 1), 42 + rng.random() * 15, rng.random()) for _ in range(420)]
-    cv.soft(lk.hair_dark, 0.35, 0.0, (-16, 36, 16, 60),
-            lambda p: [p.stroke([(x, y), (x - 0.12 * x / lk.face_hw, y + 0.45 + 0.2 * a)], (0.1, 0.05))
-                       for x, y, a in hairs], clip="beard")
-    cv.soft(lk.hair_light, 0.25, 0.0, (-16, 36, 16, 60),
-            lambda p: [p.stroke([(x + 0.3, y + 0.2), (x + 0.3 - 0.12 * x / lk.face_hw, y + 0.6)], (0.08, 0.04))
-                       for x, y, a in hairs[::3]], clip="beard")
+    cv.soft(
+        lk.hair_dark,
+        0.35,
+        0.0,
+        (-16, 36, 16, 60),
+        lambda p: [
+            p.stroke([(x, y), (x - 0.12 * x / lk.face_hw, y + 0.45 + 0.2 * a)], (0.1, 0.05)) for x, y, a in hairs
+        ],
+        clip="beard",
+    )
+    cv.soft(
+        lk.hair_light,
+        0.25,
+        0.0,
+        (-16, 36, 16, 60),
+        lambda p: [
+            p.stroke([(x + 0.3, y + 0.2), (x + 0.3 - 0.12 * x / lk.face_hw, y + 0.6)], (0.08, 0.04))
+            for x, y, a in hairs[::3]
+        ],
+        clip="beard",
+    )
 
 
 # ---------------------------------------------------------------- hair
@@ -611,73 +790,132 @@ class HairShapes:
 
 
 def _hair_long(lk: Look) -> HairShapes:
-    back_r = path((0.0, 10.6), ((10.5, 10.6), (17.6, 16.5), (17.8, 28.0)),
-                  ((18.0, 38.0), (17.4, 47.0), (18.6, 57.0)),
-                  ((19.6, 64.0), (20.4, 69.0), (19.0, 73.0)),
-                  ((16.5, 74.2), (13.5, 72.0), (11.0, 70.0)), ((8.0, 68.0), (4.0, 67.0), (0.0, 67.0)))
-    front = path((-15.4, 55.0),
-                 ((-16.9, 47.0), (-17.6, 37.0), (-17.4, 28.0)),
-                 ((-17.2, 16.5), (-10.0, 10.2), (-1.0, 10.0)),
-                 ((9.0, 9.8), (17.6, 15.0), (17.6, 27.0)),
-                 ((17.8, 37.0), (17.3, 47.0), (16.4, 56.0)),
-                 ((14.8, 51.0), (13.6, 45.0), (13.3, 37.0)),
-                 ((13.1, 30.0), (12.6, 26.0), (9.8, 23.8)),
-                 ((5.8, 21.4), (0.0, 19.2), (-4.6, 15.2)),
-                 ((-7.8, 19.0), (-12.0, 22.5), (-12.9, 30.0)),
-                 ((-13.4, 38.0), (-13.3, 47.0), (-15.4, 55.0)))
+    back_r = path(
+        (0.0, 10.6),
+        ((10.5, 10.6), (17.6, 16.5), (17.8, 28.0)),
+        ((18.0, 38.0), (17.4, 47.0), (18.6, 57.0)),
+        ((19.6, 64.0), (20.4, 69.0), (19.0, 73.0)),
+        ((16.5, 74.2), (13.5, 72.0), (11.0, 70.0)),
+        ((8.0, 68.0), (4.0, 67.0), (0.0, 67.0)),
+    )
+    front = path(
+        (-15.4, 55.0),
+        ((-16.9, 47.0), (-17.6, 37.0), (-17.4, 28.0)),
+        ((-17.2, 16.5), (-10.0, 10.2), (-1.0, 10.0)),
+        ((9.0, 9.8), (17.6, 15.0), (17.6, 27.0)),
+        ((17.8, 37.0), (17.3, 47.0), (16.4, 56.0)),
+        ((14.8, 51.0), (13.6, 45.0), (13.3, 37.0)),
+        ((13.1, 30.0), (12.6, 26.0), (9.8, 23.8)),
+        ((5.8, 21.4), (0.0, 19.2), (-4.6, 15.2)),
+        ((-7.8, 19.0), (-12.0, 22.5), (-12.9, 30.0)),
+        ((-13.4, 38.0), (-13.3, 47.0), (-15.4, 55.0)),
+    )
     strands: list[tuple[list[Pt], float, bool]] = []
     for i in range(7):
         o = i * 0.9
-        strands.append((bezier((-4.4, 13.0 + o * 0.2), (4.0, 12.2 + o * 0.8), (12.0 + o * 0.2, 16.0 + o * 0.9),
-                               (15.0 + o * 0.1, 34.0 + o * 2.5)), 0.28, i % 2 == 0))
-        strands.append((bezier((-4.8, 13.5 + o * 0.2), (-10.0 - o * 0.3, 13.2 + o), (-15.6 + o * 0.2, 20.0 + o),
-                               (-15.8 + o * 0.15, 40.0 + o * 2.0)), 0.26, i % 2 == 1))
+        strands.append(
+            (
+                bezier(
+                    (-4.4, 13.0 + o * 0.2),
+                    (4.0, 12.2 + o * 0.8),
+                    (12.0 + o * 0.2, 16.0 + o * 0.9),
+                    (15.0 + o * 0.1, 34.0 + o * 2.5),
+                ),
+                0.28,
+                i % 2 == 0,
+            )
+        )
+        strands.append(
+            (
+                bezier(
+                    (-4.8, 13.5 + o * 0.2),
+                    (-10.0 - o * 0.3, 13.2 + o),
+                    (-15.6 + o * 0.2, 20.0 + o),
+                    (-15.8 + o * 0.15, 40.0 + o * 2.0),
+                ),
+                0.26,
+                i % 2 == 1,
+            )
+        )
     return HairShapes(back=[symmetric(back_r)], front=[front], shoulder=[], strands=strands)
 
 
 def _hair_quiff(lk: Look) -> HairShapes:
-    front = path((-14.3, 33.0),
-                 ((-14.9, 26.0), (-15.1, 20.0), (-13.4, 15.5)),
-                 ((-11.0, 10.6), (-4.5, 8.6), (2.0, 8.2)),
-                 ((8.5, 7.9), (13.2, 10.6), (14.6, 15.5)),
-                 ((15.5, 19.5), (15.2, 26.0), (14.4, 33.0)),
-                 ((14.0, 33.0), (13.6, 33.0), (13.3, 33.0)),
-                 ((13.2, 27.0), (12.8, 22.5), (10.6, 20.2)),
-                 ((7.2, 18.3), (3.0, 19.2), (0.0, 19.0)),
-                 ((-4.0, 18.6), (-8.0, 18.4), (-10.9, 20.4)),
-                 ((-12.8, 22.4), (-13.2, 27.0), (-13.3, 33.0)))
-    back = symmetric(path((0.0, 8.5), ((9.0, 8.5), (15.0, 12.0), (15.0, 22.0)), ((15.0, 28.0), (14.6, 32.0), (14.0, 36.0)),
-                          ((10.0, 36.0), (4.0, 36.0), (0.0, 36.0))))
+    front = path(
+        (-14.3, 33.0),
+        ((-14.9, 26.0), (-15.1, 20.0), (-13.4, 15.5)),
+        ((-11.0, 10.6), (-4.5, 8.6), (2.0, 8.2)),
+        ((8.5, 7.9), (13.2, 10.6), (14.6, 15.5)),
+        ((15.5, 19.5), (15.2, 26.0), (14.4, 33.0)),
+        ((14.0, 33.0), (13.6, 33.0), (13.3, 33.0)),
+        ((13.2, 27.0), (12.8, 22.5), (10.6, 20.2)),
+        ((7.2, 18.3), (3.0, 19.2), (0.0, 19.0)),
+        ((-4.0, 18.6), (-8.0, 18.4), (-10.9, 20.4)),
+        ((-12.8, 22.4), (-13.2, 27.0), (-13.3, 33.0)),
+    )
+    back = symmetric(
+        path(
+            (0.0, 8.5),
+            ((9.0, 8.5), (15.0, 12.0), (15.0, 22.0)),
+            ((15.0, 28.0), (14.6, 32.0), (14.0, 36.0)),
+            ((10.0, 36.0), (4.0, 36.0), (0.0, 36.0)),
+        )
+    )
     strands = []
     for i in range(8):
         o = i * 1.1
-        strands.append((bezier((-11.0 + o, 19.5), (-9.0 + o, 13.0), (-4.0 + o * 1.2, 9.8), (4.0 + o, 9.6 + o * 0.3)),
-                        0.3, i % 2 == 0))
+        strands.append(
+            (
+                bezier((-11.0 + o, 19.5), (-9.0 + o, 13.0), (-4.0 + o * 1.2, 9.8), (4.0 + o, 9.6 + o * 0.3)),
+                0.3,
+                i % 2 == 0,
+            )
+        )
     for s in (-1, 1):
         strands.append((bezier((s * 13.2, 30.0), (s * 13.8, 24.0), (s * 13.6, 19.0), (s * 12.0, 15.5)), 0.25, False))
     return HairShapes(back=[back], front=[front], shoulder=[], strands=strands)
 
 
 def _hair_side_part(lk: Look) -> HairShapes:
-    front = path((-14.1, 31.5),
-                 ((-14.7, 24.0), (-14.9, 17.5), (-12.4, 13.4)),
-                 ((-9.3, 9.6), (-2.5, 9.2), (4.0, 9.5)),
-                 ((10.5, 9.9), (14.8, 13.2), (15.0, 20.0)),
-                 ((15.1, 25.0), (14.6, 28.5), (14.1, 31.5)),
-                 ((13.8, 31.5), (13.4, 31.5), (13.1, 31.5)),
-                 ((13.1, 26.5), (12.6, 22.0), (10.0, 19.8)),
-                 ((6.0, 18.2), (1.0, 18.5), (-3.5, 18.3)),
-                 ((-7.5, 18.2), (-10.6, 19.0), (-12.2, 21.5)),
-                 ((-13.0, 24.0), (-13.1, 28.0), (-13.2, 31.5)))
-    back = symmetric(path((0.0, 9.3), ((9.0, 9.3), (15.0, 12.0), (15.0, 22.0)), ((15.0, 28.0), (14.6, 32.0), (14.0, 35.0)),
-                          ((10.0, 35.0), (4.0, 35.0), (0.0, 35.0))))
+    front = path(
+        (-14.1, 31.5),
+        ((-14.7, 24.0), (-14.9, 17.5), (-12.4, 13.4)),
+        ((-9.3, 9.6), (-2.5, 9.2), (4.0, 9.5)),
+        ((10.5, 9.9), (14.8, 13.2), (15.0, 20.0)),
+        ((15.1, 25.0), (14.6, 28.5), (14.1, 31.5)),
+        ((13.8, 31.5), (13.4, 31.5), (13.1, 31.5)),
+        ((13.1, 26.5), (12.6, 22.0), (10.0, 19.8)),
+        ((6.0, 18.2), (1.0, 18.5), (-3.5, 18.3)),
+        ((-7.5, 18.2), (-10.6, 19.0), (-12.2, 21.5)),
+        ((-13.0, 24.0), (-13.1, 28.0), (-13.2, 31.5)),
+    )
+    back = symmetric(
+        path(
+            (0.0, 9.3),
+            ((9.0, 9.3), (15.0, 12.0), (15.0, 22.0)),
+            ((15.0, 28.0), (14.6, 32.0), (14.0, 35.0)),
+            ((10.0, 35.0), (4.0, 35.0), (0.0, 35.0)),
+        )
+    )
     strands = [(bezier((-5.6, 9.8), (-5.9, 12.0), (-6.0, 14.0), (-6.6, 17.2)), 0.35, False)]
     for i in range(7):
         o = i * 1.2
-        strands.append((bezier((-5.2, 10.4 + o * 0.3), (0.0, 9.8 + o * 0.5), (8.0, 10.6 + o * 0.8),
-                               (13.5, 15.0 + o * 1.4)), 0.28, i % 2 == 0))
-        strands.append((bezier((-6.3, 10.6 + o * 0.3), (-10.0, 11.2 + o * 0.6), (-13.2, 14.0 + o * 0.8),
-                               (-14.0, 19.0 + o * 1.3)), 0.24, i % 2 == 1))
+        strands.append(
+            (
+                bezier((-5.2, 10.4 + o * 0.3), (0.0, 9.8 + o * 0.5), (8.0, 10.6 + o * 0.8), (13.5, 15.0 + o * 1.4)),
+                0.28,
+                i % 2 == 0,
+            )
+        )
+        strands.append(
+            (
+                bezier(
+                    (-6.3, 10.6 + o * 0.3), (-10.0, 11.2 + o * 0.6), (-13.2, 14.0 + o * 0.8), (-14.0, 19.0 + o * 1.3)
+                ),
+                0.24,
+                i % 2 == 1,
+            )
+        )
     return HairShapes(back=[back], front=[front], shoulder=[], strands=strands)
 
 
@@ -691,14 +929,24 @@ def _hair_afro(lk: Look) -> HairShapes:
         if cy > 46:
             continue
         blobs.append(ellipse_pts(cx, cy, r, r, n=24))
-    blobs.append(symmetric(path((0.0, 30.0), ((12.0, 30.0), (21.0, 34.0), (21.5, 40.0)),
-                                ((21.0, 44.0), (18.0, 47.0), (14.0, 48.0)), ((9.0, 48.5), (4.0, 47.0), (0.0, 47.0)))))
-    front = path((-13.6, 31.0),
-                 ((-15.0, 24.0), (-14.0, 12.0), (0.0, 10.0)),
-                 ((14.0, 12.0), (15.0, 24.0), (13.6, 31.0)),
-                 ((13.0, 31.0), (12.8, 31.0), (12.5, 31.0)),
-                 ((12.4, 24.5), (8.0, 19.2), (0.0, 18.8)),
-                 ((-8.0, 19.2), (-12.4, 24.5), (-12.5, 31.0)))
+    blobs.append(
+        symmetric(
+            path(
+                (0.0, 30.0),
+                ((12.0, 30.0), (21.0, 34.0), (21.5, 40.0)),
+                ((21.0, 44.0), (18.0, 47.0), (14.0, 48.0)),
+                ((9.0, 48.5), (4.0, 47.0), (0.0, 47.0)),
+            )
+        )
+    )
+    front = path(
+        (-13.6, 31.0),
+        ((-15.0, 24.0), (-14.0, 12.0), (0.0, 10.0)),
+        ((14.0, 12.0), (15.0, 24.0), (13.6, 31.0)),
+        ((13.0, 31.0), (12.8, 31.0), (12.5, 31.0)),
+        ((12.4, 24.5), (8.0, 19.2), (0.0, 18.8)),
+        ((-8.0, 19.2), (-12.4, 24.5), (-12.5, 31.0)),
+    )
     edge = []
     for t in np.linspace(0.05, 0.95, 16):
         x, y = bezier((12.5, 31.0), (12.4, 24.5), (8.0, 19.2), (0.0, 18.8))[int(t * 17)]
@@ -708,7 +956,10 @@ def _hair_afro(lk: Look) -> HairShapes:
 
 
 _HAIR: dict[str, Callable[[Look], HairShapes]] = {
-    "long": _hair_long, "quiff": _hair_quiff, "side_part": _hair_side_part, "afro": _hair_afro,
+    "long": _hair_long,
+    "quiff": _hair_quiff,
+    "side_part": _hair_side_part,
+    "afro": _hair_afro,
 }
 
 
@@ -718,20 +969,44 @@ def _draw_hair_layer(cv: Canvas, lk: Look, polys: list[list[Pt]], hair: HairShap
     box = m.getbbox()
     if box is None:
         return
-    ub = ((box[0] - cv.ox) / cv.unit, (box[1] - cv.oy) / cv.unit, (box[2] - cv.ox) / cv.unit, (box[3] - cv.oy) / cv.unit)
-    base = scale(lk.hair, 0.78) if back else lk.hair
+    ub = (
+        (box[0] - cv.ox) / cv.unit,
+        (box[1] - cv.oy) / cv.unit,
+        (box[2] - cv.ox) / cv.unit,
+        (box[3] - cv.oy) / cv.unit,
+    )
+    base = scale(lk.hair, 0.78) if back or hair.curls else lk.hair
     cv.fill(lambda p: [p.poly(q, base) for q in polys])
     # darker towards the edges and the ends, a sheen across the crown
-    cv.soft(lk.hair_dark, 0.6, 2.0, ub, lambda p: [p.rect(*ub), *[p.poly(_shrink(q, 0.82), 0) for q in polys]],
-            clip=name)
+    if back or not hair.curls:
+        cv.soft(
+            lk.hair_dark,
+            0.6,
+            2.0,
+            ub,
+            lambda p: [p.rect(*ub), *[p.poly(_shrink(q, 0.82), 0) for q in polys]],
+            clip=name,
+        )
     if not back:
-        cv.soft(lk.hair_light, 0.55, 1.2, (-16, 8, 16, 22),
-                lambda p: p.stroke(bezier((-12.0, 17.5), (-7.0, 11.5), (3.0, 10.8), (10.0, 14.5)), (0.4, 2.2, 0.4)),
-                clip=name)
+        cv.soft(
+            lk.hair_light,
+            0.55,
+            1.2,
+            (-16, 8, 16, 22),
+            lambda p: p.stroke(bezier((-12.0, 17.5), (-7.0, 11.5), (3.0, 10.8), (10.0, 14.5)), (0.4, 2.2, 0.4)),
+            clip=name,
+        )
         for light in (True, False):
-            cv.soft(lk.hair_light if light else lk.hair_dark, 0.45, 0.12, ub,
-                    lambda p, light=light: [p.stroke(pts, (w * 0.3, w, w * 0.2))
-                                            for pts, w, lt in hair.strands if lt == light], clip=name)
+            cv.soft(
+                lk.hair_light if light else lk.hair_dark,
+                0.45,
+                0.12,
+                ub,
+                lambda p, light=light: [
+                    p.stroke(pts, (w * 0.3, w, w * 0.2)) for pts, w, lt in hair.strands if lt == light
+                ],
+                clip=name,
+            )
     if hair.curls:
         rng = _rng(name)
         arcs = []
@@ -742,10 +1017,21 @@ def _draw_hair_layer(cv: Canvas, lk: Look, polys: list[list[Pt]], hair: HairShap
             a0 = rng.random() * 2 * math.pi
             arcs.append((x, y, r, a0, rng.random() < 0.5))
         for light in (True, False):
-            cv.soft(lk.hair_light if light else scale(lk.hair_dark, 0.7), 0.55 if light else 0.6, 0.05, ub,
-                    lambda p, light=light: [p.stroke([(x + r * math.cos(a0 + t), y + r * math.sin(a0 + t))
-                                                      for t in np.linspace(0, 3.6, 10)], (0.12, 0.3, 0.1))
-                                            for x, y, r, a0, lt in arcs if lt == light], clip=name)
+            cv.soft(
+                lk.hair_light if light else scale(lk.hair_dark, 0.7),
+                0.55 if light else 0.6,
+                0.05,
+                ub,
+                lambda p, light=light: [
+                    p.stroke(
+                        [(x + r * math.cos(a0 + t), y + r * math.sin(a0 + t)) for t in np.linspace(0, 3.6, 10)],
+                        (0.12, 0.3, 0.1),
+                    )
+                    for x, y, r, a0, lt in arcs
+                    if lt == light
+                ],
+                clip=name,
+            )
         cv.soft(lk.hair_light, 0.3, 2.5, (-18, 6, 6, 22), lambda p: p.ellipse(-7.0, 13.0, 9.0, 4.0), clip=name)
 
 
@@ -759,15 +1045,30 @@ def _shrink(pts: Sequence[Pt], f: float) -> list[Pt]:
 
 
 def _cloth_shading(cv: Canvas, lk: Look, clip: str, neckline_y: float) -> None:
-    cv.soft((0, 0, 0), 0.28, 2.2, (-16, neckline_y - 3, 16, neckline_y + 8),
-            lambda p: p.ellipse(0.8, neckline_y + 1.0, 9.0, 3.2), clip=clip)
-    cv.soft((255, 255, 255), 0.12, 4.0, (-45, 62, -5, 100), lambda p: p.ellipse(-lk.shoulder_x + 4, 76, 10, 8), clip=clip)
+    cv.soft(
+        (0, 0, 0),
+        0.28,
+        2.2,
+        (-16, neckline_y - 3, 16, neckline_y + 8),
+        lambda p: p.ellipse(0.8, neckline_y + 1.0, 9.0, 3.2),
+        clip=clip,
+    )
+    cv.soft(
+        (255, 255, 255), 0.12, 4.0, (-45, 62, -5, 100), lambda p: p.ellipse(-lk.shoulder_x + 4, 76, 10, 8), clip=clip
+    )
     cv.soft((0, 0, 0), 0.25, 4.0, (0, 62, 45, 104), lambda p: p.ellipse(lk.shoulder_x + 2, 92, 10, 16), clip=clip)
     for side in (-1, 1):
         x = side * (lk.shoulder_x - 1.0)
-        cv.soft((0, 0, 0), 0.22, 0.8, (x - 3, 82, x + 3, 104),
-                lambda p, x=x, s=side: p.stroke(bezier((x, 84), (x + s * 0.3, 90), (x + s * 0.5, 96), (x + s * 0.6, 104)),
-                                                (0.2, 0.8, 1.0)), clip=clip)
+        cv.soft(
+            (0, 0, 0),
+            0.22,
+            0.8,
+            (x - 3, 82, x + 3, 104),
+            lambda p, x=x, s=side: p.stroke(
+                bezier((x, 84), (x + s * 0.3, 90), (x + s * 0.5, 96), (x + s * 0.6, 104)), (0.2, 0.8, 1.0)
+            ),
+            clip=clip,
+        )
     cv.soft((0, 0, 0), 0.2, 3.0, (-50, 90, 50, 110), lambda p: p.rect(-50, 100, 50, 110), clip=clip)
 
 
@@ -775,17 +1076,32 @@ def _outfit_blazer(cv: Canvas, lk: Look) -> None:
     blouse = torso_outline(lk, 63.0, lk.neck_hw + 0.8, 70.0)
     cv.mask("blouse", lambda p: p.poly(blouse))
     cv.vgradient((-45, 60, 45, 104), [(64, lk.cloth2), (104, scale(lk.cloth2, 0.86))], "blouse")
-    cv.soft((0, 0, 0), 0.22, 1.4, (-10, 63, 10, 76), lambda p: p.ellipse(0.5, 71.0, 6.5, 2.0), clip="blouse")
+    cv.soft((70, 45, 35), 0.12, 1.4, (-10, 63, 10, 76), lambda p: p.ellipse(0.5, 69.5, 6.0, 1.8), clip="blouse")
     sx = lk.shoulder_x
     full = torso_outline(lk, 63.0, lk.neck_hw + 0.8, 66.0)
-    right_panel = [(1.2, 104.0), (2.2, 92.0), (lk.neck_hw + 4.2, 68.0), (lk.neck_hw + 2.2, 64.5),
-                   *[q for q in full[: len(full) // 2] if q[0] > lk.neck_hw + 2.6], (sx + 8, 104.0)]
+    right_panel = [
+        (1.2, 104.0),
+        (2.2, 92.0),
+        (lk.neck_hw + 4.2, 68.0),
+        (lk.neck_hw + 2.2, 64.5),
+        *[q for q in full[: len(full) // 2] if q[0] > lk.neck_hw + 2.6],
+        (sx + 8, 104.0),
+    ]
     panels = [right_panel, mirror(right_panel)]
     cv.mask("jacket", lambda p: [p.poly(q) for q in panels])
-    cv.vgradient((-45, 60, 45, 104), [(64, mix(lk.cloth, (255, 255, 255), 0.08)), (104, scale(lk.cloth, 0.8))], "jacket")
+    cv.vgradient(
+        (-45, 60, 45, 104), [(64, mix(lk.cloth, (255, 255, 255), 0.08)), (104, scale(lk.cloth, 0.8))], "jacket"
+    )
     _cloth_shading(cv, lk, "jacket", 66.0)
-    lapel_r = [(lk.neck_hw + 2.2, 64.5), (lk.neck_hw + 4.2, 68.0), (2.2, 92.0), (5.8, 84.0), (lk.neck_hw + 8.6, 76.5),
-               (lk.neck_hw + 6.6, 74.8), (lk.neck_hw + 5.2, 65.0)]
+    lapel_r = [
+        (lk.neck_hw + 2.2, 64.5),
+        (lk.neck_hw + 4.2, 68.0),
+        (2.2, 92.0),
+        (5.8, 84.0),
+        (lk.neck_hw + 8.6, 76.5),
+        (lk.neck_hw + 6.6, 74.8),
+        (lk.neck_hw + 5.2, 65.0),
+    ]
     lapel_col = mix(lk.cloth, (255, 255, 255), 0.1)
     for lap in (lapel_r, mirror(lapel_r)):
         cv.fill(lambda p, lap=lap: p.poly(lap, lapel_col))
@@ -793,59 +1109,105 @@ def _outfit_blazer(cv: Canvas, lk: Look) -> None:
     cv.soft((0, 0, 0), 0.35, 0.4, (-4, 88, 4, 104), lambda p: p.stroke([(2.2, 92.0), (1.2, 104.0)], (0.4, 0.5)))
     cv.fill(lambda p: p.ellipse(0.9, 97.5, 0.75, 0.75, scale(lk.cloth, 0.6)))
     # a thin gold necklace on the blouse
-    cv.soft(lk.accent, 0.9, 0.05, (-8, 64, 8, 74),
-            lambda p: p.stroke(bezier((-lk.neck_hw - 0.3, 65.0), (-3.5, 70.2), (3.5, 70.2), (lk.neck_hw + 0.3, 65.0)),
-                               (0.22,)))
+    cv.soft(
+        lk.accent,
+        0.9,
+        0.05,
+        (-8, 64, 8, 74),
+        lambda p: p.stroke(
+            bezier((-lk.neck_hw - 0.3, 65.0), (-3.5, 70.2), (3.5, 70.2), (lk.neck_hw + 0.3, 65.0)), (0.22,)
+        ),
+    )
     cv.fill(lambda p: p.ellipse(0.0, 69.8, 0.6, 0.6, lk.accent))
 
 
 def _outfit_sweater(cv: Canvas, lk: Look) -> None:
     body = torso_outline(lk, 62.6, lk.neck_hw + 1.2, 66.4)
     cv.mask("sweater", lambda p: p.poly(body))
-    cv.vgradient((-50, 60, 50, 104), [(63, mix(lk.cloth, (255, 255, 255), 0.06)), (104, scale(lk.cloth, 0.78))], "sweater")
-    rib = bezier((-lk.neck_hw - 1.2, 62.6), (-lk.neck_hw * 0.6, 67.4), (lk.neck_hw * 0.6, 67.4), (lk.neck_hw + 1.2, 62.6), 30)
+    cv.vgradient(
+        (-50, 60, 50, 104), [(63, mix(lk.cloth, (255, 255, 255), 0.06)), (104, scale(lk.cloth, 0.78))], "sweater"
+    )
+    rib = bezier(
+        (-lk.neck_hw - 1.2, 62.6), (-lk.neck_hw * 0.6, 67.4), (lk.neck_hw * 0.6, 67.4), (lk.neck_hw + 1.2, 62.6), 30
+    )
     cv.fill(lambda p: p.stroke(rib, (1.6, 2.1, 1.6), lk.cloth2))
-    cv.soft((0, 0, 0), 0.25, 0.05, (-12, 60, 12, 72),
-            lambda p: [p.stroke([(x, y - 0.8), (x * 1.05, y + 0.8)], (0.14,)) for x, y in rib[1:-1]])
+    cv.soft(
+        (0, 0, 0),
+        0.25,
+        0.05,
+        (-12, 60, 12, 72),
+        lambda p: [p.stroke([(x, y - 0.8), (x * 1.05, y + 0.8)], (0.14,)) for x, y in rib[1:-1]],
+    )
     _cloth_shading(cv, lk, "sweater", 67.0)
     # knit texture: faint vertical ribs
-    cv.soft((0, 0, 0), 0.07, 0.1, (-45, 68, 45, 104),
-            lambda p: [p.rect(x, 68, x + 0.35, 104) for x in np.arange(-44, 45, 1.4)], clip="sweater")
+    cv.soft(
+        (0, 0, 0),
+        0.07,
+        0.1,
+        (-45, 60, 45, 104),
+        lambda p: [p.rect(x, 60, x + 0.35, 104) for x in np.arange(-44, 45, 1.4)],
+        clip="sweater",
+    )
 
 
 def _outfit_suit(cv: Canvas, lk: Look) -> None:
     shirt = torso_outline(lk, 62.6, lk.neck_hw + 0.4, 64.5, sx=lk.shoulder_x - 1.5)
     cv.mask("shirt", lambda p: p.poly(shirt))
     cv.vgradient((-45, 58, 45, 104), [(62, lk.cloth2), (104, scale(lk.cloth2, 0.85))], "shirt")
-    tie_knot = [(-1.3, 65.2), (1.3, 65.2), (0.9, 68.6), (-0.9, 68.6)]
-    tie = [(-0.9, 68.4), (0.9, 68.4), (2.6, 90.0), (0.0, 94.0), (-2.6, 90.0)]
-    cv.fill(lambda p: [p.poly(tie, lk.accent), p.poly(tie_knot, scale(lk.accent, 0.9))])
-    cv.soft((0, 0, 0), 0.3, 0.4, (-3, 64, 3, 70), lambda p: p.rect(-1.3, 68.4, 1.3, 69.0))
-    cv.soft((255, 255, 255), 0.15, 0.6, (-3, 70, 3, 92),
-            lambda p: [p.stroke([(-1.2 + i * 0.9, 70 + i * 3), (0.4 + i * 0.9, 70 + i * 3 - 1.2)], (0.3,))
-                       for i in range(-2, 8)])
+    tie_knot = [(-1.6, 64.4), (1.6, 64.4), (1.05, 68.4), (-1.05, 68.4)]
+    tie = [(-1.0, 68.2), (1.0, 68.2), (2.9, 90.0), (0.0, 94.0), (-2.9, 90.0)]
+    cv.fill(lambda p: p.poly(tie, lk.accent))
+    cv.soft(
+        (255, 255, 255),
+        0.15,
+        0.6,
+        (-3, 70, 3, 92),
+        lambda p: [
+            p.stroke([(-1.2 + i * 0.9, 70 + i * 3), (0.4 + i * 0.9, 70 + i * 3 - 1.2)], (0.3,)) for i in range(-2, 8)
+        ],
+    )
     for side in (-1, 1):
-        collar = [(side * (lk.neck_hw + 0.2), 61.6), (side * (lk.neck_hw + 1.6), 63.8),
-                  (side * 4.6, 71.0), (side * 1.2, 66.0), (side * (lk.neck_hw - 0.8), 62.6)]
+        collar = [
+            (side * (lk.neck_hw + 0.2), 61.6),
+            (side * (lk.neck_hw + 1.6), 63.8),
+            (side * 4.6, 71.0),
+            (side * 1.2, 66.0),
+            (side * (lk.neck_hw - 0.8), 62.6),
+        ]
         cv.fill(lambda p, c=collar: p.poly(c, mix(lk.cloth2, (255, 255, 255), 0.3)))
         cv.soft((0, 0, 0), 0.3, 0.3, (-10, 60, 10, 72), lambda p, c=collar: p.stroke(c[1:4], (0.25,)))
+    cv.fill(lambda p: p.poly(tie_knot, scale(lk.accent, 0.92)))
+    cv.soft((0, 0, 0), 0.3, 0.4, (-3, 64, 3, 71), lambda p: p.ellipse(0, 68.9, 1.2, 0.5))
     sx = lk.shoulder_x
     full = torso_outline(lk, 62.8, lk.neck_hw + 1.0, 66.0)
-    right_panel = [(3.2, 104.0), (3.6, 92.0), (lk.neck_hw + 2.4, 68.5), (lk.neck_hw + 1.8, 63.6),
-                   *[q for q in full[: len(full) // 2] if q[0] > lk.neck_hw + 2.2], (sx + 8, 104.0)]
+    right_panel = [
+        (3.2, 104.0),
+        (3.6, 92.0),
+        (lk.neck_hw + 2.4, 68.5),
+        (lk.neck_hw + 1.8, 63.6),
+        *[q for q in full[: len(full) // 2] if q[0] > lk.neck_hw + 2.2],
+        (sx + 8, 104.0),
+    ]
     panels = [right_panel, mirror(right_panel)]
     cv.mask("jacket", lambda p: [p.poly(q) for q in panels])
-    cv.vgradient((-50, 60, 50, 104), [(63, mix(lk.cloth, (255, 255, 255), 0.08)), (104, scale(lk.cloth, 0.75))], "jacket")
+    cv.vgradient(
+        (-50, 60, 50, 104), [(63, mix(lk.cloth, (255, 255, 255), 0.08)), (104, scale(lk.cloth, 0.75))], "jacket"
+    )
     _cloth_shading(cv, lk, "jacket", 65.0)
-    lapel_r = [(lk.neck_hw + 1.8, 63.6), (lk.neck_hw + 2.4, 68.5), (3.6, 92.0), (7.2, 84.0), (lk.neck_hw + 8.8, 75.5),
-               (lk.neck_hw + 6.9, 73.6), (lk.neck_hw + 4.2, 63.8)]
+    lapel_r = [
+        (lk.neck_hw + 1.8, 63.6),
+        (lk.neck_hw + 2.4, 68.5),
+        (3.6, 92.0),
+        (7.2, 84.0),
+        (lk.neck_hw + 8.8, 75.5),
+        (lk.neck_hw + 6.9, 73.6),
+        (lk.neck_hw + 4.2, 63.8),
+    ]
     for lap in (lapel_r, mirror(lapel_r)):
         cv.fill(lambda p, lap=lap: p.poly(lap, mix(lk.cloth, (255, 255, 255), 0.06)))
         cv.soft((0, 0, 0), 0.45, 0.5, (-20, 60, 20, 95), lambda p, lap=lap: p.stroke(lap[2:6], (0.5, 0.3)))
     pocket = [(-sx + 11, 86.0), (-sx + 18, 85.4)]
     cv.soft((0, 0, 0), 0.35, 0.3, (-sx + 10, 84, -sx + 19, 88), lambda p: p.stroke(pocket, (0.35,)))
-    cv.fill(lambda p: p.poly([(-sx + 12.5, 85.8), (-sx + 14.2, 83.6), (-sx + 16.0, 84.0), (-sx + 16.4, 85.6)],
-                             hexc("#f2f2f2")))
 
 
 def _outfit_scoop(cv: Canvas, lk: Look) -> None:
@@ -856,14 +1218,17 @@ def _outfit_scoop(cv: Canvas, lk: Look) -> None:
     cv.fill(lambda p: p.stroke(edge, (1.0, 1.3, 1.0), lk.cloth2))
     _cloth_shading(cv, lk, "top", 73.0)
     cv.soft((0, 0, 0), 0.2, 0.8, (-12, 60, 12, 76), lambda p: p.stroke(edge, (0.6,)), clip="neck")
-    chain = bezier((-lk.neck_hw + 0.2, 62.4), (-3.0, 68.8), (3.0, 68.8), (lk.neck_hw - 0.2, 62.4), 30)
+    chain = bezier((-lk.neck_hw + 0.2, 61.8), (-3.0, 67.0), (3.0, 67.0), (lk.neck_hw - 0.2, 61.8), 30)
     cv.soft(scale(lk.accent, 0.8), 0.95, 0.04, (-9, 62, 9, 72), lambda p: p.stroke(chain, (0.25,)))
-    cv.fill(lambda p: p.poly([(0, 67.8), (1.0, 69.2), (0, 70.8), (-1.0, 69.2)], lk.accent))
-    cv.soft((255, 250, 220), 0.8, 0.1, (-1, 67, 1, 70), lambda p: p.ellipse(-0.3, 68.9, 0.25, 0.4))
+    cv.fill(lambda p: p.poly([(0, 66.0), (0.9, 67.3), (0, 68.8), (-0.9, 67.3)], lk.accent))
+    cv.soft((255, 250, 220), 0.8, 0.1, (-1, 65, 1, 69), lambda p: p.ellipse(-0.3, 67.1, 0.22, 0.38))
 
 
 _OUTFITS: dict[str, Callable[[Canvas, Look], None]] = {
-    "blazer": _outfit_blazer, "sweater": _outfit_sweater, "suit": _outfit_suit, "scoop": _outfit_scoop,
+    "blazer": _outfit_blazer,
+    "sweater": _outfit_sweater,
+    "suit": _outfit_suit,
+    "scoop": _outfit_scoop,
 }
 
 
@@ -871,63 +1236,81 @@ _OUTFITS: dict[str, Callable[[Canvas, Look], None]] = {
 
 
 def draw_eyes(cv: Canvas, lk: Look, closed: float, listening: bool) -> None:
+    for side in (-1, 1):
+        _draw_eye(cv, lk, side, closed, listening)
+    _draw_brows(cv, lk, listening)
+    if lk.glasses:
+        _draw_glasses(cv, lk)
+
+
+def _draw_eye(cv: Canvas, lk: Look, side: int, c: float, listening: bool) -> None:
+    """One eye, `c` = how far the upper lid is closed."""
     hw = 3.0 if lk.male else 3.2
     hu = (1.65 if lk.male else 1.95) * (1.16 if listening else 1.0)
     hl = 1.0 if lk.male else 1.1
     lash = hexc("#1f1512") if not lk.male else scale(lk.hair_dark, 0.8)
-    for side in (-1, 1):
-        cx, cy = side * EYE_DX, EYE_Y
-        # corner points: inner (towards the nose) slightly lower than outer
-        inner, outer = (cx - side * hw, cy + 0.3), (cx + side * hw, cy - 0.1)
-        up_c = ((cx - side * hw * 0.5, cy - hu * 1.32), (cx + side * hw * 0.45, cy - hu * 1.28))
-        shut_c = ((cx - side * hw * 0.45, cy + hl * 0.75), (cx + side * hw * 0.5, cy + hl * 0.6))
-        lo_c = ((cx - side * hw * 0.45, cy + hl * 1.28), (cx + side * hw * 0.55, cy + hl * 1.2))
-        c = closed
-        lid_c = tuple((a[0] + (b[0] - a[0]) * c, a[1] + (b[1] - a[1]) * c) for a, b in zip(up_c, shut_c, strict=True))
-        upper = bezier(inner, lid_c[0], lid_c[1], outer, 26)
-        lower = bezier(inner, lo_c[0], lo_c[1], outer, 26)
-        # the lid crease sits above the open lid and flattens as it closes
-        crease = bezier((cx - side * hw * 0.7, cy - hu * 0.55), (cx - side * hw * 0.3, cy - hu * 1.7 + 0.3 * c),
-                        (cx + side * hw * 0.5, cy - hu * 1.65 + 0.3 * c), (cx + side * hw * 1.05, cy - hu * 0.35))
-        cv.soft(lk.shadow, 0.55, 0.18, (cx - 4, cy - 4, cx + 4, cy + 1), lambda p, cr=crease: p.stroke(cr, (0.05, 0.22, 0.1)))
-        if c < 0.95:
-            almond = [*upper, *lower[::-1]]
-            eye = Image.new("L", cv.img.size, 0)
-            cv.pen(eye).poly(almond)
-            cv.masks["eye"] = eye
-            cv.fill(lambda p, a=almond: p.poly(a, hexc("#f6f2ee")))
-            cv.soft(hexc("#c9b8b4"), 0.5, 0.5, (cx - 4, cy - 3, cx + 4, cy + 2),
-                    lambda p, u=upper: p.poly([*shift(u, 0, 0.45), (cx + side * 4, cy - 4), (cx - side * 4, cy - 4)]),
-                    clip="eye")
-            ri = 1.62 if lk.male else 1.78
-            iy = cy + 0.05
-            dark_iris = scale(lk.iris, 0.55)
-            cv.soft(dark_iris, 1.0, 0.0, (cx - 2, iy - 2, cx + 2, iy + 2), lambda p: p.ellipse(cx, iy, ri, ri), clip="eye")
-            cv.soft(lk.iris, 1.0, 0.15, (cx - 2, iy - 2, cx + 2, iy + 2),
-                    lambda p: p.ellipse(cx, iy, ri * 0.8, ri * 0.8), clip="eye")
-            cv.soft(mix(lk.iris, (255, 255, 255), 0.35), 0.7, 0.35, (cx - 2, iy - 1, cx + 2, iy + 2),
-                    lambda p: p.ellipse(cx + 0.1, iy + 0.75, ri * 0.55, ri * 0.35), clip="eye")
-            cv.soft(hexc("#120d0c"), 1.0, 0.05, (cx - 1, iy - 1, cx + 1, iy + 1),
-                    lambda p: p.ellipse(cx, iy, 0.72, 0.72), clip="eye")
-            # the upper lid shades the top of the iris
-            cv.soft((30, 18, 14), 0.45, 0.35, (cx - 4, cy - 4, cx + 4, cy + 1),
-                    lambda p, u=upper: p.poly([*shift(u, 0, 0.55), (cx + side * 4, cy - 4), (cx - side * 4, cy - 4)]),
-                    clip="eye")
-            cv.soft((255, 255, 255), 0.95, 0.03, (cx - 2, iy - 2, cx + 2, iy + 2),
-                    lambda p: [p.ellipse(cx - 0.55, iy - 0.55, 0.42, 0.42), p.ellipse(cx + 0.55, iy + 0.5, 0.17, 0.17)],
-                    clip="eye")
-            low_line = lower[int(len(lower) * 0.25):]
-            cv.soft(scale(lk.shadow, 0.8), 0.55, 0.08, (cx - 4, cy - 1, cx + 4, cy + 3),
-                    lambda p, ll=low_line: p.stroke(ll, (0.06, 0.16, 0.2)))
-        widths = (0.22, 0.42, 0.55) if not lk.male else (0.2, 0.34, 0.38)
-        cv.fill(lambda p, u=upper, w=widths: p.stroke(u, w, lash))
-        if not lk.male:
-            wing = bezier(upper[-3], (outer[0] + side * 0.4, outer[1] - 0.05),
-                          (outer[0] + side * 0.8, outer[1] - 0.35 + 0.5 * c), (outer[0] + side * 1.05, outer[1] - 0.7 + 0.8 * c), 10)
-            cv.fill(lambda p, wg=wing: p.stroke(wg, (0.4, 0.25, 0.05), lash))
-    _draw_brows(cv, lk, listening)
-    if lk.glasses:
-        _draw_glasses(cv, lk)
+    cx, cy = side * EYE_DX, EYE_Y
+    # corner points: inner (towards the nose) slightly lower than outer
+    inner, outer = (cx - side * hw, cy + 0.3), (cx + side * hw, cy - 0.1)
+    up_c = ((cx - side * hw * 0.5, cy - hu * 1.32), (cx + side * hw * 0.45, cy - hu * 1.28))
+    shut_c = ((cx - side * hw * 0.45, cy + hl * 0.75), (cx + side * hw * 0.5, cy + hl * 0.6))
+    lo_c = ((cx - side * hw * 0.45, cy + hl * 1.28), (cx + side * hw * 0.55, cy + hl * 1.2))
+    lid_c = [(a[0] + (b[0] - a[0]) * c, a[1] + (b[1] - a[1]) * c) for a, b in zip(up_c, shut_c, strict=True)]
+    upper = bezier(inner, lid_c[0], lid_c[1], outer, 26)
+    lower = bezier(inner, lo_c[0], lo_c[1], outer, 26)
+    near = (cx - 4, cy - 4, cx + 4, cy + 3)
+    # the lid crease sits above the open lid and flattens as it closes
+    crease = bezier(
+        (cx - side * hw * 0.7, cy - hu * 0.55),
+        (cx - side * hw * 0.3, cy - hu * 1.7 + 0.3 * c),
+        (cx + side * hw * 0.5, cy - hu * 1.65 + 0.3 * c),
+        (cx + side * hw * 1.05, cy - hu * 0.35),
+    )
+    cv.soft(lk.shadow, 0.55, 0.18, near, lambda p: p.stroke(crease, (0.05, 0.22, 0.1)))
+    if c < 0.95:
+        almond = [*upper, *lower[::-1]]
+        eye = Image.new("L", cv.img.size, 0)
+        cv.pen(eye).poly(almond)
+        cv.masks["eye"] = eye
+        lid_shadow = [*shift(upper, 0, 0.45), (cx + side * 4, cy - 4), (cx - side * 4, cy - 4)]
+        cv.fill(lambda p: p.poly(almond, hexc("#f6f2ee")))
+        cv.soft(hexc("#c9b8b4"), 0.5, 0.5, near, lambda p: p.poly(lid_shadow), clip="eye")
+        ri = 1.62 if lk.male else 1.78
+        iy = cy + 0.05
+        cv.soft(scale(lk.iris, 0.55), 1.0, 0.0, near, lambda p: p.ellipse(cx, iy, ri, ri), clip="eye")
+        cv.soft(lk.iris, 1.0, 0.15, near, lambda p: p.ellipse(cx, iy, ri * 0.8, ri * 0.8), clip="eye")
+        cv.soft(
+            mix(lk.iris, (255, 255, 255), 0.35),
+            0.7,
+            0.35,
+            near,
+            lambda p: p.ellipse(cx + 0.1, iy + 0.75, ri * 0.55, ri * 0.35),
+            clip="eye",
+        )
+        cv.soft(hexc("#120d0c"), 1.0, 0.05, near, lambda p: p.ellipse(cx, iy, 0.72, 0.72), clip="eye")
+        # the upper lid shades the top of the iris
+        cv.soft((30, 18, 14), 0.45, 0.35, near, lambda p: p.poly(shift(lid_shadow, 0, 0.1)), clip="eye")
+        cv.soft(
+            (255, 255, 255),
+            0.95,
+            0.03,
+            near,
+            lambda p: [p.ellipse(cx - 0.55, iy - 0.55, 0.42, 0.42), p.ellipse(cx + 0.55, iy + 0.5, 0.17, 0.17)],
+            clip="eye",
+        )
+        low_line = lower[int(len(lower) * 0.25) :]
+        cv.soft(scale(lk.shadow, 0.8), 0.55, 0.08, near, lambda p: p.stroke(low_line, (0.06, 0.16, 0.2)))
+    widths = (0.22, 0.42, 0.55) if not lk.male else (0.2, 0.34, 0.38)
+    cv.fill(lambda p: p.stroke(upper, widths, lash))
+    if not lk.male:
+        wing = bezier(
+            upper[-3],
+            (outer[0] + side * 0.4, outer[1] - 0.05),
+            (outer[0] + side * 0.8, outer[1] - 0.35 + 0.5 * c),
+            (outer[0] + side * 1.05, outer[1] - 0.7 + 0.8 * c),
+            10,
+        )
+        cv.fill(lambda p: p.stroke(wing, (0.4, 0.25, 0.05), lash))
 
 
 def _draw_brows(cv: Canvas, lk: Look, listening: bool) -> None:
@@ -936,10 +1319,20 @@ def _draw_brows(cv: Canvas, lk: Look, listening: bool) -> None:
     widths = (1.15, 1.05, 0.45) if lk.male else (0.95, 0.85, 0.3)
     by = 30.4 if lk.male else 30.0
     for side in (-1, 1):
-        pts = bezier((side * 2.5, by + 0.9 - lift * 1.15), (side * 4.9, by - 0.5 - lift * 1.15),
-                     (side * 7.9, by - 1.0 - lift * 1.05), (side * 9.9, by + 0.5 - lift * 0.55), 24)
-        cv.soft(color, 1.0, 0.12, (side * 5.8 - 5, by - 3.5, side * 5.8 + 5, by + 2.5),
-                lambda p, pts=pts: p.stroke(pts, widths))
+        pts = bezier(
+            (side * 2.5, by + 0.9 - lift * 1.15),
+            (side * 4.9, by - 0.5 - lift * 1.15),
+            (side * 7.9, by - 1.0 - lift * 1.05),
+            (side * 9.9, by + 0.5 - lift * 0.55),
+            24,
+        )
+        cv.soft(
+            color,
+            1.0,
+            0.12,
+            (side * 5.8 - 5, by - 3.5, side * 5.8 + 5, by + 2.5),
+            lambda p, pts=pts: p.stroke(pts, widths),
+        )
 
 
 def _draw_glasses(cv: Canvas, lk: Look) -> None:
@@ -947,11 +1340,16 @@ def _draw_glasses(cv: Canvas, lk: Look) -> None:
     for side in (-1, 1):
         cx, cy = side * EYE_DX, EYE_Y + 0.4
         rim = _rounded_rect(cx - 4.2, cy - 3.0, cx + 4.2, cy + 2.8, 1.8)
-        cv.soft((255, 255, 255), 0.12, 0.3, (cx - 4.5, cy - 3.5, cx + 4.5, cy + 3.5),
-                lambda p, cx=cx, cy=cy: p.poly([(cx - 2.6, cy + 2.6), (cx - 0.6, cy + 2.6), (cx + 2.8, cy - 2.8), (cx + 0.8, cy - 2.8)]))
+        cv.soft(
+            (255, 255, 255),
+            0.12,
+            0.3,
+            (cx - 4.5, cy - 3.5, cx + 4.5, cy + 3.5),
+            lambda p, cx=cx, cy=cy: p.poly(
+                [(cx - 2.6, cy + 2.6), (cx - 0.6, cy + 2.6), (cx + 2.8, cy - 2.8), (cx + 0.8, cy - 2.8)]
+            ),
+        )
         cv.fill(lambda p, r=rim: p.stroke([*r, r[0], r[1]], (0.5,), frame))
-        cv.soft((255, 255, 255), 0.35, 0.08, (cx - 4.5, cy - 3.5, cx + 4.5, cy),
-                lambda p, r=rim: p.stroke(r[len(r) // 2 - 4: len(r) // 2 + 5], (0.12,)))
     bridge = bezier((-1.75, 34.8), (-0.8, 33.9), (0.8, 33.9), (1.75, 34.8))
     cv.fill(lambda p: p.stroke(bridge, (0.45,), frame))
 
@@ -985,7 +1383,7 @@ class MouthGeo:
 
 
 _SHAPES: dict[MouthShape, MouthGeo] = {
-    MouthShape.REST: MouthGeo(3.5, 0, 0, 0, 1, 1, 0.95, 1.15, 0, 0, "none", 0.45),
+    MouthShape.REST: MouthGeo(3.5, 0, 0, 0, 1, 1, 1.1, 1.2, 0, 0, "none", 0.6),
     MouthShape.MBP: MouthGeo(3.6, 0, 0, 0, 1, 1, 0.55, 0.72, 0, 0, "none", 0.05),
     MouthShape.CONSONANT: MouthGeo(3.4, 0.5, 0.6, 0.6, 0.8, 0.8, 0.85, 1.05, 0.55, 0.5, "none", 0.25),
     MouthShape.E: MouthGeo(3.9, 0.6, 1.15, 1.0, 1.1, 0.9, 0.75, 0.95, 0.8, 0.3, "low", 0.4),
@@ -1002,8 +1400,21 @@ def mouth_geo(shape: MouthShape, level: float) -> MouthGeo:
     if shape in CLOSED_SHAPES:
         return g
     t = level
-    return MouthGeo(g.hw * (1 - 0.06 * t if g.hl > 1.5 else 1.0), g.hu * t**0.8, g.hl * t, g.jaw * t, g.pu, g.pl,
-                    g.lip_u, g.lip_l * (1 - 0.1 * t), g.teeth_u, g.teeth_l, g.tongue, g.smile, g.corner)
+    return MouthGeo(
+        g.hw * (1 - 0.06 * t if g.hl > 1.5 else 1.0),
+        g.hu * t**0.8,
+        g.hl * t,
+        g.jaw * t,
+        g.pu,
+        g.pl,
+        g.lip_u,
+        g.lip_l * (1 - 0.1 * t),
+        g.teeth_u,
+        g.teeth_l,
+        g.tongue,
+        g.smile,
+        g.corner,
+    )
 
 
 def jaw_warp(cv: Canvas, lk: Look, drop: float) -> None:
@@ -1018,8 +1429,9 @@ def jaw_warp(cv: Canvas, lk: Look, drop: float) -> None:
     fx = fx * fx * (3 - 2 * fx)
     y_top, y_full, y_end = MOUTH_Y - 0.2, MOUTH_Y + 2.2, lk.chin_y + 0.6
     y_bottom = MOUTH_BOX[3] - 0.4
-    fy = np.where(yu < y_full, np.clip((yu - y_top) / (y_full - y_top), 0, 1),
-                  np.clip((y_bottom - yu) / (y_bottom - y_end), 0, 1))
+    fy = np.where(
+        yu < y_full, np.clip((yu - y_top) / (y_full - y_top), 0, 1), np.clip((y_bottom - yu) / (y_bottom - y_end), 0, 1)
+    )
     fy = fy * fy * (3 - 2 * fy)
     disp = (drop * cv.unit) * fy[:, None] * fx[None, :]
     map_x = np.broadcast_to(np.arange(w, dtype=np.float32)[None, :], (h, w)).copy()
@@ -1030,7 +1442,7 @@ def jaw_warp(cv: Canvas, lk: Look, drop: float) -> None:
 
 def draw_mouth(cv: Canvas, lk: Look, shape: MouthShape, level: float) -> None:
     g = mouth_geo(shape, level)
-    lips = 1.0 if lk.male else 1.18
+    lips = (1.0 if lk.male else 1.18) * lk.lip_full
     g = replace(g, hw=g.hw * 1.15, lip_u=g.lip_u * lips, lip_l=g.lip_l * lips)
     jaw_warp(cv, lk, g.jaw)
     my = MOUTH_Y
@@ -1041,8 +1453,8 @@ def draw_mouth(cv: Canvas, lk: Look, shape: MouthShape, level: float) -> None:
     lift = -g.smile * s_out**2
     up_in = my + lift - g.hu * (1 - s_in**2) ** g.pu
     lo_in = my + lift + g.hl * (1 - s_in**2) ** g.pl
-    bow = 1 - 0.22 * np.exp(-((xs / wo) / 0.12) ** 2) + 0.12 * np.exp(-((s_out - 0.3) / 0.14) ** 2)
-    taper = (1 - s_out**2) ** (0.3 if g.corner > 0.6 else 0.55)
+    bow = 1 - 0.25 * np.exp(-(((xs / wo) / 0.11) ** 2)) + 0.16 * np.exp(-(((s_out - 0.28) / 0.14) ** 2))
+    taper = (1 - s_out**2) ** (0.3 if g.corner > 0.6 else 0.45)
     up_out = up_in - g.lip_u * bow * taper
     lo_out = lo_in + g.lip_l * (1 - s_out**2) ** (0.35 if g.corner > 0.6 else 0.6)
     pts = lambda a: [(float(x), float(y)) for x, y in zip(xs, a, strict=True)]  # noqa: E731
@@ -1059,15 +1471,27 @@ def draw_mouth(cv: Canvas, lk: Look, shape: MouthShape, level: float) -> None:
         cv.pen(m).poly(hole)
         cv.masks["mouth"] = m
         cv.fill(lambda p: p.poly(hole, hexc("#4a1b20")))
-        cv.soft(hexc("#2a0c10"), 0.9, 0.5, box, lambda p: p.ellipse(0, my - g.hu * 0.2, g.hw * 0.75, (g.hu + g.hl) * 0.3),
-                clip="mouth")
+        cv.soft(
+            hexc("#2a0c10"),
+            0.9,
+            0.5,
+            box,
+            lambda p: p.ellipse(0, my - g.hu * 0.2, g.hw * 0.75, (g.hu + g.hl) * 0.3),
+            clip="mouth",
+        )
         if g.tongue != "none" and g.hl > 0.6:
             ty = my + g.hl * (0.75 if g.tongue == "low" else 0.15)
             ry = g.hl * (0.45 if g.tongue == "low" else 0.75)
             tongue = hexc("#c25a62")
             cv.soft(tongue, 1.0, 0.15, box, lambda p: p.ellipse(0, ty, g.hw * 0.62, ry), clip="mouth")
-            cv.soft(mix(tongue, (255, 220, 220), 0.3), 0.6, 0.3, box,
-                    lambda p: p.ellipse(-0.2, ty - ry * 0.35, g.hw * 0.3, ry * 0.3), clip="mouth")
+            cv.soft(
+                mix(tongue, (255, 220, 220), 0.3),
+                0.6,
+                0.3,
+                box,
+                lambda p: p.ellipse(-0.2, ty - ry * 0.35, g.hw * 0.3, ry * 0.3),
+                clip="mouth",
+            )
         teeth = hexc("#f5f1ea")
         if g.teeth_u > 0:
             th = min(g.teeth_u, (g.hu + g.hl) * (0.5 if g.teeth_l > 0 else 0.9))
@@ -1077,8 +1501,14 @@ def draw_mouth(cv: Canvas, lk: Look, shape: MouthShape, level: float) -> None:
             th = min(g.teeth_l, (g.hu + g.hl) * 0.42)
             band = [*pts(lo_in + 1.0), *pts(lo_in - th * (1 - s_in**2) ** 0.3)[::-1]]
             cv.soft(scale(teeth, 0.93), 1.0, 0.04, box, lambda p: p.poly(band), clip="mouth")
-        cv.soft((40, 10, 14), 0.55, 0.45, box,
-                lambda p: [p.ellipse(-g.hw, my, g.hw * 0.35, 2.0), p.ellipse(g.hw, my, g.hw * 0.35, 2.0)], clip="mouth")
+        cv.soft(
+            (40, 10, 14),
+            0.55,
+            0.45,
+            box,
+            lambda p: [p.ellipse(-g.hw, my, g.hw * 0.35, 2.0), p.ellipse(g.hw, my, g.hw * 0.35, 2.0)],
+            clip="mouth",
+        )
     cv.soft(lip_u_col, 1.0, 0.08, box, lambda p: p.poly([*pts(up_out), *pts(up_in + 0.02)[::-1]]))
     if shape == MouthShape.FV:
         # lower lip tucked up under the upper teeth
@@ -1086,32 +1516,61 @@ def draw_mouth(cv: Canvas, lk: Look, shape: MouthShape, level: float) -> None:
         cv.soft(mix(lip_l_col, lk.skin, 0.15), 1.0, 0.08, box, lambda p: p.poly(tuck))
     else:
         cv.soft(lip_l_col, 1.0, 0.08, box, lambda p: p.poly([*pts(lo_in - 0.02), *pts(lo_out)[::-1]]))
-    cv.soft(mix(lip_l_col, (255, 240, 235), 0.45), 0.55, 0.35, box,
-            lambda p: p.ellipse(-0.4, float(lo_in[30] + lo_out[30]) / 2 - 0.05, wo * 0.32, g.lip_l * 0.22))
-    cv.soft(mix(lip_u_col, (255, 240, 235), 0.3), 0.3, 0.2, box,
-            lambda p: p.stroke(pts(up_out + 0.12)[15:46], (0.05, 0.18, 0.05)))
+    cv.soft(
+        mix(lip_l_col, (255, 240, 235), 0.45),
+        0.55,
+        0.35,
+        box,
+        lambda p: p.ellipse(-0.4, float(lo_in[30] + lo_out[30]) / 2 - 0.05, wo * 0.32, g.lip_l * 0.22),
+    )
+    cv.soft(
+        mix(lip_u_col, (255, 240, 235), 0.3),
+        0.3,
+        0.2,
+        box,
+        lambda p: p.stroke(pts(up_out + 0.12)[15:46], (0.05, 0.18, 0.05)),
+    )
     seam_col = scale(lk.lips, 0.42)
     if not opening:
         seam = pts((up_in + lo_in) / 2)
-        cv.fill(lambda p: p.stroke(seam, (0.1, 0.24, 0.32, 0.24, 0.1) if shape == MouthShape.REST else (0.15, 0.38, 0.15),
-                                   seam_col))
+        cv.fill(
+            lambda p: p.stroke(
+                seam, (0.1, 0.24, 0.32, 0.24, 0.1) if shape == MouthShape.REST else (0.15, 0.38, 0.15), seam_col
+            )
+        )
     else:
-        cv.soft(seam_col, 0.7, 0.06, box, lambda p: [p.stroke(pts(up_in)[1:], (0.12, 0.05, 0.05, 0.05, 0.12)),
-                                                      p.stroke(pts(lo_in)[1:], (0.1, 0.04, 0.04, 0.04, 0.1))])
+        cv.soft(
+            seam_col,
+            0.7,
+            0.06,
+            box,
+            lambda p: [
+                p.stroke(pts(up_in)[1:], (0.12, 0.05, 0.05, 0.05, 0.12)),
+                p.stroke(pts(lo_in)[1:], (0.1, 0.04, 0.04, 0.04, 0.1)),
+            ],
+        )
     for side in (-1, 1):
         cx, cy = side * wo, my + float(lift[0])
-        cv.soft(lk.shadow, 0.5, 0.25, (cx - 1, cy - 1, cx + 1, cy + 1),
-                lambda p, cx=cx, cy=cy, s=side: p.stroke([(cx - s * 0.2, cy + 0.05), (cx + s * 0.25, cy - 0.25),
-                                                          (cx + s * 0.4, cy - 0.6)], (0.2, 0.14, 0.05)))
+        cv.soft(
+            lk.shadow,
+            0.5,
+            0.25,
+            (cx - 1, cy - 1, cx + 1, cy + 1),
+            lambda p, cx=cx, cy=cy, s=side: p.stroke(
+                [(cx - s * 0.2, cy + 0.05), (cx + s * 0.25, cy - 0.25), (cx + s * 0.4, cy - 0.6)], (0.2, 0.14, 0.05)
+            ),
+        )
     if shape == MouthShape.MBP:
-        cv.soft(lk.highlight, 0.2, 0.4, box, lambda p: p.ellipse(0, float(lo_out.max()) + 0.2, wo * 0.6, 0.4), clip="face")
+        cv.soft(
+            lk.highlight, 0.2, 0.4, box, lambda p: p.ellipse(0, float(lo_out.max()) + 0.2, wo * 0.6, 0.4), clip="face"
+        )
 
 
 # ---------------------------------------------------------------- a whole avatar at one size
 
 
 def supersampling(height: int) -> int:
-    return max(2, min(4, math.ceil(1800 / height)))
+    return max(2, min(4, math.ceil(1400 / height)))
 
 
 class Scene:
@@ -1134,7 +1593,12 @@ class Scene:
         c, k = self.canvas, self.k
         x0, y0 = c.px(box[0], box[1])
         x1, y1 = c.px(box[2], box[3])
-        return (math.floor(x0 / k / 2) * 2, math.floor(y0 / k / 2) * 2, math.ceil(x1 / k / 2) * 2, math.ceil(y1 / k / 2) * 2)
+        return (
+            math.floor(x0 / k / 2) * 2,
+            math.floor(y0 / k / 2) * 2,
+            math.ceil(x1 / k / 2) * 2,
+            math.ceil(y1 / k / 2) * 2,
+        )
 
     def seam_y(self) -> int:
         """The even output row (padded coordinates) below which breathing may lift the body."""
@@ -1155,8 +1619,9 @@ class Scene:
     def eyes(self, closed: float, listening: bool, rect: Box) -> Image.Image:
         return self._patch(rect, lambda c: draw_eyes(c, self.look, closed, listening))
 
-    def frame(self, shape: MouthShape = MouthShape.REST, level: float = 1.0, closed: float = 0.0,
-              listening: bool = False) -> Image.Image:
+    def frame(
+        self, shape: MouthShape = MouthShape.REST, level: float = 1.0, closed: float = 0.0, listening: bool = False
+    ) -> Image.Image:
         img = self.bare()
         m, e = self.rect(MOUTH_BOX), self.rect(EYE_BOX)
         img.paste(self.mouth(shape, level, m), m[:2])

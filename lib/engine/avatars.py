@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import av
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -79,17 +80,19 @@ def preview_png(avatar_id: str, width: int = 320) -> bytes:
     return buf.getvalue()
 
 
+# BT.601 limited range (what browsers assume for WebRTC video), as affine maps on 0..255 RGB.
+_TO_Y = np.array([[65.481, 128.553, 24.966, 16 * 255]], dtype=np.float64) / 255
+_TO_UV = np.array([[-37.797, -74.203, 112.0, 128 * 255], [112.0, -93.786, -18.214, 128 * 255]], dtype=np.float64) / 255
+
+
 def rgb_to_i420(img: Image.Image) -> Planes:
-    """BT.601 limited-range Y, U, V planes (what browsers assume for WebRTC video); even sizes only."""
-    a = np.asarray(img.convert("RGB"), dtype=np.float32)
+    """Y, U, V planes of an even-sized RGB image; chroma is the mean of each 2×2 block."""
+    a = np.ascontiguousarray(np.asarray(img.convert("RGB")))
     h, w = a.shape[:2]
-    r, g, b = a[..., 0], a[..., 1], a[..., 2]
-    y = 16.0 + (65.481 * r + 128.553 * g + 24.966 * b) / 255.0
-    m = a.reshape(h // 2, 2, w // 2, 2, 3).mean(axis=(1, 3))
-    r, g, b = m[..., 0], m[..., 1], m[..., 2]
-    u = 128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0
-    v = 128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0
-    return tuple(np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (y, u, v))  # type: ignore[return-value]
+    y = cv2.transform(a, _TO_Y)
+    half = cv2.resize(a, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    uv = cv2.transform(half, _TO_UV)
+    return y, np.ascontiguousarray(uv[..., 0]), np.ascontiguousarray(uv[..., 1])
 
 
 def _even(v: float) -> int:
@@ -106,8 +109,16 @@ class _Sprite:
 class AvatarKit:
     """One avatar at one output size, drawn once and shared read-only by every session."""
 
-    def __init__(self, spec: AvatarSpec, width: int, height: int, base: Planes, seam: int,
-                 mouths: dict[tuple[MouthShape, int], _Sprite], eyes: dict[tuple[int, bool], _Sprite]) -> None:
+    def __init__(
+        self,
+        spec: AvatarSpec,
+        width: int,
+        height: int,
+        base: Planes,
+        seam: int,
+        mouths: dict[tuple[MouthShape, int], _Sprite],
+        eyes: dict[tuple[int, bool], _Sprite],
+    ) -> None:
         self.spec = spec
         self.width, self.height = width, height
         self._base = base
@@ -137,8 +148,15 @@ class AvatarKit:
         s = next(iter(self._eyes.values()))
         return (s.x, s.y, s.x + s.planes[0].shape[1], s.y + s.planes[0].shape[0])
 
-    def compose(self, mouth: MouthShape, openness: float, eyes_closed: float, listening: bool,
-                sway: tuple[int, int] = (0, 0), breath: float = 0.0) -> av.VideoFrame:
+    def compose(
+        self,
+        mouth: MouthShape,
+        openness: float,
+        eyes_closed: float,
+        listening: bool,
+        sway: tuple[int, int] = (0, 0),
+        breath: float = 0.0,
+    ) -> av.VideoFrame:
         """A new yuv420p frame.  `sway` shifts the picture by whole even pixels (clamped to ±4);
         `breath` 0..1 lifts everything below the neck by up to a few pixels."""
         shape = MouthShape(mouth)
@@ -155,13 +173,13 @@ class AvatarKit:
             out = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
             x0, y0 = (PAD - dx) // s, (PAD - dy) // s
             seam = (self._seam + dy) // s
-            out[:seam] = base[y0:y0 + seam, x0:x0 + pw]
+            out[:seam] = base[y0 : y0 + seam, x0 : x0 + pw]
             top = y0 + seam + lift // s
-            out[seam:] = base[top:top + ph - seam, x0:x0 + pw]
+            out[seam:] = base[top : top + ph - seam, x0 : x0 + pw]
             for sp in (m, e):
                 p = sp.planes[i]
                 sx, sy = (sp.x + dx) // s, (sp.y + dy) // s
-                out[sy:sy + p.shape[0], sx:sx + p.shape[1]] = p
+                out[sy : sy + p.shape[0], sx : sx + p.shape[1]] = p
         return frame
 
 
@@ -218,5 +236,4 @@ def get_kit(avatar_id: str, width: int, height: int) -> AvatarKit:
     return kit
 
 
-__all__ = ["AVATARS", "AvatarKit", "AvatarSpec", "find_by_name", "get_kit", "get_spec", "preview_png",
-           "rgb_to_i420"]
+__all__ = ["AVATARS", "AvatarKit", "AvatarSpec", "find_by_name", "get_kit", "get_spec", "preview_png", "rgb_to_i420"]
