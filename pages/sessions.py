@@ -40,7 +40,7 @@ def show_results(results: list[ops.StopResult]) -> None:
 if results := state.pop("stop_results", None):
     show_results(results)
 
-controls = st.columns([1.2, 1.2, 2.4, 1.4], vertical_alignment="bottom")
+controls = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
 auto = controls[0].toggle("Auto-refresh", value=True, key="sessions_auto",
                           help=f"Reload the list every {REFRESH_S} s without reloading the page.")
 controls[1].button("Refresh now", icon=":material/refresh:")
@@ -58,7 +58,7 @@ if provider.name == "heygen":
 pending: dict | None = state.get("stop_pending")
 
 
-@st.dialog("Force stop sessions", on_dismiss=lambda: state.pop("stop_pending", None))
+@st.dialog("Force stop sessions", width="large", on_dismiss=lambda: state.pop("stop_pending", None))
 def confirm_stop(request: dict) -> None:
     snapshot: ops.Snapshot = state["sessions_snapshot"]
     targets = snapshot.by_id(request["ids"])
@@ -75,7 +75,8 @@ def confirm_stop(request: dict) -> None:
                 "Anyone watching them loses the avatar.")
     st.dataframe(ops.sessions_frame(ops.Snapshot(snapshot.provider, snapshot.fetched_at, targets), tz),
                  hide_index=True, column_order=("session_id", "avatar", "started_by", "age_min", "cost"),
-                 column_config={"age_min": st.column_config.NumberColumn("Age (min)", format="%.1f"),
+                 column_config={"session_id": "Session", "avatar": "Avatar", "started_by": "Started by",
+                                "age_min": st.column_config.NumberColumn("Age (min)", format="%.1f"),
                                 "cost": st.column_config.NumberColumn("Cost", format="dollar")})
     left, right = st.columns(2)
     if left.button(f"Force stop {len(targets)}", type="primary", icon=":material/stop_circle:"):
@@ -139,6 +140,8 @@ def live_sessions() -> None:
     event = st.dataframe(
         df, key=f"live_{digest}", on_select="rerun", selection_mode="multi-row", hide_index=True,
         width="stretch",
+        column_order=("started_by", "avatar", "quality", "status", "age_min", "idle_s", "idle_left_s",
+                      "duration_left_min", "credits", "cost", "voice", "started", "session_id", "note"),
         column_config={
             "session_id": "Session",
             "started_by": st.column_config.TextColumn("Started by", help="Orphan = not in the usage log."),
@@ -147,10 +150,12 @@ def live_sessions() -> None:
             "age_min": st.column_config.NumberColumn("Age (min)", format="%.1f"),
             "idle_s": st.column_config.NumberColumn("Idle (s)", format="%.0f",
                                                     help="Reported by the local engine; HeyGen does not."),
-            "idle_left_s": st.column_config.NumberColumn("Idle timeout in (s)", format="%.0f"),
-            "duration_left_min": st.column_config.NumberColumn("Duration limit in (min)", format="%.1f"),
-            "credits": st.column_config.NumberColumn("Credits so far", format="%.2f"),
-            "cost": st.column_config.NumberColumn("Cost so far", format="dollar"),
+            "idle_left_s": st.column_config.NumberColumn("Times out in (s)", format="%.0f",
+                                                         help="Idle timeout countdown."),
+            "duration_left_min": st.column_config.NumberColumn("Max left (min)", format="%.1f",
+                                                               help="Until the hard duration limit."),
+            "credits": st.column_config.NumberColumn("Credits", format="%.2f", help="Estimated so far."),
+            "cost": st.column_config.NumberColumn("Cost", format="dollar", help="Estimated so far."),
             "note": "Note",
         },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import time
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import streamlit as st
@@ -48,13 +48,13 @@ def load_csv(db: str, flt: q.UsageFilter, pricing: Pricing, local_estimate: bool
 
 st.title("Usage")
 
+settings = resources.settings()
+log = resources.usage_log()
 try:
-    settings = resources.settings()
-    pricing = resources.usage_log().load_pricing(Pricing.from_settings(settings))
+    pricing = log.load_pricing(Pricing.from_settings(settings))
 except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
-log = resources.usage_log()
 db = str(log.path)
 tz = browser_timezone()
 today = datetime.now().astimezone(q.UsageFilter(tz=tz).zone).date()
@@ -88,50 +88,51 @@ with pricing_cols[0].expander(
                              value=float(pricing.monthly_budget_credits), step=10.0)
     if st.form_submit_button("Save pricing"):
         log.save_pricing(Pricing(PRESETS[preset], price, budget))
-        st.toast("Pricing saved.")
+        st.session_state["pricing_saved"] = True
         st.rerun()
+if st.session_state.pop("pricing_saved", False):
+    st.toast("Pricing saved.", icon=":material/check:")
 local_estimate = pricing_cols[1].toggle(
-    "Price local-engine sessions as on HeyGen", value=False,
+    "Price local sessions as HeyGen", value=False,
     help="Local-engine sessions cost no credits. Turn this on to see what they would cost on HeyGen.")
 
 data = load_usage(db, flt, pricing, st.session_state.get("usage_by", "avatar"), local_estimate,
                   min(date_to, today).replace(day=1), today)
 report: q.KpiReport = data["kpis"]
-now, before = report.current, report.previous
+cur, before = report.current, report.previous
 
 # -- KPIs -------------------------------------------------------------------------------------
 period = f"{date_from:%b %d} – {date_to:%b %d}"
 prev = flt.previous()
 vs = f" Change is against {prev.date_from:%b %d} – {prev.date_to:%b %d}." if prev else ""
-k = st.columns(7)
-k[0].metric("Sessions", f"{now.sessions:,}", fmt_change(report.change("sessions")),
-            help=f"Sessions created {period} ({now.open_sessions} still open).{vs}")
-k[1].metric("Total minutes", f"{now.total_minutes:,.1f}", fmt_change(report.change("total_minutes")),
+k = st.columns(4) + st.columns(4)[:3]
+k[0].metric("Sessions", f"{cur.sessions:,}", fmt_change(report.change("sessions")),
+            help=f"Sessions created {period} ({cur.open_sessions} still open).{vs}")
+k[1].metric("Total minutes", f"{cur.total_minutes:,.1f}", fmt_change(report.change("total_minutes")),
             help=f"From streaming.new until closed.{vs}")
-k[2].metric("Est. credits", fmt_credits(now.credits), fmt_change(report.change("credits")),
+k[2].metric("Est. credits", fmt_credits(cur.credits), fmt_change(report.change("credits")),
             delta_color="inverse", help=f"{pricing.model.label}: {pricing.model.description}{vs}")
-k[3].metric("Est. cost", fmt_money(now.cost), fmt_change(report.change("cost")), delta_color="inverse",
+k[3].metric("Est. cost", fmt_money(cur.cost), fmt_change(report.change("cost")), delta_color="inverse",
             help=f"Credits × {fmt_money(pricing.price_per_credit)}.{vs}")
-k[4].metric("Avg duration", fmt_duration(now.avg_duration_s), fmt_change(report.change("avg_duration_s")),
+k[4].metric("Avg duration", fmt_duration(cur.avg_duration_s), fmt_change(report.change("avg_duration_s")),
             delta_color="off")
-k[5].metric("p95 duration", fmt_duration(now.p95_duration_s), fmt_change(report.change("p95_duration_s")),
+k[5].metric("p95 duration", fmt_duration(cur.p95_duration_s), fmt_change(report.change("p95_duration_s")),
             delta_color="off", help="95 % of sessions were at most this long.")
-used = pricing.budget_fraction(now.credits)
+used = pricing.budget_fraction(cur.credits)
 used_before = pricing.budget_fraction(before.credits) if before else None
 k[6].metric("Budget used", "—" if used is None else f"{used:.1%}",
             None if used is None or used_before is None else f"{(used - used_before) * 100:+.1f} pts",
             delta_color="inverse",
             help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.")
 
-if now.sessions == 0:
+if cur.sessions == 0:
     if q.date_span(log) is None:
         st.info("The usage log is empty. Sessions appear here as soon as one is started on the **Live chat** "
                 "page" + (", or import HeyGen's session history below." if settings.provider == "heygen" else "."))
     else:
         st.info("No sessions match these filters. Widen the date range or clear a filter.")
-
-# -- charts -----------------------------------------------------------------------------------
 else:
+    # -- charts -------------------------------------------------------------------------------
     left, right = st.columns(2)
     with left.container(border=True):
         st.subheader("Minutes per day", anchor=False)
@@ -161,10 +162,10 @@ else:
         st.caption(f"Hours in {tz}.")
         st.altair_chart(charts.hour_chart(data["hours"]), width="stretch")
 
-    # -- sessions table ---------------------------------------------------------------------------
+    # -- sessions table -----------------------------------------------------------------------
     st.subheader("Sessions", anchor=False)
     table = data["table"]
-    shown = f"newest {len(table):,} of {now.sessions:,}" if now.sessions > len(table) else f"{len(table):,}"
+    shown = f"newest {len(table):,} of {cur.sessions:,}" if cur.sessions > len(table) else f"{len(table):,}"
     st.caption(f"Showing {shown} sessions. The CSV has all of them.")
     st.dataframe(
         table, hide_index=True, width="stretch",
@@ -191,16 +192,19 @@ else:
 
 # -- HeyGen history import --------------------------------------------------------------------
 if settings.provider == "heygen":
-    with st.expander("Import HeyGen session history"):
+    message = st.session_state.pop("import_message", None)
+    with st.expander("Import HeyGen session history", expanded=message is not None):
         st.caption("Adds sessions from HeyGen's history (`/v2/streaming.list`) for the selected dates, so the "
                    "cost includes sessions started elsewhere. Sessions already in the log are kept as logged.")
         if st.button("Import history"):
             try:
                 client = resources.provider_or_stop().client
                 start = time.monotonic()
+                # The filter's local days as exact instants: a bare date_to would mean its midnight.
+                lo, hi = flt.bounds()
                 rows = [
                     HistoryRow(h.session_id, h.created_at.timestamp(), h.duration, h.avatar_id, h.voice_name)
-                    for h in client.list_history(date_from, date_to)
+                    for h in client.list_history(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
                     if h.created_at is not None
                 ]
                 added = log.import_history(rows, "heygen")
@@ -208,8 +212,12 @@ if settings.provider == "heygen":
                 st.error(str(exc))
             else:
                 st.cache_data.clear()
-                st.success(f"Imported {added:,} new sessions ({len(rows) - added:,} already in the log) in "
-                           f"{time.monotonic() - start:.1f} s.")
+                st.session_state["import_message"] = (
+                    f"Imported {added:,} new sessions ({len(rows) - added:,} already in the log) in "
+                    f"{time.monotonic() - start:.1f} s.")
+                st.rerun()  # redraw the figures above with the imported sessions
+        if message:
+            st.success(message)
 
 month_days = calendar.monthrange(today.year, today.month)[1]
 st.caption(f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; estimates use the credit model above, "

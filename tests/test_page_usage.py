@@ -14,6 +14,8 @@ import streamlit as st
 from streamlit import dataframe_util
 from streamlit.testing.v1 import AppTest
 
+from lib.engine.launcher import EngineProcess
+from lib.heygen import NewSessionRequest, StreamingClient
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.store import EndReason, UsageLog
 from ui.widgets import fmt_credits
@@ -220,3 +222,34 @@ def test_routed_through_the_app(db: Path) -> None:
     assert not at.exception, at.exception
     assert at.title[0].value == "Usage"
     assert "Sessions" in metrics(at)
+
+
+def test_heygen_history_import_adds_sessions_once(
+    db: Path, engine: EngineProcess, client: StreamingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The local engine serves the same /v2/streaming.list as HeyGen: it stands in for HeyGen here.
+    monkeypatch.setenv("AVATAR_PROVIDER", "heygen")
+    monkeypatch.setenv("HEYGEN_API_KEY", engine.api_key.reveal())
+    monkeypatch.setenv("HEYGEN_BASE_URL", engine.url)
+    st.cache_resource.clear()
+    sid = client.new(NewSessionRequest(quality="low")).session_id
+    client.stop(sid)
+    today = datetime.now(UTC).date()
+
+    at = run_page(dates=(today, today))
+    at.expander[-1].button[0].click().run()
+    assert not at.exception, at.exception
+    assert any("Imported" in s.value for s in at.success)
+    with UsageLog(db) as log:
+        row = log.get_session(sid)
+    assert row is not None and row.provider == "heygen" and row.end_reason == EndReason.IMPORTED
+    assert not row.started_by_dashboard
+    assert table_ids(at) and sid in table_ids(at)  # caches were cleared: the new session shows at once
+
+    at.expander[-1].button[0].click().run()
+    assert any("Imported 0 new sessions" in s.value for s in at.success)
+    st.cache_resource.clear()
+
+
+def table_ids(at: AppTest) -> list[str]:
+    return list(at.dataframe[0].value["session_id"]) if len(at.dataframe) else []

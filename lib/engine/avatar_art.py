@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -29,10 +30,10 @@ MOUTH_LEVELS = (0.25, 0.5, 0.75, 1.0)
 LID_LEVELS = (0.0, 1 / 3, 2 / 3, 1.0)
 
 # Regions (units) the sprites may change; everything else is identical in every frame.
-MOUTH_BOX = (-11.0, 44.2, 11.0, 60.6)
+MOUTH_BOX = (-11.0, 44.2, 11.0, 61.4)
 EYE_BOX = (-11.8, 25.4, 11.8, 40.8)
 # Below this line the body may be lifted a few pixels for breathing (the neck hides the seam).
-BREATH_SEAM_Y = 61.0
+BREATH_SEAM_Y = 61.6
 
 EYE_Y = 35.2
 EYE_DX = 5.9
@@ -104,6 +105,11 @@ def leaf_pts(cx: float, cy: float, length: float, width: float, rot: float, n: i
     ys = np.concatenate([-y, y[::-1]])
     c, s = math.cos(rot), math.sin(rot)
     return [(float(cx + c * a - s * b), float(cy + s * a + c * b)) for a, b in zip(xs, ys, strict=True)]
+
+
+@lru_cache(maxsize=256)
+def _opacity_lut(opacity: float) -> list[int]:
+    return [round(v * opacity) for v in range(256)]
 
 
 class Pen:
@@ -190,21 +196,33 @@ class Canvas:
         box = self.box((bbox[0] - m, bbox[1] - m, bbox[2] + m, bbox[3] + m))
         if box is None:
             return
-        bw, bh = box[2] - box[0], box[3] - box[1]
         # Blurred shapes are drawn small and scaled up: a soft edge needs no resolution.
         q = max(1, min(8, int(blur * self.unit / 4)))
-        lw, lh = -(-bw // q), -(-bh // q)
+        lw, lh = -(-(box[2] - box[0]) // q), -(-(box[3] - box[1]) // q)
         low = Image.new("L", (lw, lh), 0)
         draw(Pen(low, self.unit / q, (self.ox - box[0]) / q, (self.oy - box[1]) / q))
-        # below ~1.5 px the supersampling already gives the edge all the softness it needs
-        if blur * self.unit >= 1.5:
+        drawn = low.getbbox()
+        if drawn is None:
+            return
+        # work only on what was drawn plus room for the blur to spread
+        sharp = blur * self.unit < 1.5  # the supersampling alone softens edges that much
+        e = 0 if sharp else math.ceil(2.5 * blur * self.unit / q) + 1
+        lx0, ly0 = max(0, drawn[0] - e), max(0, drawn[1] - e)
+        lx1, ly1 = min(lw, drawn[2] + e), min(lh, drawn[3] + e)
+        low = low.crop((lx0, ly0, lx1, ly1))
+        if not sharp:
             low = low.filter(ImageFilter.GaussianBlur(blur * self.unit / q))
-        mask = low.resize((lw * q, lh * q), Image.Resampling.BILINEAR).crop((0, 0, bw, bh)) if q > 1 else low
+        x0, y0 = box[0] + lx0 * q, box[1] + ly0 * q
+        x1, y1 = min(box[2], box[0] + lx1 * q), min(box[3], box[1] + ly1 * q)
+        if q > 1:
+            low = low.resize(((lx1 - lx0) * q, (ly1 - ly0) * q), Image.Resampling.BILINEAR).crop(
+                (0, 0, x1 - x0, y1 - y0)
+            )
         if opacity < 1:
-            mask = mask.point([round(v * opacity) for v in range(256)])
+            low = low.point(_opacity_lut(opacity))
         for name in [clip] if isinstance(clip, str) else (clip or ()):
-            mask = ImageChops.multiply(mask, self.masks[name].crop(box))
-        self.img.paste(color, box, mask)
+            low = ImageChops.multiply(low, self.masks[name].crop((x0, y0, x1, y1)))
+        self.img.paste(color, (x0, y0, x1, y1), low)
 
     def vgradient(self, bbox: tuple[float, float, float, float], stops: Sequence[tuple[float, RGB]], clip: str) -> None:
         """Vertical gradient through a clip mask; stops are (y in units, colour)."""
@@ -418,7 +436,8 @@ def draw_background(cv: Canvas, lk: Look, k: int) -> None:
     r = np.hypot((xx.astype(np.float32) - w / 2) / (w * 0.62), (yy.astype(np.float32) - h * 0.45) / (h * 0.75))
     arr *= (1.0 - 0.16 * np.clip(r - 0.45, 0, 1) ** 1.4)[..., None]
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
-    cv.img.paste(img.resize(cv.img.size, Image.Resampling.BILINEAR))
+    # nearest is exact here: the finished canvas is box-filtered back down by the same factor
+    cv.img.paste(img.resize(cv.img.size, Image.Resampling.NEAREST))
 
 
 class _Backgrounds:
@@ -556,20 +575,44 @@ class _Backgrounds:
         ]
         bg.soft(hexc("#eaf4e2"), 0.75, 1.0, (-36, 0, 36, 110), lambda p: p.poly(arch))
         greens = [hexc(c) for c in ("#2f6b45", "#3f8553", "#5c9e5f", "#2a5a3f", "#78b46e")]
-        for side in (-1, 1):
-            for _ in range(16):
-                cx = side * (half - 4 - abs(rng.normal()) * 16)
-                cy = 8 + rng.random() * 92
-                ang = (rng.random() - 0.5) * 1.8 + (0.0 if side > 0 else math.pi)
-                ln = 13 + rng.random() * 12
+        # two potted plants in the lower corners, a trailing plant from the upper corners
+        plants = [
+            (-1, (-half + 10, 90.0), -1.0),
+            (1, (half - 10, 90.0), -1.0),
+            (-1, (-half + 6, -4.0), 1.0),
+            (1, (half - 14, -4.0), 1.0),
+        ]
+        for side, (bx, by), up in plants:
+            count = 14 if up < 0 else 9
+            for i in range(count):
+                # leaves fan out from the pot (or hang down) towards the middle of the frame
+                spread = (i / (count - 1) - 0.5) * (2.0 if up < 0 else 1.2)
+                ang = up * math.pi / 2 + up * side * (0.35 + spread) + (rng.random() - 0.5) * 0.25
+                dist = (28 + rng.random() * 34) if up < 0 else (10 + rng.random() * 30)
+                ln = 12 + rng.random() * 9
+                dx, dy = math.cos(ang), math.sin(ang)
+                cx, cy = bx + dx * dist, by + dy * dist
                 col = greens[int(rng.random() * len(greens))]
-                pts = leaf_pts(cx, cy, ln, ln * 0.45, ang)
-                bg.fill(lambda p, pts=pts, col=col: p.poly(pts, col))
-                vein = [
-                    (cx - math.cos(ang) * ln * 0.45, cy - math.sin(ang) * ln * 0.45),
-                    (cx + math.cos(ang) * ln * 0.45, cy + math.sin(ang) * ln * 0.45),
+                stem = [
+                    (bx, by),
+                    (bx + dx * dist * 0.5, by + dy * dist * 0.5 + 2 * up),
+                    (cx - dx * ln * 0.45, cy - dy * ln * 0.45),
                 ]
+                tilt = ang + (rng.random() - 0.5) * 0.6
+                pts = leaf_pts(cx, cy, ln, ln * 0.46, tilt)
+                vein = [
+                    (cx - math.cos(tilt) * ln * 0.45, cy - math.sin(tilt) * ln * 0.45),
+                    (cx + math.cos(tilt) * ln * 0.4, cy + math.sin(tilt) * ln * 0.4),
+                ]
+                stem_col = scale(col, 0.8)
+                bg.fill(lambda p, st=stem, c=stem_col: p.stroke(st, (0.7, 0.45, 0.3), c))
+                bg.fill(lambda p, pts=pts, col=col: p.poly(pts, col))
                 bg.fill(lambda p, v=vein, col=col: p.stroke(v, (0.5, 0.1), mix(col, (230, 245, 210), 0.4)))
+        for side in (-1, 1):
+            px = side * (half - 10)
+            pot = [(px - 9, 88.0), (px + 9, 88.0), (px + 7, 104.0), (px - 7, 104.0)]
+            bg.fill(lambda p, pot=pot: p.poly(pot, hexc("#e9e1d3")))
+            bg.fill(lambda p, px=px: p.rect(px - 9.5, 86.5, px + 9.5, 89.0, hexc("#d8cfbf")))
 
 
 # ---------------------------------------------------------------- the person (bare: no eyes, brows or lips)
@@ -1122,13 +1165,13 @@ def _outfit_blazer(cv: Canvas, lk: Look) -> None:
 
 
 def _outfit_sweater(cv: Canvas, lk: Look) -> None:
-    body = torso_outline(lk, 62.6, lk.neck_hw + 1.2, 66.4)
+    body = torso_outline(lk, 63.4, lk.neck_hw + 1.2, 67.0)
     cv.mask("sweater", lambda p: p.poly(body))
     cv.vgradient(
         (-50, 60, 50, 104), [(63, mix(lk.cloth, (255, 255, 255), 0.06)), (104, scale(lk.cloth, 0.78))], "sweater"
     )
     rib = bezier(
-        (-lk.neck_hw - 1.2, 62.6), (-lk.neck_hw * 0.6, 67.4), (lk.neck_hw * 0.6, 67.4), (lk.neck_hw + 1.2, 62.6), 30
+        (-lk.neck_hw - 1.2, 63.4), (-lk.neck_hw * 0.6, 68.0), (lk.neck_hw * 0.6, 68.0), (lk.neck_hw + 1.2, 63.4), 30
     )
     cv.fill(lambda p: p.stroke(rib, (1.6, 2.1, 1.6), lk.cloth2))
     cv.soft(
@@ -1151,7 +1194,7 @@ def _outfit_sweater(cv: Canvas, lk: Look) -> None:
 
 
 def _outfit_suit(cv: Canvas, lk: Look) -> None:
-    shirt = torso_outline(lk, 62.6, lk.neck_hw + 0.4, 64.5, sx=lk.shoulder_x - 1.5)
+    shirt = torso_outline(lk, 63.0, lk.neck_hw + 0.4, 64.8, sx=lk.shoulder_x - 1.5)
     cv.mask("shirt", lambda p: p.poly(shirt))
     cv.vgradient((-45, 58, 45, 104), [(62, lk.cloth2), (104, scale(lk.cloth2, 0.85))], "shirt")
     tie_knot = [(-1.6, 64.4), (1.6, 64.4), (1.05, 68.4), (-1.05, 68.4)]
@@ -1168,18 +1211,18 @@ def _outfit_suit(cv: Canvas, lk: Look) -> None:
     )
     for side in (-1, 1):
         collar = [
-            (side * (lk.neck_hw + 0.2), 61.6),
+            (side * (lk.neck_hw + 0.2), 62.2),
             (side * (lk.neck_hw + 1.6), 63.8),
             (side * 4.6, 71.0),
             (side * 1.2, 66.0),
-            (side * (lk.neck_hw - 0.8), 62.6),
+            (side * (lk.neck_hw - 0.8), 63.0),
         ]
         cv.fill(lambda p, c=collar: p.poly(c, mix(lk.cloth2, (255, 255, 255), 0.3)))
         cv.soft((0, 0, 0), 0.3, 0.3, (-10, 60, 10, 72), lambda p, c=collar: p.stroke(c[1:4], (0.25,)))
     cv.fill(lambda p: p.poly(tie_knot, scale(lk.accent, 0.92)))
     cv.soft((0, 0, 0), 0.3, 0.4, (-3, 64, 3, 71), lambda p: p.ellipse(0, 68.9, 1.2, 0.5))
     sx = lk.shoulder_x
-    full = torso_outline(lk, 62.8, lk.neck_hw + 1.0, 66.0)
+    full = torso_outline(lk, 63.2, lk.neck_hw + 1.0, 66.0)
     right_panel = [
         (3.2, 104.0),
         (3.6, 92.0),
@@ -1218,7 +1261,7 @@ def _outfit_scoop(cv: Canvas, lk: Look) -> None:
     cv.fill(lambda p: p.stroke(edge, (1.0, 1.3, 1.0), lk.cloth2))
     _cloth_shading(cv, lk, "top", 73.0)
     cv.soft((0, 0, 0), 0.2, 0.8, (-12, 60, 12, 76), lambda p: p.stroke(edge, (0.6,)), clip="neck")
-    chain = bezier((-lk.neck_hw + 0.2, 61.8), (-3.0, 67.0), (3.0, 67.0), (lk.neck_hw - 0.2, 61.8), 30)
+    chain = bezier((-lk.neck_hw + 0.2, 62.4), (-3.0, 67.2), (3.0, 67.2), (lk.neck_hw - 0.2, 62.4), 30)
     cv.soft(scale(lk.accent, 0.8), 0.95, 0.04, (-9, 62, 9, 72), lambda p: p.stroke(chain, (0.25,)))
     cv.fill(lambda p: p.poly([(0, 66.0), (0.9, 67.3), (0, 68.8), (-0.9, 67.3)], lk.accent))
     cv.soft((255, 250, 220), 0.8, 0.1, (-1, 65, 1, 69), lambda p: p.ellipse(-0.3, 67.1, 0.22, 0.38))
@@ -1385,13 +1428,13 @@ class MouthGeo:
 _SHAPES: dict[MouthShape, MouthGeo] = {
     MouthShape.REST: MouthGeo(3.5, 0, 0, 0, 1, 1, 1.1, 1.2, 0, 0, "none", 0.6),
     MouthShape.MBP: MouthGeo(3.6, 0, 0, 0, 1, 1, 0.55, 0.72, 0, 0, "none", 0.05),
-    MouthShape.CONSONANT: MouthGeo(3.4, 0.5, 0.6, 0.6, 0.8, 0.8, 0.85, 1.05, 0.55, 0.5, "none", 0.25),
-    MouthShape.E: MouthGeo(3.9, 0.6, 1.15, 1.0, 1.1, 0.9, 0.75, 0.95, 0.8, 0.3, "low", 0.4),
-    MouthShape.A: MouthGeo(3.5, 1.0, 2.9, 2.6, 0.7, 0.6, 0.8, 1.0, 0.85, 0.0, "low", 0.15),
-    MouthShape.O: MouthGeo(2.5, 1.05, 2.0, 1.9, 0.5, 0.5, 0.95, 1.15, 0.45, 0.0, "low", 0.0, 0.7),
-    MouthShape.U: MouthGeo(1.6, 0.45, 0.6, 0.7, 0.5, 0.5, 1.15, 1.3, 0.0, 0.0, "none", 0.0, 0.9),
+    MouthShape.CONSONANT: MouthGeo(3.4, 0.5, 0.6, 0.5, 0.8, 0.8, 0.85, 1.05, 0.55, 0.5, "none", 0.25),
+    MouthShape.E: MouthGeo(3.9, 0.6, 1.15, 0.8, 1.1, 0.9, 0.75, 0.95, 0.8, 0.3, "low", 0.4),
+    MouthShape.A: MouthGeo(3.5, 1.0, 2.9, 1.6, 0.7, 0.6, 0.8, 1.0, 0.85, 0.0, "low", 0.15),
+    MouthShape.O: MouthGeo(2.5, 1.05, 2.0, 1.3, 0.5, 0.5, 0.95, 1.15, 0.45, 0.0, "low", 0.0, 0.7),
+    MouthShape.U: MouthGeo(1.6, 0.45, 0.6, 0.6, 0.5, 0.5, 1.15, 1.3, 0.0, 0.0, "none", 0.0, 0.9),
     MouthShape.FV: MouthGeo(3.4, 0.65, 0.0, 0.3, 0.9, 1, 0.75, 0.8, 0.75, 0.0, "none", 0.1),
-    MouthShape.L: MouthGeo(3.3, 0.8, 1.9, 1.8, 0.7, 0.6, 0.8, 1.0, 0.65, 0.0, "up", 0.2),
+    MouthShape.L: MouthGeo(3.3, 0.8, 1.9, 1.2, 0.7, 0.6, 0.8, 1.0, 0.65, 0.0, "up", 0.2),
 }
 
 
@@ -1425,10 +1468,11 @@ def jaw_warp(cv: Canvas, lk: Look, drop: float) -> None:
     h, w = arr.shape[:2]
     xu = (np.arange(w, dtype=np.float32) + 0.5 - cv.ox) / cv.unit
     yu = (np.arange(h, dtype=np.float32) + 0.5 - cv.oy) / cv.unit
-    fx = np.clip((10.4 - np.abs(xu)) / 4.0, 0, 1)
+    fx = np.clip((10.8 - np.abs(xu)) / 5.0, 0, 1)
     fx = fx * fx * (3 - 2 * fx)
-    y_top, y_full, y_end = MOUTH_Y - 0.2, MOUTH_Y + 2.2, lk.chin_y + 0.6
-    y_bottom = MOUTH_BOX[3] - 0.4
+    # the whole chin moves as one piece; only the neck below it is squeezed
+    y_top, y_full, y_end = MOUTH_Y - 0.2, MOUTH_Y + 2.2, lk.chin_y + 0.8 * drop
+    y_bottom = MOUTH_BOX[3] - 0.3
     fy = np.where(
         yu < y_full, np.clip((yu - y_top) / (y_full - y_top), 0, 1), np.clip((y_bottom - yu) / (y_bottom - y_end), 0, 1)
     )

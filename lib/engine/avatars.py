@@ -188,9 +188,8 @@ def _build_kit(spec: AvatarSpec, width: int, height: int) -> AvatarKit:
         raise ValueError(f"Avatar frames need even sizes of at least 64×64, got {width}×{height}")
     scene = art.Scene(spec.avatar_id, width, height, pad=PAD)
     mouth_rect, eye_rect = scene.rect(art.MOUTH_BOX), scene.rect(art.EYE_BOX)
-    seam = scene.seam_y()
-    if mouth_rect[3] > seam:
-        raise AssertionError("mouth sprites must end above the breathing seam")
+    # rows above the seam never move with breathing, so the mouth sprite (chin included) must sit above it
+    seam = max(scene.seam_y(), mouth_rect[3])
 
     def sprite(img: Image.Image, rect: tuple[int, int, int, int]) -> _Sprite:
         return _Sprite(rect[0] - PAD, rect[1] - PAD, rgb_to_i420(img))

@@ -44,7 +44,7 @@ def duration_chart(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("bin:N", title="Session duration", sort=order, axis=alt.Axis(labelAngle=-30)),
+            x=alt.X("bin:N", title="Session duration", sort=order, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
             y=alt.Y("sessions:Q", title="Sessions"),
             tooltip=[alt.Tooltip("bin:N", title="Duration"), alt.Tooltip("sessions:Q", title="Sessions")],
         )
@@ -65,7 +65,7 @@ def budget_chart(df: pd.DataFrame) -> alt.Chart:
     names = list(BUDGET_SERIES.values())
     return (
         alt.Chart(budget_frame(df))
-        .mark_line(point=alt.OverlayMarkDef(size=18))
+        .mark_line(strokeWidth=2)
         .encode(
             x=alt.X("day:T", title="Day", axis=alt.Axis(format="%b %d")),
             y=alt.Y("credits:Q", title="Credits"),

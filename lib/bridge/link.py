@@ -1,0 +1,349 @@
+"""One live avatar session seen from the dashboard: create it, receive its media, talk to it, stop it.
+
+The link owns the provider session's whole life. It logs every step to the usage log as it happens,
+keeps the session alive only while someone is watching, and never leaves a billable session behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+import av
+import numpy as np
+
+from lib.bridge import loop as bridge
+from lib.bridge.direct import DirectConnection
+from lib.heygen.client import StreamingClient
+from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
+from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
+from lib.usage.store import EventKind, UsageLog
+
+log = logging.getLogger("avatar_ops.bridge")
+
+AudioOut = Callable[[np.ndarray], None]
+
+
+class LinkState(StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+LIVE_STATES = (LinkState.CONNECTING, LinkState.CONNECTED)
+
+
+@dataclass
+class Turn:
+    role: str  # "user" | "avatar"
+    text: str
+    task_id: str | None = None
+    at: float = field(default_factory=time.time)
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    request: NewSessionRequest
+    keep_alive_every: float = 30.0
+    heartbeat_every: float = 5.0
+    connect_timeout: float = 20.0
+    # Stop the session when no page has looked at it for this long (tab gone without a close event).
+    watcher_timeout: float = 45.0
+
+
+class AvatarLink:
+    def __init__(self, client: StreamingClient, provider: str, usage: UsageLog | None, options: LinkOptions,
+                 *, audio_out: AudioOut | None = None, audio_clear: Callable[[], None] | None = None) -> None:
+        self.client = client
+        self.provider = provider
+        self.usage = usage
+        self.options = options
+        self._audio_out = audio_out
+        self._audio_clear = audio_clear
+        self._lock = threading.Lock()
+        self.state = LinkState.CONNECTING
+        self.error: str | None = None
+        self.end_reason: str | None = None
+        self.session: NewSession | None = None
+        self.clicked_at = time.monotonic()
+        self.connected_wall: float | None = None
+        self.first_frame_ms: float | None = None
+        self.last_task_to_talk_ms: float | None = None
+        self.speaking = False
+        self.listening = False
+        self.frames_received = 0
+        self._latest: av.VideoFrame | None = None
+        self._turns: list[Turn] = []
+        self._events: deque[tuple[float, dict[str, Any]]] = deque(maxlen=500)
+        self._task_sent: dict[str, float] = {}
+        self._last_sent_at: float | None = None
+        self._watched_at = time.monotonic()
+        self._first_frame = threading.Event()
+        self.finished = threading.Event()  # set once the provider session is stopped and media released
+        self._conn: DirectConnection | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._stopping = False
+        self._provider_stopped = False
+        self._future = bridge.submit(self._connect())
+
+    # --- what the page reads ------------------------------------------------------------------
+    @property
+    def session_id(self) -> str | None:
+        return self.session.session_id if self.session else None
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    def latest_frame(self) -> av.VideoFrame | None:
+        return self._latest
+
+    def transcript(self) -> list[Turn]:
+        with self._lock:
+            return [replace(t) for t in self._turns]
+
+    def events(self) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            return list(self._events)
+
+    def age_seconds(self) -> float:
+        return time.time() - self.connected_wall if self.connected_wall else 0.0
+
+    def watched(self) -> None:
+        """Called by the page while it shows this session; keep-alives stop when nobody calls it."""
+        self._watched_at = time.monotonic()
+
+    def wait_connected(self, timeout: float | None = None) -> bool:
+        with contextlib.suppress(Exception):
+            self._future.result(timeout)
+        return self.state is LinkState.CONNECTED
+
+    # --- actions ------------------------------------------------------------------------------
+    def send(self, text: str, task_type: str = "talk") -> TaskResult:
+        session_id = self._require_live()
+        with self._lock:
+            self._turns.append(Turn("user", text))
+        self._last_sent_at = time.monotonic()
+        try:
+            result = self.client.task(session_id, text, task_type=task_type, task_mode="async")
+        except HeyGenError as exc:
+            self._log_event(EventKind.ERROR, {"action": "task", "error": str(exc)})
+            raise
+        with self._lock:
+            self._task_sent[result.task_id] = self._last_sent_at
+        self._log_event(EventKind.TASK, {"task_id": result.task_id, "task_type": task_type,
+                                         "chars": len(text), "duration_ms": result.duration_ms})
+        return result
+
+    def interrupt(self) -> None:
+        session_id = self._require_live()
+        if self._audio_clear is not None:
+            self._audio_clear()  # drop what the browser has not heard yet, too
+        self.client.interrupt(session_id)
+        self._log_event(EventKind.INTERRUPT, None)
+
+    def set_listening(self, listening: bool) -> None:
+        session_id = self._require_live()
+        (self.client.start_listening if listening else self.client.stop_listening)(session_id)
+        self.listening = listening
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop the provider session and release the media. Safe to call twice and from any thread."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        try:
+            bridge.run(self._shutdown(reason), timeout=15)
+        except Exception:  # stopping must never raise into a page or a release callback
+            log.exception("stopping avatar link failed")
+
+    def _require_live(self) -> str:
+        if self.state is not LinkState.CONNECTED or self.session is None:
+            raise RuntimeError("The avatar session is not connected.")
+        return self.session.session_id
+
+    # --- bridge loop side ---------------------------------------------------------------------
+    async def _connect(self) -> None:
+        request = self.options.request
+        try:
+            self.session = await asyncio.to_thread(self.client.new, request)
+            self._log_open()
+            if self._stopping:  # the user gave up while the provider was creating it
+                await self._stop_provider(self.end_reason or "stopped")
+                return
+            conn = DirectConnection(on_video=self._on_video, on_audio=self._on_audio, on_event=self._on_event,
+                                    on_state=self._on_state, ice_servers=self.session.ice_servers)
+            self._conn = conn
+            if self.session.sdp is None:
+                raise HeyGenError(None, "", user_message=(
+                    f"{self.client.provider_label} answered without a WebRTC offer; this dashboard "
+                    "connects with the direct-WebRTC transport."))
+            answer = await conn.answer(self.session.sdp)
+            await asyncio.to_thread(self.client.start, self.session.session_id, answer)
+            arrived = await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout)
+            if not arrived:
+                raise TimeoutError
+        except HeyGenError as exc:
+            await self._fail(str(exc))
+            return
+        except TimeoutError:
+            await self._fail(f"No video arrived from {self.client.provider_label} within "
+                             f"{self.options.connect_timeout:.0f} s. Check the provider's status and try again.")
+            return
+        except Exception as exc:
+            log.exception("connecting to the avatar failed")
+            await self._fail(f"Could not connect to the avatar ({type(exc).__name__}). Try again.")
+            return
+        self.state = LinkState.CONNECTED
+        self.connected_wall = time.time()
+        if self.usage is not None:
+            self.usage.mark_connected(self.session.session_id)
+            self._log_event("first_frame", {"ms": self.first_frame_ms})
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._heartbeat())]
+
+    def _log_open(self) -> None:
+        if self.usage is None or self.session is None:
+            return
+        req = self.options.request
+        self.usage.open_session(self.session.session_id, self.provider, req.avatar_id or req.avatar_name or "",
+                                req.voice_id or "", req.quality or "", req.video_encoding or "VP8",
+                                started_by_dashboard=True)
+
+    def _log_event(self, kind: str, details: dict[str, Any] | None) -> None:
+        if self.usage is not None and self.session is not None:
+            try:
+                self.usage.record_event(self.session.session_id, kind, details)
+            except Exception:  # the log must never take the live session down
+                log.exception("could not write %s to the usage log", kind)
+
+    async def _fail(self, message: str) -> None:
+        if self._stopping:
+            return  # the user stopped it meanwhile: not an error
+        self.error = message
+        self.state = LinkState.FAILED
+        self._log_event(EventKind.ERROR, {"error": message})
+        await self._shutdown("error")
+
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.keep_alive_every)
+            if time.monotonic() - self._watched_at > self.options.watcher_timeout:
+                await self._shutdown("watcher_gone")
+                return
+            try:
+                await asyncio.to_thread(self.client.keep_alive, self.session.session_id)
+                self._log_event(EventKind.KEEP_ALIVE, None)
+            except (SessionNotFound, SessionStateError):
+                await self._lost("The provider closed the session (idle timeout or duration limit).")
+                return
+            except HeyGenError as exc:
+                self._log_event(EventKind.ERROR, {"action": "keep_alive", "error": str(exc)})
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if self.usage is not None and self.session is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.usage.heartbeat, self.session.session_id)
+            if time.monotonic() - self._watched_at > self.options.watcher_timeout:
+                await self._shutdown("watcher_gone")
+                return
+            await asyncio.sleep(self.options.heartbeat_every)
+
+    async def _lost(self, message: str) -> None:
+        if self.state is not LinkState.CONNECTED:
+            return
+        self.error = message
+        self.state = LinkState.DISCONNECTED
+        self._log_event(EventKind.ERROR, {"error": message})
+        await self._shutdown("disconnected")
+
+    async def _shutdown(self, reason: str) -> None:
+        self._stopping = True
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        if self.state in LIVE_STATES:
+            self.state = LinkState.CLOSED
+        self.speaking = False
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+        await self._stop_provider(reason)
+        self.finished.set()
+
+    async def _stop_provider(self, reason: str) -> None:
+        if self.session is None or self._provider_stopped:
+            return
+        self._provider_stopped = True
+        try:
+            await asyncio.to_thread(self.client.stop, self.session.session_id)
+        except (SessionNotFound, SessionStateError):
+            pass  # already gone at the provider: nothing is billing
+        except HeyGenError as exc:
+            self._log_event(EventKind.ERROR, {"action": "stop", "error": str(exc)})
+        if self.usage is not None:
+            with contextlib.suppress(Exception):
+                self.usage.close_session(self.session.session_id, reason)
+
+    # --- media callbacks (bridge loop) --------------------------------------------------------
+    def _on_video(self, frame: av.VideoFrame) -> None:
+        self._latest = frame
+        self.frames_received += 1
+        if not self._first_frame.is_set():
+            self.first_frame_ms = round((time.monotonic() - self.clicked_at) * 1000, 1)
+            self._first_frame.set()
+
+    def _on_audio(self, frame: av.AudioFrame) -> None:
+        if self._audio_out is None:
+            return
+        samples = frame.to_ndarray()
+        if frame.format.is_packed and frame.layout.nb_channels == 2:
+            samples = samples.reshape(-1, 2).mean(axis=1)
+        else:
+            samples = samples[0]
+        if samples.dtype != np.int16:
+            samples = np.clip(samples * (32767 if samples.dtype.kind == "f" else 1), -32768, 32767)
+        self._audio_out(samples.astype(np.int16))
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        now = time.monotonic()
+        kind, task_id = event.get("type"), event.get("task_id")
+        with self._lock:
+            self._events.append((time.time(), event))
+            if kind == "avatar_start_talking":
+                self.speaking = True
+                sent = self._task_sent.get(task_id, self._last_sent_at)
+                if sent is not None:
+                    self.last_task_to_talk_ms = round((now - sent) * 1000, 1)
+            elif kind == "avatar_talking_message":
+                turn = next((t for t in reversed(self._turns) if t.role == "avatar" and t.task_id == task_id), None)
+                if turn is None:
+                    self._turns.append(Turn("avatar", event.get("message", ""), task_id))
+                else:
+                    turn.text = f"{turn.text} {event.get('message', '')}".strip()
+            elif kind in ("avatar_stop_talking", "avatar_end_message"):
+                self.speaking = False
+                for turn in self._turns:
+                    if turn.task_id == task_id:
+                        turn.done = True
+
+    def _on_state(self, state: str) -> None:
+        if state in ("failed", "closed") and self.state is LinkState.CONNECTED and not self._stopping:
+            bridge.submit(self._lost("The media connection to the avatar dropped."))

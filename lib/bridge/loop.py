@@ -1,0 +1,33 @@
+"""One background asyncio loop per process for every avatar link, so media never runs on Streamlit's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+
+
+def bridge_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="avatar-bridge", daemon=True).start()
+            _loop = loop
+        return _loop
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run a coroutine on the bridge loop from any other thread and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, bridge_loop()).result(timeout)
+
+
+def submit(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Start a coroutine on the bridge loop without waiting (returns a concurrent Future)."""
+    return asyncio.run_coroutine_threadsafe(coro, bridge_loop())
