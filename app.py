@@ -5,14 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.providers import check_health
-from ui import resources
+from ui import live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
 
 pages = st.navigation([
-    st.Page("pages/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
-    st.Page("pages/sessions.py", title="Sessions", icon=":material/dns:"),
-    st.Page("pages/usage.py", title="Usage", icon=":material/monitoring:"),
+    st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
+    st.Page("views/sessions.py", title="Sessions", icon=":material/dns:"),
+    st.Page("views/usage.py", title="Usage", icon=":material/monitoring:"),
 ])
 
 with st.sidebar:
@@ -23,7 +23,7 @@ with st.sidebar:
         st.stop()
     provider = resources.provider_or_stop()
     health = check_health(provider)
-    dot = "🟢" if health.ok else "🔴"
+    dot = ":green[●]" if health.ok else ":red[●]"
     st.markdown(f"**Provider:** {dot} {provider.label}")
     if health.ok:
         st.caption(f"{provider.base_url} · {health.latency_ms:.0f} ms")
@@ -34,5 +34,9 @@ with st.sidebar:
         st.markdown("Set `HEYGEN_API_KEY` in the environment, or put `HEYGEN_API_KEY = \"...\"` in "
                     "`.streamlit/secrets.toml`, then restart the app. Without a key the built-in local "
                     "engine is used. See the README's *Use HeyGen* section.")
+
+if pages.title != "Live chat":
+    # Leaving the live page ends its avatar session: nobody is watching it any more.
+    live.live_chat().release("left_page")
 
 pages.run()

@@ -130,3 +130,23 @@ def test_provider_error_is_actionable_and_the_page_stays_usable(
         assert [b.label for b in at.button][:1] == ["Refresh now"]
     finally:
         st.cache_resource.clear()
+
+
+def test_heygen_concurrency_limit_is_unknown_until_entered_and_then_remembered(
+    db: Path, engine: EngineProcess, client: StreamingClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The local engine speaks HeyGen's API: it stands in for HeyGen here.
+    monkeypatch.setenv("AVATAR_PROVIDER", "heygen")
+    monkeypatch.setenv("HEYGEN_API_KEY", engine.api_key.reveal())
+    monkeypatch.setenv("HEYGEN_BASE_URL", engine.url)
+    st.cache_resource.clear()
+    client.new(NewSessionRequest(quality="low"))
+
+    at = run_page()
+    capacity = next(m for m in at.metric if m.label.startswith("Capacity"))
+    assert (capacity.label, capacity.value) == ("Capacity (sessions)", "1 / ?")
+    at.number_input(key="heygen_limit").set_value(3).run()
+    assert next(m for m in at.metric if m.label.startswith("Capacity")).value == "1 / 3"
+
+    again = run_page()  # a new browser session reads the saved limit from the usage log
+    assert next(m for m in again.metric if m.label.startswith("Capacity")).value == "1 / 3"

@@ -218,7 +218,7 @@ def test_sessions_table_and_csv_download(db: Path) -> None:
 def test_routed_through_the_app(db: Path) -> None:
     seed(db)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
-    at.switch_page("pages/usage.py").run()
+    at.switch_page("views/usage.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Usage"
     assert "Sessions" in metrics(at)

@@ -8,6 +8,7 @@ from lib.engine.launcher import EngineStartError
 from lib.heygen.errors import HeyGenError
 from lib.providers import Provider, connect
 from lib.settings import Settings, SettingsError, load_settings
+from lib.usage.credits import Pricing
 from lib.usage.store import UsageLog
 
 
@@ -31,6 +32,11 @@ def provider() -> Provider:
 @st.cache_resource(show_spinner=False)
 def usage_log() -> UsageLog:
     return UsageLog(settings().database_path)
+
+
+def pricing() -> Pricing:
+    """Credit model, price and budget: what the Usage page saved, else the settings' defaults."""
+    return usage_log().load_pricing(Pricing.from_settings(settings()))
 
 
 def provider_or_stop() -> Provider:

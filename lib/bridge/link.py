@@ -74,6 +74,7 @@ class AvatarLink:
         self._lock = threading.Lock()
         self.state = LinkState.CONNECTING
         self.error: str | None = None
+        self.error_kind: str | None = None  # e.g. "ConcurrencyLimit": lets the page offer the right fix
         self.end_reason: str | None = None
         self.session: NewSession | None = None
         self.clicked_at = time.monotonic()
@@ -89,6 +90,7 @@ class AvatarLink:
         self._task_sent: dict[str, float] = {}
         self._last_sent_at: float | None = None
         self._watched_at = time.monotonic()
+        self._activity_at = time.monotonic()
         self._first_frame = threading.Event()
         self.finished = threading.Event()  # set once the provider session is stopped and media released
         self._conn: DirectConnection | None = None
@@ -120,6 +122,10 @@ class AvatarLink:
     def age_seconds(self) -> float:
         return time.time() - self.connected_wall if self.connected_wall else 0.0
 
+    def idle_seconds(self) -> float:
+        """Seconds since the provider last saw activity from us (task, interrupt or keep-alive)."""
+        return time.monotonic() - self._activity_at
+
     def watched(self) -> None:
         """Called by the page while it shows this session; keep-alives stop when nobody calls it."""
         self._watched_at = time.monotonic()
@@ -134,7 +140,7 @@ class AvatarLink:
         session_id = self._require_live()
         with self._lock:
             self._turns.append(Turn("user", text))
-        self._last_sent_at = time.monotonic()
+        self._last_sent_at = self._activity_at = time.monotonic()
         try:
             result = self.client.task(session_id, text, task_type=task_type, task_mode="async")
         except HeyGenError as exc:
@@ -151,6 +157,7 @@ class AvatarLink:
         if self._audio_clear is not None:
             self._audio_clear()  # drop what the browser has not heard yet, too
         self.client.interrupt(session_id)
+        self._activity_at = time.monotonic()
         self._log_event(EventKind.INTERRUPT, None)
 
     def set_listening(self, listening: bool) -> None:
@@ -196,7 +203,7 @@ class AvatarLink:
             if not arrived:
                 raise TimeoutError
         except HeyGenError as exc:
-            await self._fail(str(exc))
+            await self._fail(str(exc), type(exc).__name__)
             return
         except TimeoutError:
             await self._fail(f"No video arrived from {self.client.provider_label} within "
@@ -229,10 +236,11 @@ class AvatarLink:
             except Exception:  # the log must never take the live session down
                 log.exception("could not write %s to the usage log", kind)
 
-    async def _fail(self, message: str) -> None:
+    async def _fail(self, message: str, kind: str | None = None) -> None:
         if self._stopping:
             return  # the user stopped it meanwhile: not an error
         self.error = message
+        self.error_kind = kind
         self.state = LinkState.FAILED
         self._log_event(EventKind.ERROR, {"error": message})
         await self._shutdown("error")
@@ -245,6 +253,7 @@ class AvatarLink:
                 return
             try:
                 await asyncio.to_thread(self.client.keep_alive, self.session.session_id)
+                self._activity_at = time.monotonic()
                 self._log_event(EventKind.KEEP_ALIVE, None)
             except (SessionNotFound, SessionStateError):
                 await self._lost("The provider closed the session (idle timeout or duration limit).")

@@ -157,8 +157,11 @@ class AvatarKit:
         sway: tuple[int, int] = (0, 0),
         breath: float = 0.0,
     ) -> av.VideoFrame:
-        """A new yuv420p frame.  `sway` shifts the picture by whole even pixels (clamped to ±4);
-        `breath` 0..1 lifts everything below the neck by up to a few pixels."""
+        """A new yuv420p frame (its own memory: safe to hand to an encoder while the next is composed).
+
+        `openness` picks the nearest of 4 pre-drawn levels (ignored for REST and MBP); `eyes_closed`
+        the nearest of 4 lid levels.  `sway` shifts the whole picture by even pixels (clamped to ±4).
+        `breath` 0..1 lifts everything below the neck by 0 or 2 px (0, 2 or 4 px at 1080p)."""
         shape = MouthShape(mouth)
         m = self._mouths[(shape, 0 if shape in CLOSED_SHAPES else self.mouth_level(openness))]
         e = self._eyes[(self.lid_level(eyes_closed), bool(listening))]

@@ -50,6 +50,7 @@ heygen_limit: int | None = None
 if provider.name == "heygen":
     saved = log.get_setting(HEYGEN_LIMIT_KEY, 0)
     entered = controls[3].number_input("HeyGen concurrency limit", min_value=0, value=int(saved or 0),
+                                       key="heygen_limit",
                                        help="HeyGen does not report it (trial keys: 3). 0 = unknown.")
     if entered != saved:
         log.set_setting(HEYGEN_LIMIT_KEY, int(entered))

@@ -1,0 +1,45 @@
+"""What the live chat status panel shows, computed from a link (no streamlit here)."""
+
+from __future__ import annotations
+
+from lib.bridge.link import AvatarLink, LinkState
+from lib.usage.credits import Pricing
+
+STATE_LABELS = {
+    LinkState.CONNECTING: ":orange[●] connecting",
+    LinkState.CONNECTED: ":green[●] live",
+    LinkState.DISCONNECTED: ":red[●] disconnected",
+    LinkState.FAILED: ":red[●] failed",
+    LinkState.CLOSED: ":gray[●] ended",
+}
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple[str, str]]:
+    rows = [("State", STATE_LABELS[link.state])]
+    if link.state is LinkState.CONNECTED:
+        activity = "speaking" if link.speaking else "listening" if link.listening else "idle"
+        rows.append(("Avatar", activity))
+    session = link.session
+    age = link.age_seconds()
+    if session is not None:
+        rows.append(("Session", f"`{session.session_id[:8]}…`"))
+    if link.state is LinkState.CONNECTED:
+        rows.append(("Session age", _clock(age)))
+        idle_timeout = link.options.request.activity_idle_timeout
+        if idle_timeout:
+            rows.append(("Idle timeout in", _clock(idle_timeout - link.idle_seconds())))
+        if session is not None and session.session_duration_limit:
+            rows.append(("Duration limit in", _clock(session.session_duration_limit - age)))
+    credits = pricing.credits_for(age) if age else 0.0
+    label = "Credits so far" if provider == "heygen" else "Credits (HeyGen-equivalent)"
+    rows.append((label, f"{credits:.2f} · ${pricing.cost(credits):.2f}"))
+    if link.first_frame_ms is not None:
+        rows.append(("Time to first frame", f"{link.first_frame_ms:.0f} ms"))
+    if link.last_task_to_talk_ms is not None:
+        rows.append(("Last task → avatar talks", f"{link.last_task_to_talk_ms:.0f} ms"))
+    return rows

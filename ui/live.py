@@ -1,0 +1,116 @@
+"""The per-browser-session live chat controller: owns at most one avatar link at a time."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import av
+import requests
+import streamlit as st
+
+from lib.bridge.link import AvatarLink, LinkOptions, LinkState
+from lib.bridge.placeholder import placeholder_frame
+from lib.heygen.errors import HeyGenError
+from lib.heygen.models import Avatar, NewSessionRequest, Voice
+from ui import resources
+
+SAMPLE_KNOWLEDGE_BASE = (
+    "Avatar Ops is a dashboard for running real-time streaming avatars. "
+    "It can start a live avatar, list and stop every active session, and chart usage and credits. "
+    "Sessions are billed from the moment they are created until they are stopped, so stop them when you are done. "
+    "The built-in local engine runs on this computer, offline, and needs no API key. "
+    "With a HeyGen API key the same dashboard runs HeyGen's streaming avatars."
+)
+
+
+@dataclass
+class ChatSetup:
+    avatar_id: str | None
+    voice_id: str | None
+    quality: str
+    video_encoding: str
+    task_type: str
+    knowledge_base: str
+
+    def request(self, idle_timeout: int) -> NewSessionRequest:
+        return NewSessionRequest(avatar_id=self.avatar_id, voice_id=self.voice_id, quality=self.quality,
+                                 video_encoding=self.video_encoding, knowledge_base=self.knowledge_base or None,
+                                 activity_idle_timeout=idle_timeout)
+
+
+class LiveChat:
+    """Lives as long as the browser tab's Streamlit session; stops its avatar when that ends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.link: AvatarLink | None = None
+        self.setup: ChatSetup | None = None
+        # True while the video component is playing a stream we already started a link for: a
+        # playing component must not silently start a second (billable) session.
+        self.claimed = False
+        self.user_stopped = False
+        self.rendered_state: LinkState | None = None  # the link state the last full page run drew
+
+    def start(self, setup: ChatSetup, audio_out, audio_clear) -> AvatarLink:
+        self.release("replaced")
+        settings = resources.settings()
+        provider = resources.provider()
+        with self._lock:
+            self.setup = setup
+            self.link = AvatarLink(provider.client, provider.name, resources.usage_log(),
+                                   LinkOptions(request=setup.request(settings.idle_timeout)),
+                                   audio_out=audio_out, audio_clear=audio_clear)
+            return self.link
+
+    def release(self, reason: str) -> None:
+        with self._lock:
+            link = self.link
+        if link is not None and link.end_reason is None:
+            link.stop(reason)
+
+    def frame(self) -> av.VideoFrame:
+        link = self.link
+        if link is None:
+            return placeholder_frame("Press START to bring the avatar in")
+        latest = link.latest_frame()
+        if link.state is LinkState.CONNECTED and latest is not None:
+            return latest
+        if link.state is LinkState.CONNECTING:
+            return placeholder_frame("Connecting to the avatar…")
+        if link.state is LinkState.FAILED:
+            return placeholder_frame("The avatar could not start - see the message on the page")
+        return placeholder_frame("Session ended - press STOP, then START for a new one")
+
+
+@st.cache_resource(scope="session", show_spinner=False, on_release=lambda chat: chat.release("released"))
+def live_chat() -> LiveChat:
+    return LiveChat()
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def avatars() -> list[Avatar]:
+    return [a for a in resources.provider().client.avatars() if a.is_active]
+
+
+@st.cache_data(ttl=300, show_spinner=False)
+def voices() -> list[Voice]:
+    return resources.provider().client.voices()
+
+
+@st.cache_data(ttl=3600, show_spinner=False)
+def preview_image(url: str) -> bytes | None:
+    """Fetched by the server: the engine's preview URL is on loopback, which the browser may not reach."""
+    try:
+        response = requests.get(url, timeout=5)
+    except requests.RequestException:
+        return None
+    return response.content if response.ok else None
+
+
+def catalogue() -> tuple[list[Avatar], list[Voice]] | None:
+    try:
+        return avatars(), voices()
+    except HeyGenError as exc:
+        st.error(str(exc))
+        return None

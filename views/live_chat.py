@@ -1,0 +1,149 @@
+"""Live chat: start an avatar, watch and hear it live, type to it, interrupt it, stop it."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, create_pcm_audio_source_track, create_video_source_track, webrtc_streamer
+
+from lib.bridge.link import LinkState
+from lib.heygen.errors import HeyGenError
+from lib.live_status import status_rows
+from ui import live, resources
+
+settings = resources.settings()
+provider = resources.provider_or_stop()
+chat = live.live_chat()
+link = chat.link
+
+st.title("Live chat")
+st.caption(f"Provider: {provider.label}. Press **START** under the video: the avatar session is created, "
+           "connected and shown in one go. It is stopped when you press STOP, leave this page or close the tab.")
+
+video_col, side_col = st.columns([3, 2], gap="large")
+
+with side_col:
+    catalogue = live.catalogue()
+    if catalogue is None:
+        st.stop()
+    avatar_list, voice_list = catalogue
+    locked = link is not None and link.live
+    with st.expander("Avatar, voice and quality", expanded=not locked, icon=":material/tune:"):
+        avatar_ids = [a.avatar_id for a in avatar_list]
+        labels = {a.avatar_id: a.pose_name or a.avatar_id for a in avatar_list}
+        avatar_id = st.selectbox("Avatar", avatar_ids, format_func=labels.get, key="avatar_id", disabled=locked)
+        chosen = next((a for a in avatar_list if a.avatar_id == avatar_id), None)
+        if chosen and chosen.preview_url and (image := live.preview_image(chosen.preview_url)):
+            st.image(image, width=180)
+        voice_ids = [v.voice_id for v in voice_list]
+        voice_labels = {v.voice_id: f"{v.name} · {v.language}" for v in voice_list}
+        default_voice = chosen.default_voice if chosen and chosen.default_voice in voice_ids else None
+        voice_id = st.selectbox("Voice", voice_ids, format_func=voice_labels.get, disabled=locked,
+                                index=voice_ids.index(default_voice) if default_voice else 0, key="voice_id")
+        q_col, e_col = st.columns(2)
+        quality = q_col.selectbox("Quality", ["low", "medium", "high"], key="quality", disabled=locked,
+                                  format_func={"low": "Low · 480p", "medium": "Medium · 720p",
+                                               "high": "High · 1080p"}.get)
+        encoding = e_col.selectbox("Video encoding", ["VP8", "H264"], key="encoding", disabled=locked)
+        task_type = st.radio("When you type", ["talk", "repeat"], horizontal=True, key="task_type",
+                             format_func={"talk": "the avatar answers", "repeat": "the avatar repeats it"}.get)
+        knowledge_base = st.text_area("Knowledge base", key="knowledge_base", disabled=locked, height=120,
+                                      value=live.SAMPLE_KNOWLEDGE_BASE,
+                                      help="What the avatar answers from when it answers (talk tasks).")
+
+setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowledge_base)
+
+with video_col:
+    video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
+    pcm = create_pcm_audio_source_track(key="avatar-audio", sample_rate=48_000)
+    ctx = webrtc_streamer(
+        key="avatar-stream",
+        mode=WebRtcMode.RECVONLY,
+        source_video_track=video_track,
+        source_audio_track=pcm.track,
+        rtc_configuration={"iceServers": []},  # loopback/LAN: never wait on an unreachable STUN server
+        media_stream_constraints={"video": True, "audio": True},
+        desired_playing_state=False if chat.user_stopped else None,
+        video_html_attrs={"autoPlay": True, "controls": False, "style": {"width": "100%", "borderRadius": "8px"}},
+    )
+    if ctx.state.playing and not chat.claimed:
+        chat.claimed = True
+        link = chat.start(setup, pcm.push, pcm.clear)
+    elif not ctx.state.playing and not ctx.state.signalling:
+        chat.user_stopped = False
+        if chat.claimed:
+            chat.claimed = False
+            chat.release("stopped")
+
+    b1, b2, b3 = st.columns(3)
+    live_now = link is not None and link.state is LinkState.CONNECTED
+    if b1.button("Interrupt", icon=":material/front_hand:", disabled=not live_now, use_container_width=True):
+        try:
+            link.interrupt()
+        except HeyGenError as exc:
+            st.error(str(exc))
+    if b2.button("Stop session", icon=":material/stop_circle:", disabled=link is None or not link.live,
+                 use_container_width=True, type="primary"):
+        chat.release("stopped")
+        chat.user_stopped = True
+        st.rerun()
+    can_reconnect = link is not None and link.state in (LinkState.FAILED, LinkState.DISCONNECTED)
+    if can_reconnect and ctx.state.playing and b3.button("Reconnect", icon=":material/refresh:",
+                                                         use_container_width=True):
+        link = chat.start(setup, pcm.push, pcm.clear)
+        st.rerun()
+
+    if link is not None and link.error:
+        st.error(link.error)
+        if link.error_kind == "ConcurrencyLimit":
+            st.page_link("views/sessions.py", label="Open Sessions to stop running sessions", icon=":material/dns:")
+
+    st.subheader("Conversation", anchor=False)
+    conversation = st.container()
+
+
+chat.rendered_state = link.state if link is not None else None
+
+
+@st.fragment(run_every=1.0)
+def status_panel() -> None:
+    current = chat.link
+    if current is None:
+        st.caption("No avatar session yet.")
+        return
+    current.watched()
+    if current.state is not chat.rendered_state:
+        st.rerun()  # the whole page depends on the state (buttons, chat input): redraw it
+    for label, value in status_rows(current, resources.pricing(), provider.name):
+        left, right = st.columns([1, 1])
+        left.caption(label)
+        right.markdown(value)
+
+
+@st.fragment(run_every=1.0)
+def transcript() -> None:
+    current = chat.link
+    if current is None:
+        st.caption("The conversation shows here.")
+        return
+    for turn in current.transcript():
+        with st.chat_message("user" if turn.role == "user" else "assistant",
+                             avatar=":material/person:" if turn.role == "user" else ":material/face:"):
+            st.markdown(turn.text + ("" if turn.done or turn.role == "user" else " …"))
+    if current.speaking:
+        st.caption(":material/graphic_eq: the avatar is speaking")
+
+
+with side_col, st.container(border=True):
+    st.subheader("Status", anchor=False)
+    status_panel()
+
+with conversation:
+    transcript()
+
+prompt = st.chat_input("Type a message for the avatar", disabled=not (link and link.state is LinkState.CONNECTED),
+                       max_chars=10_000)
+if prompt and link is not None:
+    try:
+        link.send(prompt, task_type)
+    except (HeyGenError, RuntimeError) as exc:
+        st.error(str(exc))
