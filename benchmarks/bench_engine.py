@@ -135,8 +135,11 @@ class Received:
     def on_event(self, event: dict[str, Any]) -> None:
         self.events.append((time.monotonic(), event))
 
-    def frames_between(self, start: float, end: float) -> int:
-        return sum(1 for t in self.video_times if start <= t < end)
+    def fps(self, start: float, end: float) -> float:
+        """Frame rate from the intervals between frames that arrived in [start, end): unlike a count, not
+        off by a frame depending on where the window edges fall."""
+        times = [t for t in self.video_times if start <= t < end]
+        return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
 
     def packet_time(self, kind: str, pts: int) -> float | None:
         """When the first RTP packet of a decoded frame arrived (aiortc's pts = RTP timestamp − first one)."""
@@ -233,6 +236,7 @@ class CpuWindow:
     def start(self) -> None:
         self._t = time.monotonic()
         self._engine_t = self._cpu(self._engine)
+        self._loop_t = self._main_thread_cpu()
         self._client_t = self._cpu(self._client)
         psutil.cpu_percent(None)
 
@@ -241,10 +245,15 @@ class CpuWindow:
         times = process.cpu_times()
         return times.user + times.system
 
+    def _main_thread_cpu(self) -> float:
+        """The engine's main thread runs its asyncio loop: every render clock and RTP sender, under one GIL."""
+        return next((t.user_time + t.system_time for t in self._engine.threads() if t.id == self._engine.pid), 0.0)
+
     def stop(self) -> dict[str, float]:
         elapsed = time.monotonic() - self._t
         return {
             "engine_pct": 100 * (self._cpu(self._engine) - self._engine_t) / elapsed,
+            "engine_loop_thread_pct": 100 * (self._main_thread_cpu() - self._loop_t) / elapsed,
             "client_pct": 100 * (self._cpu(self._client) - self._client_t) / elapsed,
             "machine_pct": psutil.cpu_percent(None) * psutil.cpu_count(),  # of one core, all processes
         }
@@ -265,24 +274,27 @@ async def hold_and_measure(engine: EngineProcess, sessions: list[Live], settle: 
     """Received fps per session (frames counted in the window), server-side fps, CPU."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(settle)
-    before = await loop.run_in_executor(None, _server_frames, engine, sessions)
+    before = await loop.run_in_executor(None, _server_stats, engine, sessions)
     meter = CpuWindow(engine.process.pid)
     start = time.monotonic()
     meter.start()
     await asyncio.sleep(window)
     cpu = meter.stop()
     end = time.monotonic()
-    after = await loop.run_in_executor(None, _server_frames, engine, sessions)
+    after = await loop.run_in_executor(None, _server_stats, engine, sessions)
     span = end - start
     return {
-        "received_fps": [s.received.frames_between(start, end) / span for s in sessions],
-        "server_fps": [(a - b) / span for a, b in zip(after, before, strict=True)],
+        "received_fps": [s.received.fps(start, end) for s in sessions],
+        "server_fps": [(a["frames"] - b["frames"]) / span for a, b in zip(after, before, strict=True)],
+        # Rendered but never encoded: the sender was still busy when newer frames replaced them.
+        "dropped_frames": sum(a["dropped_video_frames"] - b["dropped_video_frames"]
+                              for a, b in zip(after, before, strict=True)),
         **cpu,
     }
 
 
-def _server_frames(engine: EngineProcess, sessions: list[Live]) -> list[int]:
-    return [int(engine_events(engine, s.session_id, after=10**9)["stats"]["frames"]) for s in sessions]
+def _server_stats(engine: EngineProcess, sessions: list[Live]) -> list[dict[str, Any]]:
+    return [engine_events(engine, s.session_id, after=10**9)["stats"] for s in sessions]
 
 
 async def bench_quality(engine: EngineProcess, client: StreamingClient, quality: str, idle_cpu: float,
@@ -292,7 +304,7 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
     await close_session(client, cold)
     await asyncio.sleep(0.5)
 
-    new_ms, first_ms, fps, server_fps, cpu, client_cpu, machine = [], [], [], [], [], [], []
+    new_ms, first_ms, fps, server_fps, cpu, loop_cpu, client_cpu, machine = [], [], [], [], [], [], [], []
     for run in range(runs):
         live = await open_session(client, quality)
         new_ms.append(live.new_ms)
@@ -303,6 +315,7 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
             fps.append(m["received_fps"][0])
             server_fps.append(m["server_fps"][0])
             cpu.append(m["engine_pct"] - idle_cpu)
+            loop_cpu.append(m["engine_loop_thread_pct"])
             client_cpu.append(m["client_pct"])
             machine.append(m["machine_pct"])
             log(f"{quality} run {run + 1}: new {live.new_ms:.0f} ms, first frame {live.first_frame_ms or -1:.0f} ms, "
@@ -328,6 +341,7 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
         "cpu_per_session_pct": figure(cpu, "% of one core (engine, minus idle engine)",
                                       goal=f"<= {CPU_GOAL_PCT[quality]:.0f} %",
                                       meets=lambda v, g=CPU_GOAL_PCT[quality]: v <= g),
+        "engine_loop_thread_pct": figure(loop_cpu, "% of one core: the engine's event-loop thread alone"),
         "client_cpu_pct": figure(client_cpu, "% of one core (this benchmark's receiver)"),
         "machine_cpu_pct": figure(machine, "% of one core, all processes (2 cores = 200 %)"),
     }
@@ -357,12 +371,16 @@ async def bench_concurrency(engine: EngineProcess, client: StreamingClient, qual
                 "sessions": count, "min_received_fps": round(min(m["received_fps"]), 2),
                 "median_received_fps": round(statistics.median(m["received_fps"]), 2),
                 "min_server_fps": round(min(m["server_fps"]), 2),
-                "engine_cpu_pct": round(m["engine_pct"], 1), "client_cpu_pct": round(m["client_pct"], 1),
+                "server_dropped_frames": m["dropped_frames"],
+                "engine_cpu_pct": round(m["engine_pct"], 1),
+                "engine_loop_thread_pct": round(m["engine_loop_thread_pct"], 1),
+                "client_cpu_pct": round(m["client_pct"], 1),
                 "machine_cpu_pct": round(m["machine_pct"], 1),
                 "engine_rss_mb": round(psutil.Process(engine.process.pid).memory_info().rss / 1e6, 1),
             })
             log(f"{quality} × {count}: min {steps[-1]['min_received_fps']} fps received "
-                f"(server {steps[-1]['min_server_fps']}), engine CPU {steps[-1]['engine_cpu_pct']} %")
+                f"(server {steps[-1]['min_server_fps']}, {m['dropped_frames']} dropped), engine CPU "
+                f"{steps[-1]['engine_cpu_pct']} % (loop thread {steps[-1]['engine_loop_thread_pct']} %)")
             if not holds:
                 stopped_by = "fps_below_24"
                 break
@@ -436,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="sessions opened per quality for set-up times")
     parser.add_argument("--held-runs", type=int, default=3, help="of those, how many are held for fps and CPU")
     parser.add_argument("--window", type=float, default=5.0, help="seconds of fps/CPU measurement per held run")
-    parser.add_argument("--concurrency-window", type=float, default=4.0)
+    parser.add_argument("--concurrency-window", type=float, default=5.0)
     parser.add_argument("--max-sessions", type=int, default=0, help="lower the concurrency caps (0: defaults)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run: low quality, few runs")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from lib.heygen.models import NewSessionRequest
 from tests.rtc_helpers import LiveSession, open_session, wait_for
 
 SPEECH_RMS = 300  # int16 RMS: speech is in the thousands, idle audio is exactly zero
-SOUND_RMS = 4  # anything above Opus noise: speech including its quiet edges
+SOUND_RMS = 0.5  # any non-zero packet: idle audio is digital silence, speech edges are not
 
 
 async def _ready(client, **kwargs) -> LiveSession:
@@ -46,12 +46,13 @@ def _sound_ms(live: LiveSession, since: float) -> float:
 
 
 def _mouth_motion(live: LiveSession, start: float, end: float) -> float:
-    """Mean frame-to-frame change inside the mouth region between two times."""
+    """Typical (median) frame-to-frame change inside the mouth region between two times; the median
+    ignores the rare frame where the whole picture sways by two pixels."""
     x0, y0, x1, y1 = avatars.get_kit(avatars.AVATARS[0].avatar_id, 854, 480).mouth_rect()
     frames = [f[y0:y1, x0:x1].astype(np.int16) for t, f in live.received.video if start <= t < end]
     if len(frames) < 2:
         return 0.0
-    return float(np.mean([np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]))
+    return float(np.median([np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]))
 
 
 async def test_repeat_speaks_for_duration_then_silence(client):

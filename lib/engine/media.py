@@ -151,7 +151,9 @@ class RenderClock:
                  is_listening: Callable[[], bool] = lambda: False,
                  on_tick: Callable[[int, Tick], Any] | None = None, seed: int | None = None) -> None:
         self.video = FrameQueueTrack("video", depth=2)
-        self.audio = FrameQueueTrack("audio", depth=6)
+        # Audio is never dropped in normal running (a gap is audible and shortens speech); the bound only
+        # matters before the peer connects, and ``peer_connected`` drops that backlog.
+        self.audio = FrameQueueTrack("audio", depth=50)
         self.composer = composer
         self._source = source
         self._fps = fps
@@ -173,6 +175,11 @@ class RenderClock:
         if self._task is None:
             self.stats.started_at = time.monotonic()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="render-clock")
+
+    def peer_connected(self) -> None:
+        """Start the peer on fresh media: nothing rendered while it was still connecting."""
+        self.video.clear()
+        self.audio.clear()
 
     async def stop(self) -> None:
         if self._task is not None:

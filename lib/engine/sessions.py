@@ -175,6 +175,7 @@ class EngineSession:
         state = self.pc.connectionState
         if state == "connected" and self.state is SessionState.CONNECTING:
             self.state = SessionState.CONNECTED
+            self.clock.peer_connected()
             self._set_bitrate()
         elif state in ("failed", "closed") and self.state in ACTIVE_STATES:
             asyncio.get_running_loop().create_task(self.close("connection_" + state))
