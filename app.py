@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib.heygen.errors import HeyGenError
 from lib.providers import check_health
 from ui import live, resources
 
@@ -29,6 +30,14 @@ with st.sidebar:
         st.caption(f"{provider.base_url} · {health.latency_ms:.0f} ms")
     else:
         st.warning(health.message)
+    try:
+        recovered = resources.startup_reconciliation()
+    except HeyGenError:
+        recovered = None  # the provider is down: the health line says so; try again next run
+    if recovered and recovered.lost and not st.session_state.get("recovery_shown"):
+        st.session_state["recovery_shown"] = True
+        st.toast(f"Closed {len(recovered.lost)} session(s) a previous run left open (provider no longer "
+                 "lists them). See Usage.", icon=":material/history:")
     st.caption("HeyGen key: " + ("configured" if settings.has_heygen_key else "not configured"))
     with st.expander("Use HeyGen"):
         st.markdown("Set `HEYGEN_API_KEY` in the environment, or put `HEYGEN_API_KEY = \"...\"` in "

@@ -57,7 +57,7 @@ def log(message: str) -> None:
 
 
 def percentile(values: Iterable[float], q: float) -> float:
-    """Nearest-rank percentile (no interpolation: with 10 runs, p95 is the worst but one... or the worst)."""
+    """Nearest-rank percentile, no interpolation: with 10 runs, p95 is the slowest run."""
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
 

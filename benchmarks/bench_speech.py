@@ -8,6 +8,7 @@ Times are taken at two points of the receiver: when an RTP packet arrives (befor
 buffers, i.e. when it left the server, loopback adding ~0) and when the decoded frame reaches the app.
 aiortc holds audio back by 4 packets (80 ms) and video by one frame (40 ms), so decoded audio reaches an
 aiortc app ~40 ms later relative to video than it left the server; browsers sync by RTCP instead.
+Audio/video offsets use ITU-R BT.1359's sign: + = sound ahead of the picture, − = sound behind it.
 """
 
 from __future__ import annotations
@@ -140,7 +141,6 @@ class TaskTimes:
     audio_packet_ms: float | None  # HTTP call → first speech packet at the client
     audio_decoded_ms: float | None
     http_ms: float  # the async task call's own round trip
-    duration_ms: float | None
 
 
 def _first(times: list[float], since: float, keep: Any) -> int | None:
@@ -169,7 +169,7 @@ async def speak_once(engine: EngineProcess, client: StreamingClient, live: Live,
         lips_decoded_ms=_since(rec.video_times[v] if v is not None else None, call_mono),
         audio_packet_ms=_since(rec.packet_time("audio", rec.audio_pts[a]) if a is not None else None, call_mono),
         audio_decoded_ms=_since(rec.audio_times[a] if a is not None else None, call_mono),
-        http_ms=http_ms, duration_ms=result.duration_ms,
+        http_ms=http_ms,
     )
 
 

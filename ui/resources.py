@@ -9,7 +9,7 @@ from lib.heygen.errors import HeyGenError
 from lib.providers import Provider, connect
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
-from lib.usage.store import UsageLog
+from lib.usage.store import Reconciliation, UsageLog
 
 
 def _secrets() -> dict:
@@ -32,6 +32,14 @@ def provider() -> Provider:
 @st.cache_resource(show_spinner=False)
 def usage_log() -> UsageLog:
     return UsageLog(settings().database_path)
+
+
+@st.cache_resource(show_spinner=False)
+def startup_reconciliation() -> Reconciliation:
+    """Once per server process: sessions a crashed dashboard left open in the log are checked against the
+    provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
+    active = [s.session_id for s in provider().client.list()]
+    return usage_log().reconcile(active, provider().name)
 
 
 def pricing() -> Pricing:

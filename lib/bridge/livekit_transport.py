@@ -209,8 +209,7 @@ class LiveKitConnection:
         if task is None:
             return
         pass
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await asyncio.wait({task}, timeout=2.0)  # unlike awaiting the task, this never swallows our own cancellation
         # livekit's VideoStream does not wake a blocked reader on close, hence cancel first, then aclose
         with contextlib.suppress(Exception):
             await asyncio.wait_for(stream.aclose(), 2.0)
