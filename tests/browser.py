@@ -233,6 +233,59 @@ def inbound_audio(frame: Frame) -> dict[str, float] | None:
     }""")
 
 
+# Taps the video element's stream with Web Audio and keeps running totals of what the user would hear.
+AUDIO_PROBE = """
+() => {
+  if (window.__audio) return true;
+  const v = document.querySelector('video');
+  if (!v || !v.srcObject || v.srcObject.getAudioTracks().length === 0) return false;
+  const ctx = new AudioContext();
+  const analyser = ctx.createAnalyser();
+  analyser.fftSize = 1024;
+  ctx.createMediaStreamSource(v.srcObject).connect(analyser);
+  const buf = new Float32Array(analyser.fftSize);
+  const st = window.__audio = {blocks: 0, loud: 0, loudSamples: 0, loudSumsq: 0, clipped: 0, peak: 0, state: ''};
+  setInterval(() => {
+    analyser.getFloatTimeDomainData(buf);
+    let sumsq = 0, clipped = 0, peak = 0;
+    for (const x of buf) { const a = Math.abs(x); sumsq += x * x; if (a >= 0.99) clipped++; if (a > peak) peak = a; }
+    st.blocks++;
+    st.state = ctx.state;
+    if (Math.sqrt(sumsq / buf.length) > 0.005) {
+      st.loud++; st.loudSamples += buf.length; st.loudSumsq += sumsq; st.clipped += clipped;
+      st.peak = Math.max(st.peak, peak);
+    }
+  }, 21);
+  return true;
+}
+"""
+
+
+@dataclass(frozen=True)
+class HeardAudio:
+    blocks: int  # ~21 ms analyser reads so far
+    loud_blocks: int  # of which had sound in them (RMS > 0.005 of full scale)
+    rms: float  # RMS of the loud blocks, full scale = 1
+    peak: float
+    clipped_fraction: float  # share of the loud samples at full scale: distortion a listener hears
+    context_state: str
+
+
+def start_audio_probe(frame: Frame, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not frame.evaluate(AUDIO_PROBE):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the video element has no audio track")
+        time.sleep(0.1)
+
+
+def heard_audio(frame: Frame) -> HeardAudio:
+    st = frame.evaluate("() => window.__audio")
+    samples = st["loudSamples"]
+    return HeardAudio(st["blocks"], st["loud"], (st["loudSumsq"] / samples) ** 0.5 if samples else 0.0,
+                      st["peak"], st["clipped"] / samples if samples else 0.0, st["state"])
+
+
 def send_chat(page: Page, text: str) -> None:
     box = page.get_by_placeholder(CHAT_PLACEHOLDER)
     box.wait_for(timeout=15_000)

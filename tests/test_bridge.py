@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from lib.bridge.link import AvatarLink, LinkOptions, LinkState
+from lib.bridge.link import AvatarLink, LinkOptions, LinkState, to_mono_s16
 from lib.heygen.models import NewSessionRequest
 from lib.usage.store import UsageLog
 
@@ -60,7 +60,10 @@ def test_link_relays_video_audio_events_and_stops(client, usage):
     assert said == ["Hello there, nice to meet you."]
     assert link.last_task_to_talk_ms is not None and link.last_task_to_talk_ms < 2000
     speech = np.concatenate(audio.chunks).astype(float)
-    assert np.sqrt(np.mean(speech**2)) > 100  # the avatar's voice reached the audio source
+    rms = np.sqrt(np.mean(speech**2))
+    # The avatar's voice reached the audio source at speech level: not silent, not clipped noise.
+    assert 100 < rms < 8000, rms
+    assert np.mean(np.abs(speech) > 32000) < 0.001
     session_id = link.session_id
     link.stop()
     assert link.state is LinkState.CLOSED
@@ -69,6 +72,18 @@ def test_link_relays_video_audio_events_and_stops(client, usage):
     assert row.end_reason == "stopped" and row.connected_at is not None and row.provider == "local"
     kinds = [kind for _, kind, _ in usage.events(session_id)]
     assert kinds[:2] == ["created", "connected"] and "task" in kinds and kinds[-1] == "closed"
+
+
+def test_audio_frames_become_mono_int16():
+    import av
+
+    stereo = np.array([[1000, -2000, 300, 500, -7, -9]], dtype=np.int16)  # packed L/R pairs
+    frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+    frame.sample_rate = 48000
+    assert to_mono_s16(frame).tolist() == [-500, 400, -8]
+    mono = av.AudioFrame.from_ndarray(np.array([[5, -6]], dtype=np.int16), format="s16", layout="mono")
+    mono.sample_rate = 48000
+    assert to_mono_s16(mono).tolist() == [5, -6]
 
 
 def test_interrupt_clears_local_audio_too(client, usage):
@@ -106,3 +121,61 @@ def test_stop_while_connecting_leaks_nothing(client, usage):
     link.stop()
     time.sleep(1.5)
     assert client.list() == []
+
+
+class FakeHeyGen:
+    """HeyGen's v2 answers, from their documented shapes: a LiveKit room instead of an SDP offer."""
+
+    provider_label = "HeyGen"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def new(self, request):
+        from lib.heygen.models import NewSession
+
+        self.calls.append(("new", request.version))
+        return NewSession(session_id="hg-1", access_token="lk-jwt", url="wss://example.livekit.cloud", sdp=None,
+                          ice_servers=[], session_duration_limit=600, is_paid=True)
+
+    def start(self, session_id, sdp_answer=None):
+        self.calls.append(("start", session_id, sdp_answer))
+
+    def stop(self, session_id):
+        self.calls.append(("stop", session_id))
+
+    def keep_alive(self, session_id):
+        self.calls.append(("keep_alive", session_id))
+
+
+def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
+    import av
+
+    from lib.bridge import livekit_transport
+
+    rooms = []
+
+    class FakeRoom:
+        def __init__(self, on_video, on_audio, on_event, on_state):
+            self.on_video, self.on_event = on_video, on_event
+            self.closed = False
+            rooms.append(self)
+
+        async def connect(self, url, token, timeout):
+            self.joined = (url, token)
+            self.on_video(av.VideoFrame(1280, 720, "yuv420p"))
+            self.on_event({"type": "avatar_start_talking", "task_id": "t1"})
+
+        async def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(livekit_transport, "LiveKitConnection", FakeRoom)
+    client = FakeHeyGen()
+    link = AvatarLink(client, "heygen", usage, LinkOptions(request=NewSessionRequest(quality="high", version="v2")))
+    assert link.wait_connected(5), link.error
+    assert rooms[0].joined == ("wss://example.livekit.cloud", "lk-jwt")
+    assert ("start", "hg-1", None) in client.calls  # streaming.start without an SDP answer
+    assert link.latest_frame().width == 1280 and link.speaking
+    link.stop()
+    assert rooms[0].closed and ("stop", "hg-1") in client.calls
+    assert usage.get_session("hg-1").end_reason == "stopped"

@@ -38,6 +38,7 @@ class FakeRoom(rtc.EventEmitter):
         if self.connect_hangs:
             await asyncio.sleep(3600)
         if self.connect_error is not None:
+            self.emit("disconnected", rtc.DisconnectReason.UNKNOWN_REASON)  # a join can end with this on the way
             raise self.connect_error
         self.connected_with = (url, token, options)
 

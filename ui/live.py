@@ -33,10 +33,12 @@ class ChatSetup:
     task_type: str
     knowledge_base: str
 
-    def request(self, idle_timeout: int) -> NewSessionRequest:
+    def request(self, idle_timeout: int, provider: str) -> NewSessionRequest:
+        # HeyGen's current transport is a LiveKit room; the local engine speaks direct WebRTC.
         return NewSessionRequest(avatar_id=self.avatar_id, voice_id=self.voice_id, quality=self.quality,
                                  video_encoding=self.video_encoding, knowledge_base=self.knowledge_base or None,
-                                 activity_idle_timeout=idle_timeout)
+                                 activity_idle_timeout=idle_timeout,
+                                 version="v2" if provider == "heygen" else None)
 
 
 class LiveChat:
@@ -59,7 +61,7 @@ class LiveChat:
         with self._lock:
             self.setup = setup
             self.link = AvatarLink(provider.client, provider.name, resources.usage_log(),
-                                   LinkOptions(request=setup.request(settings.idle_timeout)),
+                                   LinkOptions(request=setup.request(settings.idle_timeout, provider.name)),
                                    audio_out=audio_out, audio_clear=audio_clear)
             return self.link
 

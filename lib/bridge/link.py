@@ -32,6 +32,18 @@ log = logging.getLogger("avatar_ops.bridge")
 AudioOut = Callable[[np.ndarray], None]
 
 
+def to_mono_s16(frame: av.AudioFrame) -> np.ndarray:
+    """Any decoded audio frame as int16 mono samples (what the browser-side PCM source plays)."""
+    if frame.format.name not in ("s16", "s16p"):
+        frame = av.AudioResampler(format="s16", layout=frame.layout.name, rate=frame.sample_rate).resample(frame)[0]
+    samples = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    if channels == 1:
+        return samples.reshape(-1).astype(np.int16, copy=False)
+    samples = samples.reshape(-1, channels) if frame.format.is_packed else samples.T
+    return samples.astype(np.int32).mean(axis=1).astype(np.int16)
+
+
 class LinkState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
@@ -93,7 +105,7 @@ class AvatarLink:
         self._activity_at = time.monotonic()
         self._first_frame = threading.Event()
         self.finished = threading.Event()  # set once the provider session is stopped and media released
-        self._conn: DirectConnection | None = None
+        self._conn: Any = None  # DirectConnection or LiveKitConnection: both have close()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._provider_stopped = False
@@ -190,20 +202,15 @@ class AvatarLink:
             if self._stopping:  # the user gave up while the provider was creating it
                 await self._stop_provider(self.end_reason or "stopped")
                 return
-            conn = DirectConnection(on_video=self._on_video, on_audio=self._on_audio, on_event=self._on_event,
-                                    on_state=self._on_state, ice_servers=self.session.ice_servers)
-            self._conn = conn
-            if self.session.sdp is None:
-                raise HeyGenError(None, "", user_message=(
-                    f"{self.client.provider_label} answered without a WebRTC offer; this dashboard "
-                    "connects with the direct-WebRTC transport."))
-            answer = await conn.answer(self.session.sdp)
-            await asyncio.to_thread(self.client.start, self.session.session_id, answer)
+            await self._open_media()
             arrived = await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout)
             if not arrived:
                 raise TimeoutError
         except HeyGenError as exc:
             await self._fail(str(exc), type(exc).__name__)
+            return
+        except ConnectionError as exc:  # LiveKit could not join the room
+            await self._fail(f"{exc}. Check the network and try again.", "ConnectionError")
             return
         except TimeoutError:
             await self._fail(f"No video arrived from {self.client.provider_label} within "
@@ -220,6 +227,28 @@ class AvatarLink:
             self._log_event("first_frame", {"ms": self.first_frame_ms})
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._heartbeat())]
+
+    async def _open_media(self) -> None:
+        """Direct WebRTC when the provider sent an SDP offer (local engine, HeyGen legacy); a LiveKit room
+        when it sent a room URL and token (HeyGen ``version: "v2"``)."""
+        session = self.session
+        callbacks = {"on_video": self._on_video, "on_audio": self._on_audio, "on_event": self._on_event,
+                     "on_state": self._on_state}
+        if session.sdp is not None:
+            conn = DirectConnection(**callbacks, ice_servers=session.ice_servers)
+            self._conn = conn
+            answer = await conn.answer(session.sdp)
+            await asyncio.to_thread(self.client.start, session.session_id, answer)
+        elif session.url and session.access_token:
+            from lib.bridge.livekit_transport import LiveKitConnection  # heavy import, only for HeyGen v2
+
+            room = LiveKitConnection(**callbacks)
+            self._conn = room
+            await asyncio.to_thread(self.client.start, session.session_id)  # as HeyGen's SDK: start, then join
+            await room.connect(session.url, session.access_token, timeout=self.options.connect_timeout)
+        else:
+            raise HeyGenError(None, "", user_message=(
+                f"{self.client.provider_label} answered with neither a WebRTC offer nor a LiveKit room."))
 
     def _log_open(self) -> None:
         if self.usage is None or self.session is None:
@@ -320,16 +349,8 @@ class AvatarLink:
             self._first_frame.set()
 
     def _on_audio(self, frame: av.AudioFrame) -> None:
-        if self._audio_out is None:
-            return
-        samples = frame.to_ndarray()
-        if frame.format.is_packed and frame.layout.nb_channels == 2:
-            samples = samples.reshape(-1, 2).mean(axis=1)
-        else:
-            samples = samples[0]
-        if samples.dtype != np.int16:
-            samples = np.clip(samples * (32767 if samples.dtype.kind == "f" else 1), -32768, 32767)
-        self._audio_out(samples.astype(np.int16))
+        if self._audio_out is not None:
+            self._audio_out(to_mono_s16(frame))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         now = time.monotonic()

@@ -208,7 +208,7 @@ class LiveKitConnection:
         task, stream = self._readers.pop(sid, (None, None))
         if task is None:
             return
-        pass
+        task.cancel()
         await asyncio.wait({task}, timeout=2.0)  # unlike awaiting the task, this never swallows our own cancellation
         # livekit's VideoStream does not wake a blocked reader on close, hence cancel first, then aclose
         with contextlib.suppress(Exception):
