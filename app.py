@@ -48,4 +48,5 @@ if pages.title != "Live chat":
     # Leaving the live page ends its avatar session: nobody is watching it any more.
     live.live_chat().release("left_page")
 
+resources.budget_banner()
 pages.run()

@@ -34,7 +34,10 @@ def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple
         if idle_timeout:
             rows.append(("Idle timeout in", _clock(idle_timeout - link.idle_seconds())))
         if session is not None and session.session_duration_limit:
-            rows.append(("Duration limit in", _clock(session.session_duration_limit - age)))
+            rows.append(("Provider limit in", _clock(session.session_duration_limit - age)))
+        left = link.seconds_left()
+        if left is not None:
+            rows.append(("Dashboard cap in", _clock(left)))
     credits = pricing.credits_for(age) if age else 0.0
     label = "Credits so far" if provider == "heygen" else "Credits (HeyGen-equivalent)"
     rows.append((label, f"{credits:.2f} · ${pricing.cost(credits):.2f}"))

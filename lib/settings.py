@@ -77,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("price_per_credit", "PRICE_PER_CREDIT", "0.99", "Money per credit (Pro plan: $99 / 100 credits)."),
     Setting("monthly_budget_credits", "MONTHLY_BUDGET_CREDITS", "100", "Monthly credit budget."),
     Setting("idle_timeout", "IDLE_TIMEOUT", "120", "activity_idle_timeout for new sessions, 30–3600 s."),
+    Setting("session_max_minutes", "SESSION_MAX_MINUTES", "30",
+            "Dashboard cap on one live session: warns a minute before, then stops it (0 = no cap)."),
+    Setting("watcher_timeout", "WATCHER_TIMEOUT", "45",
+            "Seconds without an open Live chat page before its session is stopped."),
     Setting("llm_base_url", "LLM_BASE_URL", "(none)",
             "OpenAI-compatible chat endpoint for local `talk` answers (e.g. Ollama)."),
     Setting("llm_model", "LLM_MODEL", "(none)", "Model name for the chat endpoint."),
@@ -101,6 +105,8 @@ class Settings:
     price_per_credit: float = 0.99
     monthly_budget_credits: float = 100.0
     idle_timeout: int = 120
+    session_max_minutes: float = 30.0
+    watcher_timeout: float = 45.0
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: Secret | None = field(default=None, repr=False)
@@ -178,6 +184,8 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         price_per_credit=_number(get("price_per_credit"), 0.99, "PRICE_PER_CREDIT"),
         monthly_budget_credits=_number(get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS"),
         idle_timeout=idle,
+        session_max_minutes=_number(get("session_max_minutes"), 30.0, "SESSION_MAX_MINUTES"),
+        watcher_timeout=_number(get("watcher_timeout"), 45.0, "WATCHER_TIMEOUT"),
         llm_base_url=get("llm_base_url"),
         llm_model=get("llm_model"),
         llm_api_key=Secret(llm_key) if llm_key else None,

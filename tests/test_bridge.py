@@ -179,3 +179,13 @@ def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
     link.stop()
     assert rooms[0].closed and ("stop", "hg-1") in client.calls
     assert usage.get_session("hg-1").end_reason == "stopped"
+
+
+def test_duration_cap_stops_the_session(client, usage):
+    link = _link(client, usage, max_duration=1.5, heartbeat_every=0.2)
+    assert link.wait_connected(20), link.error
+    assert 0 < link.seconds_left() <= 1.5
+    session_id = link.session_id
+    assert link.finished.wait(6)
+    assert session_id not in {s.session_id for s in client.list()}
+    assert usage.get_session(session_id).end_reason == "duration_cap"

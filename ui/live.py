@@ -11,6 +11,7 @@ import streamlit as st
 
 from lib.bridge.link import AvatarLink, LinkOptions, LinkState
 from lib.bridge.placeholder import placeholder_frame
+from lib.guards import BUDGET_OVERRIDE_EVENT, BudgetLevel
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, NewSessionRequest, Voice
 from ui import resources
@@ -32,6 +33,7 @@ class ChatSetup:
     video_encoding: str
     task_type: str
     knowledge_base: str
+    max_minutes: float = 0.0  # 0: no dashboard cap
 
     def request(self, idle_timeout: int, provider: str) -> NewSessionRequest:
         # HeyGen's current transport is a LiveKit room; the local engine speaks direct WebRTC.
@@ -53,15 +55,30 @@ class LiveChat:
         self.claimed = False
         self.user_stopped = False
         self.rendered_state: LinkState | None = None  # the link state the last full page run drew
+        self.refused: str | None = None  # why the budget guard refused the last start
+        self.budget_override = False
 
-    def start(self, setup: ChatSetup, audio_out, audio_clear) -> AvatarLink:
+    def start(self, setup: ChatSetup, audio_out, audio_clear) -> AvatarLink | None:
+        """Start a new avatar session, unless the monthly budget guard refuses it (then ``None``)."""
         self.release("replaced")
         settings = resources.settings()
         provider = resources.provider()
+        budget = resources.budget_status()
+        open_events: tuple = ()
+        if budget.level is BudgetLevel.OVER and provider.name == "heygen":
+            if not self.budget_override:
+                self.refused = budget.message(resources.pricing())
+                return None
+            open_events = ((BUDGET_OVERRIDE_EVENT, {"used_credits": round(budget.used_credits, 2),
+                                                    "budget_credits": budget.budget_credits}),)
+        self.refused = None
+        options = LinkOptions(request=setup.request(settings.idle_timeout, provider.name),
+                              watcher_timeout=settings.watcher_timeout,
+                              max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
+                              open_events=open_events)
         with self._lock:
             self.setup = setup
-            self.link = AvatarLink(provider.client, provider.name, resources.usage_log(),
-                                   LinkOptions(request=setup.request(settings.idle_timeout, provider.name)),
+            self.link = AvatarLink(provider.client, provider.name, resources.usage_log(), options,
                                    audio_out=audio_out, audio_clear=audio_clear)
             return self.link
 
@@ -74,6 +91,8 @@ class LiveChat:
     def frame(self) -> av.VideoFrame:
         link = self.link
         if link is None:
+            if self.refused:
+                return placeholder_frame("Monthly budget reached - see the message on the page")
             return placeholder_frame("Press START to bring the avatar in")
         latest = link.latest_frame()
         if link.state is LinkState.CONNECTED and latest is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.engine.launcher import EngineStartError
+from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
 from lib.providers import Provider, connect
 from lib.settings import Settings, SettingsError, load_settings
@@ -45,6 +46,20 @@ def startup_reconciliation() -> Reconciliation:
 def pricing() -> Pricing:
     """Credit model, price and budget: what the Usage page saved, else the settings' defaults."""
     return usage_log().load_pricing(Pricing.from_settings(settings()))
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def budget_status() -> BudgetStatus:
+    return month_status(usage_log(), pricing())
+
+
+def budget_banner() -> None:
+    """The 80 % / 100 % budget warning every page shows."""
+    status = budget_status()
+    if status.level is BudgetLevel.OVER:
+        st.error(status.message(pricing()), icon=":material/savings:")
+    elif status.level is BudgetLevel.WARN:
+        st.warning(status.message(pricing()), icon=":material/savings:")
 
 
 def provider_or_stop() -> Provider:

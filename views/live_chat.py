@@ -49,8 +49,11 @@ with side_col:
         knowledge_base = st.text_area("Knowledge base", key="knowledge_base", disabled=locked, height=120,
                                       value=live.SAMPLE_KNOWLEDGE_BASE,
                                       help="What the avatar answers from when it answers (talk tasks).")
+        max_minutes = st.number_input("Stop the session after (minutes)", min_value=0.0, max_value=600.0,
+                                      value=float(settings.session_max_minutes), step=5.0, key="max_minutes",
+                                      disabled=locked, help="A cost guard: warns a minute before. 0 = no cap.")
 
-setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowledge_base)
+setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowledge_base, max_minutes)
 
 with video_col:
     video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
@@ -92,6 +95,13 @@ with video_col:
         link = chat.start(setup, pcm.push, pcm.clear)
         st.rerun()
 
+    if chat.refused and link is None:
+        st.error(chat.refused, icon=":material/savings:")
+        if st.button("Override the budget for one session (logged)", icon=":material/warning:"):
+            chat.budget_override = True
+            link = chat.start(setup, pcm.push, pcm.clear)
+            chat.budget_override = False
+            st.rerun()
     if link is not None and link.error:
         st.error(link.error)
         if link.error_kind == "ConcurrencyLimit":
@@ -113,6 +123,9 @@ def status_panel() -> None:
     current.watched()
     if current.state is not chat.rendered_state:
         st.rerun()  # the whole page depends on the state (buttons, chat input): redraw it
+    left = current.seconds_left() if current.live else None
+    if left is not None and left < 60:
+        st.warning(f"The session stops in {max(0, left):.0f} s (the duration cap you set).", icon=":material/timer:")
     for label, value in status_rows(current, resources.pricing(), provider.name):
         left, right = st.columns([1, 1])
         left.caption(label)

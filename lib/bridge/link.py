@@ -72,6 +72,10 @@ class LinkOptions:
     connect_timeout: float = 20.0
     # Stop the session when no page has looked at it for this long (tab gone without a close event).
     watcher_timeout: float = 45.0
+    # The dashboard's own cap on one session's length (cost guard); None: only the provider's limit.
+    max_duration: float | None = None
+    # Events written to the log as soon as the session exists (e.g. a budget override the user chose).
+    open_events: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 
 class AvatarLink:
@@ -257,6 +261,8 @@ class AvatarLink:
         self.usage.open_session(self.session.session_id, self.provider, req.avatar_id or req.avatar_name or "",
                                 req.voice_id or "", req.quality or "", req.video_encoding or "VP8",
                                 started_by_dashboard=True)
+        for kind, details in self.options.open_events:
+            self._log_event(kind, details)
 
     def _log_event(self, kind: str, details: dict[str, Any] | None) -> None:
         if self.usage is not None and self.session is not None:
@@ -290,6 +296,12 @@ class AvatarLink:
             except HeyGenError as exc:
                 self._log_event(EventKind.ERROR, {"action": "keep_alive", "error": str(exc)})
 
+    def seconds_left(self) -> float | None:
+        """Until the dashboard's duration cap stops the session (None without a cap)."""
+        if self.options.max_duration is None or self.connected_wall is None:
+            return None
+        return self.options.max_duration - self.age_seconds()
+
     async def _heartbeat(self) -> None:
         while True:
             if self.usage is not None and self.session is not None:
@@ -297,6 +309,10 @@ class AvatarLink:
                     await asyncio.to_thread(self.usage.heartbeat, self.session.session_id)
             if time.monotonic() - self._watched_at > self.options.watcher_timeout:
                 await self._shutdown("watcher_gone")
+                return
+            left = self.seconds_left()
+            if left is not None and left <= 0:
+                await self._shutdown("duration_cap")
                 return
             await asyncio.sleep(self.options.heartbeat_every)
 

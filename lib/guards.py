@@ -1,0 +1,57 @@
+"""Cost guards: the monthly budget check that runs before a new session is created."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from lib.usage.credits import Pricing
+from lib.usage.queries import UsageFilter, kpis
+from lib.usage.store import UsageLog
+
+WARN_FRACTION = 0.8
+BUDGET_OVERRIDE_EVENT = "budget_override"
+
+
+class BudgetLevel(StrEnum):
+    OK = "ok"
+    WARN = "warn"  # 80 % or more: a warning on every page
+    OVER = "over"  # budget reached: new sessions are refused unless overridden
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    used_credits: float
+    budget_credits: float
+    level: BudgetLevel
+
+    @property
+    def fraction(self) -> float:
+        return self.used_credits / self.budget_credits if self.budget_credits > 0 else 0.0
+
+    def message(self, pricing: Pricing) -> str:
+        used = f"{self.used_credits:.1f} of {self.budget_credits:.0f} credits ({self.fraction:.0%})"
+        if self.level is BudgetLevel.OVER:
+            return (f"This month's estimated usage has reached the budget: {used}, about "
+                    f"${pricing.cost(self.used_credits):.2f}. New sessions are refused; raise the budget on the "
+                    "Usage page, or override once for this session (the override is logged).")
+        return f"This month's estimated usage is at {used} of the budget."
+
+
+def month_status(log: UsageLog, pricing: Pricing, *, now: float | None = None) -> BudgetStatus:
+    """Real (HeyGen-billed) estimated credits this calendar month (UTC) against the monthly budget.
+    Local-engine sessions cost nothing and are not counted."""
+    now = time.time() if now is None else now
+    today = datetime.fromtimestamp(now, UTC).date()
+    report = kpis(log, UsageFilter.month(today.year, today.month), pricing, now=now)
+    used = report.current.credits
+    budget = pricing.monthly_budget_credits
+    if budget > 0 and used >= budget:
+        level = BudgetLevel.OVER
+    elif budget > 0 and used >= WARN_FRACTION * budget:
+        level = BudgetLevel.WARN
+    else:
+        level = BudgetLevel.OK
+    return BudgetStatus(used, budget, level)
