@@ -8,6 +8,7 @@ from lib.usage.credits import Pricing
 STATE_LABELS = {
     LinkState.CONNECTING: ":orange[●] connecting",
     LinkState.CONNECTED: ":green[●] live",
+    LinkState.RECONNECTING: ":orange[●] reconnecting",
     LinkState.DISCONNECTED: ":red[●] disconnected",
     LinkState.FAILED: ":red[●] failed",
     LinkState.CLOSED: ":gray[●] ended",
@@ -43,6 +44,8 @@ def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple
     rows.append((label, f"{credits:.2f} · ${pricing.cost(credits):.2f}"))
     if link.first_frame_ms is not None:
         rows.append(("Time to first frame", f"{link.first_frame_ms:.0f} ms"))
+    if link.reconnects:
+        rows.append(("Reconnects", str(link.reconnects)))
     if link.last_task_to_talk_ms is not None:
         rows.append(("Last task → avatar talks", f"{link.last_task_to_talk_ms:.0f} ms"))
     return rows

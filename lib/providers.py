@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from lib.engine.launcher import EngineProcess, start_engine
+from lib.engine.launcher import EngineProcess, EngineStartError, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
 from lib.settings import Settings
@@ -64,7 +64,11 @@ def connect(settings: Settings) -> Provider:
 def check_health(provider: Provider) -> Health:
     """A cheap authenticated call: proves the provider is reachable *and* accepts our key."""
     if provider.engine is not None and not provider.engine.running:
-        return Health(False, "The local engine has stopped. Restart the app to start it again.")
+        # Our own child engine died (crash, OOM, killed): bring it back; live pages reconnect by themselves.
+        try:
+            provider.engine.restart()
+        except EngineStartError as exc:
+            return Health(False, f"The local engine stopped and could not be restarted: {exc}")
     started = time.perf_counter()
     try:
         provider.client.list()

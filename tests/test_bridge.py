@@ -189,3 +189,38 @@ def test_duration_cap_stops_the_session(client, usage):
     assert link.finished.wait(6)
     assert session_id not in {s.session_id for s in client.list()}
     assert usage.get_session(session_id).end_reason == "duration_cap"
+
+
+def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
+    from lib.engine.launcher import free_port, start_engine
+    from lib.heygen.client import StreamingClient
+    from lib.settings import Secret
+
+    port, key = free_port(), Secret("reconnect-test-key-0123456789")
+    args = ["--no-voices", "--history-db", str(tmp_path / "history.db")]
+    first = start_engine(port=port, api_key=key, extra_args=args)
+    second = None
+    try:
+        with StreamingClient(first.url, key, backoff=0, retries=0) as client:
+            link = AvatarLink(client, "local", usage, LinkOptions(request=NewSessionRequest(quality="low"),
+                                                                  video_stall_timeout=1.5))
+            assert link.wait_connected(20), link.error
+            old = link.session_id
+            first.process.kill()
+            first.process.wait()
+            assert _wait(lambda: link.state is LinkState.RECONNECTING, 6)
+            assert link.error and "video" in link.error
+            second = start_engine(port=port, api_key=key, extra_args=args)
+            assert _wait(lambda: link.state is LinkState.CONNECTED, 40), link.error
+            assert link.session_id != old and link.reconnects == 1
+            before = link.frames_received
+            assert _wait(lambda: link.frames_received > before + 10, 5)
+            assert usage.get_session(old).end_reason == "disconnected"
+            reconnect = [d for _, kind, d in usage.events(link.session_id) if kind == "reconnect"]
+            assert reconnect and reconnect[0]["previous_session_id"] == old and reconnect[0]["downtime_ms"] > 0
+            link.stop()
+            assert client.list() == []
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()

@@ -99,6 +99,8 @@ class LiveChat:
             return latest
         if link.state is LinkState.CONNECTING:
             return placeholder_frame("Connecting to the avatar…")
+        if link.state is LinkState.RECONNECTING:
+            return placeholder_frame("Connection lost - reconnecting…")
         if link.state is LinkState.FAILED:
             return placeholder_frame("The avatar could not start - see the message on the page")
         return placeholder_frame("Session ended - press STOP, then START for a new one")

@@ -47,12 +47,13 @@ def to_mono_s16(frame: av.AudioFrame) -> np.ndarray:
 class LinkState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
     DISCONNECTED = "disconnected"
     FAILED = "failed"
     CLOSED = "closed"
 
 
-LIVE_STATES = (LinkState.CONNECTING, LinkState.CONNECTED)
+LIVE_STATES = (LinkState.CONNECTING, LinkState.CONNECTED, LinkState.RECONNECTING)
 
 
 @dataclass
@@ -76,6 +77,8 @@ class LinkOptions:
     max_duration: float | None = None
     # Events written to the log as soon as the session exists (e.g. a budget override the user chose).
     open_events: tuple[tuple[str, dict[str, Any]], ...] = ()
+    video_stall_timeout: float = 4.0  # no frame for this long while connected: treat the media as lost
+    reconnect_attempts: int = 6  # backoff 1, 2, 4, 8, 15, 15 s
 
 
 class AvatarLink:
@@ -94,6 +97,7 @@ class AvatarLink:
         self.end_reason: str | None = None
         self.session: NewSession | None = None
         self.clicked_at = time.monotonic()
+        self._establishing_since = self.clicked_at
         self.connected_wall: float | None = None
         self.first_frame_ms: float | None = None
         self.last_task_to_talk_ms: float | None = None
@@ -112,7 +116,9 @@ class AvatarLink:
         self._conn: Any = None  # DirectConnection or LiveKitConnection: both have close()
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
-        self._provider_stopped = False
+        self._stopped_sessions: set[str] = set()
+        self._last_frame_at = time.monotonic()
+        self.reconnects = 0
         self._future = bridge.submit(self._connect())
 
     # --- what the page reads ------------------------------------------------------------------
@@ -199,38 +205,47 @@ class AvatarLink:
 
     # --- bridge loop side ---------------------------------------------------------------------
     async def _connect(self) -> None:
-        request = self.options.request
         try:
-            self.session = await asyncio.to_thread(self.client.new, request)
-            self._log_open()
-            if self._stopping:  # the user gave up while the provider was creating it
-                await self._stop_provider(self.end_reason or "stopped")
-                return
-            await self._open_media()
-            arrived = await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout)
-            if not arrived:
-                raise TimeoutError
-        except HeyGenError as exc:
-            await self._fail(str(exc), type(exc).__name__)
-            return
-        except ConnectionError as exc:  # LiveKit could not join the room
-            await self._fail(f"{exc}. Check the network and try again.", "ConnectionError")
-            return
-        except TimeoutError:
-            await self._fail(f"No video arrived from {self.client.provider_label} within "
-                             f"{self.options.connect_timeout:.0f} s. Check the provider's status and try again.")
-            return
+            await self._establish()
         except Exception as exc:
-            log.exception("connecting to the avatar failed")
-            await self._fail(f"Could not connect to the avatar ({type(exc).__name__}). Try again.")
+            await self._fail(*self._describe(exc))
             return
-        self.state = LinkState.CONNECTED
         self.connected_wall = time.time()
-        if self.usage is not None:
+        self._went_live()
+
+    async def _establish(self) -> None:
+        """Create a provider session, open its media and wait for the first frame; raise on failure."""
+        self._first_frame.clear()
+        self._establishing_since = time.monotonic()
+        self._conn = None
+        self.session = await asyncio.to_thread(self.client.new, self.options.request)
+        self._log_open()
+        if self._stopping:  # the user gave up while the provider was creating it
+            await self._stop_provider(self.end_reason or "stopped")
+            raise asyncio.CancelledError
+        await self._open_media()
+        if not await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout):
+            raise TimeoutError
+
+    def _describe(self, exc: BaseException) -> tuple[str, str | None]:
+        if isinstance(exc, HeyGenError):
+            return str(exc), type(exc).__name__
+        if isinstance(exc, ConnectionError):  # LiveKit could not join the room
+            return f"{exc}. Check the network and try again.", "ConnectionError"
+        if isinstance(exc, TimeoutError):
+            return (f"No video arrived from {self.client.provider_label} within "
+                    f"{self.options.connect_timeout:.0f} s. Check the provider's status and try again.", None)
+        log.error("connecting to the avatar failed", exc_info=exc)
+        return f"Could not connect to the avatar ({type(exc).__name__}). Try again.", None
+
+    def _went_live(self) -> None:
+        self.state = LinkState.CONNECTED
+        self._last_frame_at = time.monotonic()
+        if self.usage is not None and self.session is not None:
             self.usage.mark_connected(self.session.session_id)
             self._log_event("first_frame", {"ms": self.first_frame_ms})
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._heartbeat())]
+        self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._monitor())]
 
     async def _open_media(self) -> None:
         """Direct WebRTC when the provider sent an SDP offer (local engine, HeyGen legacy); a LiveKit room
@@ -273,6 +288,7 @@ class AvatarLink:
 
     async def _fail(self, message: str, kind: str | None = None) -> None:
         if self._stopping:
+            await self._shutdown(self.end_reason or "stopped")
             return  # the user stopped it meanwhile: not an error
         self.error = message
         self.error_kind = kind
@@ -302,27 +318,83 @@ class AvatarLink:
             return None
         return self.options.max_duration - self.age_seconds()
 
-    async def _heartbeat(self) -> None:
+    async def _monitor(self) -> None:
+        """Twice a second: is anyone watching, is the cap reached, is video still arriving; and the
+        usage-log heartbeat every ``heartbeat_every`` seconds."""
+        last_beat = 0.0
         while True:
-            if self.usage is not None and self.session is not None:
+            now = time.monotonic()
+            if now - last_beat >= self.options.heartbeat_every and self.usage is not None and self.session:
+                last_beat = now
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.usage.heartbeat, self.session.session_id)
-            if time.monotonic() - self._watched_at > self.options.watcher_timeout:
+            if now - self._watched_at > self.options.watcher_timeout:
                 await self._shutdown("watcher_gone")
                 return
             left = self.seconds_left()
             if left is not None and left <= 0:
                 await self._shutdown("duration_cap")
                 return
-            await asyncio.sleep(self.options.heartbeat_every)
+            if now - self._last_frame_at > self.options.video_stall_timeout:
+                await self._lost(f"No video from the avatar for {self.options.video_stall_timeout:.0f} s.")
+                return
+            await asyncio.sleep(min(0.5, self.options.heartbeat_every))
 
     async def _lost(self, message: str) -> None:
-        if self.state is not LinkState.CONNECTED:
+        """The media or the provider session went away: reconnect with a new session, keeping the transcript."""
+        if self.state is not LinkState.CONNECTED or self._stopping:
             return
+        self.state = LinkState.RECONNECTING
         self.error = message
-        self.state = LinkState.DISCONNECTED
         self._log_event(EventKind.ERROR, {"error": message})
+        lost_at = time.monotonic()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        await self._release("disconnected")
+        self._tasks = [asyncio.get_running_loop().create_task(self._reconnect(lost_at))]
+
+    async def _reconnect(self, lost_at: float) -> None:
+        previous = self.session_id
+        delay = 1.0
+        for attempt in range(1, self.options.reconnect_attempts + 1):
+            await asyncio.sleep(delay)
+            if self._stopping:
+                return
+            try:
+                await self._establish()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                message, _ = self._describe(exc)
+                self.error = f"{self.error_cause(message)} Reconnecting (attempt {attempt} failed)…"
+                await self._release("error")
+                delay = min(delay * 2, 15.0)
+                continue
+            self.reconnects += 1
+            downtime_ms = round((time.monotonic() - lost_at) * 1000)
+            self.error = None
+            self._log_event(EventKind.RECONNECT, {"attempt": attempt, "downtime_ms": downtime_ms,
+                                                  "previous_session_id": previous, "reconnects": self.reconnects})
+            self._went_live()
+            return
+        self.error = f"Could not reconnect after {self.options.reconnect_attempts} attempts. " \
+                     f"Check that {self.client.provider_label} is running, then press Reconnect."
+        self.state = LinkState.DISCONNECTED
         await self._shutdown("disconnected")
+
+    @staticmethod
+    def error_cause(message: str) -> str:
+        return message if message.endswith(".") else message + "."
+
+    async def _release(self, reason: str) -> None:
+        """Close the current media and provider session (not the link: a reconnect may follow)."""
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+        await self._stop_provider(reason)
 
     async def _shutdown(self, reason: str) -> None:
         self._stopping = True
@@ -336,16 +408,13 @@ class AvatarLink:
         if self.state in LIVE_STATES:
             self.state = LinkState.CLOSED
         self.speaking = False
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-        await self._stop_provider(reason)
+        await self._release(reason)
         self.finished.set()
 
     async def _stop_provider(self, reason: str) -> None:
-        if self.session is None or self._provider_stopped:
+        if self.session is None or self.session.session_id in self._stopped_sessions:
             return
-        self._provider_stopped = True
+        self._stopped_sessions.add(self.session.session_id)
         try:
             await asyncio.to_thread(self.client.stop, self.session.session_id)
         except (SessionNotFound, SessionStateError):
@@ -359,9 +428,10 @@ class AvatarLink:
     # --- media callbacks (bridge loop) --------------------------------------------------------
     def _on_video(self, frame: av.VideoFrame) -> None:
         self._latest = frame
+        self._last_frame_at = time.monotonic()
         self.frames_received += 1
         if not self._first_frame.is_set():
-            self.first_frame_ms = round((time.monotonic() - self.clicked_at) * 1000, 1)
+            self.first_frame_ms = round((time.monotonic() - self._establishing_since) * 1000, 1)
             self._first_frame.set()
 
     def _on_audio(self, frame: av.AudioFrame) -> None:

@@ -1,0 +1,249 @@
+"""The four operations: list and stop sessions on the provider, usage totals and CSV export from the log.
+
+Each command prints its result on stdout and returns an ``ExitCode``; problems are raised as ``CliError``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from lib import ops
+from lib.cli import output
+from lib.cli.config import CliError, ExitCode, connect, open_log, pricing, provider_error
+from lib.providers import Provider
+from lib.settings import Settings
+from lib.usage.credits import Pricing
+from lib.usage.queries import LOCAL_PROVIDERS, Kpis, UsageFilter, kpis, sessions_csv
+from lib.usage.store import UsageLog
+
+NOT_FOUND_MESSAGE = "Neither active on the provider nor in the usage log: check the id."
+
+
+def _iso(unix: float | None) -> str | None:
+    return None if unix is None else datetime.fromtimestamp(unix, UTC).isoformat()
+
+
+def _snapshot(provider: Provider, log: UsageLog, price: Pricing) -> ops.Snapshot:
+    snapshot = ops.take_snapshot(provider.client, log, provider.name, price)
+    if not snapshot.ok:
+        raise provider_error(snapshot.error or f"{provider.label} did not answer.")
+    if snapshot.lost:
+        print(f"note: {len(snapshot.lost)} session(s) open in the usage log are gone from {provider.label}; "
+              "closed as lost at their last heartbeat: " + ", ".join(r.session_id for r in snapshot.lost),
+              file=sys.stderr)
+    return snapshot
+
+
+def _session_json(s: ops.LiveSession) -> dict[str, Any]:
+    return {**asdict(s), "created": _iso(s.created_at), "is_orphan": s.is_orphan}
+
+
+# -- sessions list ---------------------------------------------------------------------------------
+
+
+def sessions_list(settings: Settings, *, as_json: bool) -> ExitCode:
+    provider = connect(settings)
+    try:
+        with open_log(settings) as log:
+            price = pricing(log, settings)
+            snapshot = _snapshot(provider, log, price)
+    finally:
+        provider.close()
+    if as_json:
+        print(output.to_json({
+            "provider": provider.name,
+            "base_url": provider.base_url,
+            "fetched_at": _iso(snapshot.fetched_at),
+            "credit_preset": price.model.key,
+            "price_per_credit": price.price_per_credit,
+            "sessions": [_session_json(s) for s in snapshot.sessions],
+            "total_credits": snapshot.total_credits,
+            "total_cost": snapshot.total_cost,
+            "closed_as_lost": [r.session_id for r in snapshot.lost],
+        }))
+        return ExitCode.OK
+    if not snapshot.sessions:
+        print(f"No active sessions on {provider.label} ({provider.base_url}).")
+        return ExitCode.OK
+    headers = ("SESSION", "STATUS", "AGE", "IDLE", "AVATAR", "QUALITY", "ORIGIN", "CREDITS", "COST")
+    rows = [
+        (s.session_id, output.text(s.status), output.duration(s.age_s), output.duration(s.idle_s),
+         output.text(s.avatar_id), output.text(s.quality),
+         s.origin + (" (closed in log!)" if s.closed_in_log else ""),
+         output.credits(s.credits), output.money(s.cost))
+        for s in snapshot.sessions
+    ]
+    print(output.table(headers, rows, ("<", "<", ">", ">", "<", "<", "<", ">", ">")))
+    print(f"\n{len(rows)} active session(s) on {provider.label}: est. {output.credits(snapshot.total_credits)} "
+          f"credits ({output.money(snapshot.total_cost)}) so far at {price.model.label}.")
+    return ExitCode.OK
+
+
+# -- sessions stop ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    session_id: str
+    outcome: str  # stopped | already_gone | failed | not_found | would_stop
+    message: str
+
+
+def _pick_by_id(snapshot: ops.Snapshot, log: UsageLog, ids: list[str]) -> tuple[list[ops.LiveSession], list[Outcome]]:
+    """Listed ids become targets. An unlisted id needs no call: the snapshot just reconciled it in the log."""
+    listed = {s.session_id: s for s in snapshot.sessions}
+    targets, settled = [], []
+    for sid in dict.fromkeys(ids):
+        if sid in listed:
+            targets.append(listed[sid])
+        elif log.get_session(sid) is not None:
+            settled.append(Outcome(sid, "already_gone", "Not active on the provider; the usage log has it closed."))
+        else:
+            settled.append(Outcome(sid, "not_found", NOT_FOUND_MESSAGE))
+    return targets, settled
+
+
+def sessions_stop(
+    settings: Settings,
+    *,
+    ids: list[str],
+    stop_all: bool,
+    idle_over: float | None,
+    dry_run: bool,
+    as_json: bool,
+) -> ExitCode:
+    provider = connect(settings)
+    try:
+        with open_log(settings) as log:
+            snapshot = _snapshot(provider, log, pricing(log, settings))
+            settled: list[Outcome] = []
+            if stop_all:
+                targets = list(snapshot.sessions)
+            elif idle_over is not None:
+                targets, unknown = ops.idle_sessions(snapshot.sessions, idle_over)
+                if unknown:
+                    print(f"note: {unknown} session(s) do not report idle time ({provider.label} does not say); "
+                          "not stopped.", file=sys.stderr)
+            else:
+                targets, settled = _pick_by_id(snapshot, log, ids)
+            if dry_run:
+                done = [Outcome(t.session_id, "would_stop", f"Idle {output.duration(t.idle_s)}, "
+                                f"age {output.duration(t.age_s)}.") for t in targets]
+            else:
+                done = [Outcome(r.session_id, r.outcome, r.message)
+                        for r in ops.force_stop(provider.client, log, provider.name, targets)]
+    finally:
+        provider.close()
+    results = done + settled
+    failed = [r for r in results if r.outcome == "failed"]
+    missing = [r for r in results if r.outcome == "not_found"]
+    if as_json:
+        print(output.to_json({"provider": provider.name, "dry_run": dry_run,
+                              "results": [asdict(r) for r in results]}))
+    elif not results:
+        print("No sessions to stop.")
+    else:
+        rows = [(r.session_id, r.outcome.replace("_", " "), r.message) for r in results]
+        print(output.table(("SESSION", "OUTCOME", "DETAIL"), rows))
+    if failed:
+        print(f"error: {len(failed)} of {len(results)} session(s) failed to stop and may still be billing; "
+              "run `sessions list` and retry.", file=sys.stderr)
+        return ExitCode.STOP_FAILED
+    if missing:
+        print(f"error: {len(missing)} session id(s) not found: {', '.join(r.session_id for r in missing)}.",
+              file=sys.stderr)
+        return ExitCode.NOT_FOUND
+    return ExitCode.OK
+
+
+# -- usage -----------------------------------------------------------------------------------------
+
+
+def _filter(date_from: date | None, date_to: date | None, provider: str | None, tz: str) -> UsageFilter:
+    if date_from and date_to and date_from > date_to:
+        raise CliError(f"--from {date_from} is after --to {date_to}.", ExitCode.USAGE)
+    try:
+        return UsageFilter(date_from, date_to, providers=(provider,) if provider else None, tz=tz)
+    except (ValueError, KeyError):
+        raise CliError(f"Unknown time zone {tz!r}: use an IANA name such as UTC or Europe/Berlin.",
+                       ExitCode.USAGE) from None
+
+
+def _kpis_json(k: Kpis) -> dict[str, Any]:
+    return asdict(k)
+
+
+def usage_totals(
+    settings: Settings,
+    *,
+    date_from: date | None,
+    date_to: date | None,
+    provider: str | None,
+    tz: str,
+    estimate_local: bool,
+    as_json: bool,
+) -> ExitCode:
+    flt = _filter(date_from, date_to, provider, tz)
+    with open_log(settings) as log:
+        price = pricing(log, settings)
+        report = kpis(log, flt, price, include_local_estimate=estimate_local)
+    k = report.current
+    if as_json:
+        print(output.to_json({
+            "from": flt.date_from, "to": flt.date_to, "tz": flt.tz, "provider": provider,
+            "credit_preset": price.model.key, "price_per_credit": price.price_per_credit,
+            "include_local_estimate": estimate_local,
+            **_kpis_json(k),
+            "previous": None if report.previous is None else _kpis_json(report.previous),
+        }))
+        return ExitCode.OK
+    period = f"{flt.date_from or 'start'} … {flt.date_to or 'now'} ({flt.tz})"
+    lines = [
+        ("Period", period),
+        ("Provider", provider or "all"),
+        ("Sessions", f"{k.sessions} ({k.open_sessions} open)"),
+        ("Minutes", f"{k.total_minutes:,.1f}"),
+        ("Credits", f"{output.credits(k.credits)} at {price.model.label}"),
+        ("Cost", f"{output.money(k.cost)} at {output.money(price.price_per_credit)} per credit"),
+        ("Average duration", output.duration(k.avg_duration_s)),
+        ("95th percentile", output.duration(k.p95_duration_s)),
+    ]
+    width = max(len(name) for name, _ in lines)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in lines))
+    if not estimate_local and provider in (None, *LOCAL_PROVIDERS):
+        print("Local-engine sessions count 0 credits; --estimate-local prices them as HeyGen sessions.")
+    return ExitCode.OK
+
+
+def usage_export(
+    settings: Settings,
+    *,
+    date_from: date | None,
+    date_to: date | None,
+    provider: str | None,
+    tz: str,
+    estimate_local: bool,
+    out: str,
+) -> ExitCode:
+    flt = _filter(date_from, date_to, provider, tz)
+    with open_log(settings) as log:
+        data = sessions_csv(log, flt, pricing(log, settings), include_local_estimate=estimate_local)
+    text = data.decode("utf-8")
+    if out == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return ExitCode.OK
+    path = Path(out).expanduser()
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise CliError(f"Cannot write {path}: {exc.strerror or exc}.", ExitCode.USAGE) from None
+    rows = sum(1 for _ in csv.reader(io.StringIO(text))) - 1
+    print(f"Wrote {rows} session(s) to {path}.", file=sys.stderr)
+    return ExitCode.OK
