@@ -16,7 +16,7 @@ from lib.heygen import NewSessionRequest, StreamingClient
 from lib.usage.store import EndReason, UsageLog
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "sessions.py")
+PAGE = str(ROOT / "views" / "sessions.py")
 
 
 def configure(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, key: str) -> Path:

@@ -21,7 +21,7 @@ from lib.usage.store import EndReason, UsageLog
 from ui.widgets import fmt_credits
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = str(ROOT / "pages" / "usage.py")
+PAGE = str(ROOT / "views" / "usage.py")
 PRICING = Pricing(PRESETS["heygen_current"], price_per_credit=2.0, monthly_budget_credits=10.0)
 MARCH = (date(2024, 3, 1), date(2024, 3, 3))
 
