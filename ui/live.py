@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import av
@@ -14,6 +15,8 @@ from lib.bridge.placeholder import placeholder_frame
 from lib.guards import BUDGET_OVERRIDE_EVENT, BudgetLevel
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, NewSessionRequest, Voice
+from lib.usage.store import EventKind
+from lib.voice import Transcript, VoiceListener
 from ui import resources
 
 SAMPLE_KNOWLEDGE_BASE = (
@@ -57,6 +60,12 @@ class LiveChat:
         self.rendered_state: LinkState | None = None  # the link state the last full page run drew
         self.refused: str | None = None  # why the budget guard refused the last start
         self.budget_override = False
+        self.listener: VoiceListener | None = None
+        self.barge_in = True
+        self.voice_error: str | None = None
+        self.last_voice_end: float | None = None
+        # Voice turns call the provider (blocking HTTP): one at a time, off the listener's threads.
+        self._voice_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-turns")
 
     def start(self, setup: ChatSetup, audio_out, audio_clear) -> AvatarLink | None:
         """Start a new avatar session, unless the monthly budget guard refuses it (then ``None``)."""
@@ -87,6 +96,45 @@ class LiveChat:
             link = self.link
         if link is not None and link.end_reason is None:
             link.stop(reason)
+        if self.listener is not None:
+            self.listener.set_enabled(False)
+
+    def close(self) -> None:
+        """The browser session ended: stop the avatar and the microphone listener."""
+        self.release("released")
+        if self.listener is not None:
+            self.listener.close()
+        self._voice_pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- voice input --------------------------------------------------------------------------
+    def voice_listener(self) -> VoiceListener:
+        """The microphone listener of this tab (created on first use; the Whisper model is shared)."""
+        if self.listener is None:
+            self.listener = VoiceListener(on_transcript=lambda t: self._voice_pool.submit(self._voice_turn, t),
+                                          on_speech_start=lambda: self._voice_pool.submit(self._barge_in),
+                                          stt=resources.speech_to_text())
+        return self.listener
+
+    def _voice_turn(self, transcript: Transcript) -> None:
+        link = self.link
+        if link is None or link.state is not LinkState.CONNECTED or self.setup is None:
+            return
+        try:
+            link.send(transcript.text, self.setup.task_type)
+        except (HeyGenError, RuntimeError) as exc:
+            self.voice_error = str(exc)
+            return
+        self.last_voice_end = transcript.ended_at
+        link.record(EventKind.VOICE_TURN, {"chars": len(transcript.text), "audio_ms": round(transcript.audio_ms),
+                                           "stt_latency_ms": round(transcript.latency_ms)})
+
+    def _barge_in(self) -> None:
+        link = self.link
+        if self.barge_in and link is not None and link.state is LinkState.CONNECTED and link.speaking:
+            try:
+                link.interrupt()
+            except (HeyGenError, RuntimeError) as exc:
+                self.voice_error = str(exc)
 
     def frame(self) -> av.VideoFrame:
         link = self.link
@@ -106,7 +154,7 @@ class LiveChat:
         return placeholder_frame("Session ended - press STOP, then START for a new one")
 
 
-@st.cache_resource(scope="session", show_spinner=False, on_release=lambda chat: chat.release("released"))
+@st.cache_resource(scope="session", show_spinner=False, on_release=lambda chat: chat.close())
 def live_chat() -> LiveChat:
     return LiveChat()
 

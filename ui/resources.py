@@ -11,6 +11,7 @@ from lib.providers import Provider, connect
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
 from lib.usage.store import Reconciliation, UsageLog
+from lib.voice import SpeechToText, get_speech_to_text
 
 
 def _secrets() -> dict:
@@ -41,6 +42,12 @@ def startup_reconciliation() -> Reconciliation:
     provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
     active = [s.session_id for s in provider().client.list()]
     return usage_log().reconcile(active, provider().name)
+
+
+@st.cache_resource(show_spinner="Loading offline speech recognition…")
+def speech_to_text() -> SpeechToText:
+    """Whisper tiny.en, loaded once per server process (1-3 s) and shared by every tab."""
+    return get_speech_to_text()
 
 
 def pricing() -> Pricing:

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import streamlit as st
-from streamlit_webrtc import WebRtcMode, create_pcm_audio_source_track, create_video_source_track, webrtc_streamer
+from streamlit_webrtc import (
+    WebRtcMode,
+    create_audio_sink_track,
+    create_pcm_audio_source_track,
+    create_video_source_track,
+    webrtc_streamer,
+)
 
 from lib.bridge.link import LinkState
 from lib.heygen.errors import HeyGenError
@@ -53,18 +59,32 @@ with side_col:
                                       value=float(settings.session_max_minutes), step=5.0, key="max_minutes",
                                       disabled=locked, help="A cost guard: warns a minute before. 0 = no cap.")
 
+    with st.expander("Voice input", icon=":material/mic:"):
+        voice_on = st.toggle("Talk to the avatar with the microphone", key="voice_on", disabled=locked,
+                             help="Your words are recognised on this server, offline, and sent as a message. "
+                                  "Choose before pressing START.")
+        voice_mode = st.radio("Mode", ["hands-free", "push-to-talk"], horizontal=True, key="voice_mode",
+                              disabled=not voice_on)
+        chat.barge_in = st.checkbox("Speaking interrupts the avatar (barge-in)", value=True, key="barge_in",
+                                    disabled=not voice_on)
+
 setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowledge_base, max_minutes)
 
 with video_col:
     video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
     pcm = create_pcm_audio_source_track(key="avatar-audio", sample_rate=48_000)
+    listener = chat.voice_listener() if voice_on else None
+    mic = create_audio_sink_track(listener.push, key="mic") if listener else None
     ctx = webrtc_streamer(
-        key="avatar-stream",
-        mode=WebRtcMode.RECVONLY,
+        key="avatar-stream-mic" if voice_on else "avatar-stream",
+        mode=WebRtcMode.SENDRECV if voice_on else WebRtcMode.RECVONLY,
         source_video_track=video_track,
         source_audio_track=pcm.track,
+        sink_audio_track=mic,
         rtc_configuration={"iceServers": []},  # loopback/LAN: never wait on an unreachable STUN server
-        media_stream_constraints={"video": True, "audio": True},
+        media_stream_constraints={"video": False, "audio": {"echoCancellation": True, "noiseSuppression": True,
+                                                            "autoGainControl": True}} if voice_on
+        else {"video": True, "audio": True},
         desired_playing_state=False if chat.user_stopped else None,
         video_html_attrs={"autoPlay": True, "controls": False, "style": {"width": "100%", "borderRadius": "8px"}},
     )
@@ -72,10 +92,12 @@ with video_col:
         chat.claimed = True
         link = chat.start(setup, pcm.push, pcm.clear)
     elif not ctx.state.playing and not ctx.state.signalling:
-        chat.user_stopped = False
         if chat.claimed:
             chat.claimed = False
             chat.release("stopped")
+        if chat.user_stopped:
+            chat.user_stopped = False
+            st.rerun()  # the component hides START while desired_playing_state is False: draw it again
 
     b1, b2, b3 = st.columns(3)
     live_now = link is not None and link.state is LinkState.CONNECTED
@@ -102,6 +124,16 @@ with video_col:
             link = chat.start(setup, pcm.push, pcm.clear)
             chat.budget_override = False
             st.rerun()
+    if listener is not None and link is not None and link.live:
+        if voice_mode == "push-to-talk":
+            talking = st.toggle("Talking (switch off when you are done)", key="ptt")
+            listener.set_enabled(talking)
+        else:
+            listener.set_enabled(True)
+            st.caption(":material/mic: Listening: just speak. " + (
+                "Speaking while the avatar talks interrupts it." if chat.barge_in else ""))
+        if listener.error or chat.voice_error:
+            st.warning(listener.error or chat.voice_error)
     if link is not None and link.error:
         st.error(link.error)
         if link.error_kind == "ConcurrencyLimit":
@@ -141,7 +173,7 @@ def transcript() -> None:
     for turn in current.transcript():
         with st.chat_message("user" if turn.role == "user" else "assistant",
                              avatar=":material/person:" if turn.role == "user" else ":material/face:"):
-            st.markdown(turn.text + ("" if turn.done or turn.role == "user" else " …"))
+            st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …"))
     if current.speaking:
         st.caption(":material/graphic_eq: the avatar is speaking")
 

@@ -174,6 +174,10 @@ class AvatarLink:
                                          "chars": len(text), "duration_ms": result.duration_ms})
         return result
 
+    def record(self, kind: str, details: dict[str, Any] | None = None) -> None:
+        """Write an event about this session to the usage log (e.g. a voice turn)."""
+        self._log_event(kind, details)
+
     def interrupt(self) -> None:
         session_id = self._require_live()
         if self._audio_clear is not None:

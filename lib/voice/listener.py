@@ -1,0 +1,327 @@
+"""Microphone frames in, transcripts out: resampling on the caller's thread, VAD and STT on two of our own."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import av
+import numpy as np
+
+from lib.voice.stt import Transcriber, get_speech_to_text
+from lib.voice.vad import SAMPLE_RATE, UtteranceDetector, VadEvent
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_AUDIO_S = 5.0
+MAX_PENDING_UTTERANCES = 3
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """What the user said. Times are time.monotonic() seconds."""
+
+    text: str
+    started_at: float  # speech began
+    ended_at: float  # speech ended (before the trailing silence the VAD waited for)
+    transcribed_at: float
+    audio_ms: float  # length of the audio given to speech-to-text (pre-roll and tail included)
+
+    @property
+    def latency_ms(self) -> float:
+        """End of speech → text ready."""
+        return (self.transcribed_at - self.ended_at) * 1000.0
+
+
+@dataclass(frozen=True)
+class ListenerStats:
+    frames: int = 0
+    frames_dropped: int = 0  # audio dropped because the VAD thread fell behind
+    utterances: int = 0
+    utterances_dropped: int = 0  # utterances dropped because speech-to-text fell behind
+    transcripts: int = 0
+    transcripts_filtered: int = 0  # empty or typical Whisper hallucinations
+
+
+# What Whisper writes for noise, coughs and clicks. None of these is something people say to an avatar.
+_ALWAYS_NOISE = frozenset(
+    {"you", "thanks for watching", "thank you for watching", "thank you so much for watching"}
+    | {"please subscribe", "like and subscribe", "subtitles by the amaraorg community"}
+)
+# Real words too, so dropped only when the VAD heard less speech than saying them takes.
+_SHORT_NOISE = frozenset({"thank you", "thanks", "bye", "so", "oh", "uh", "um", "hmm", "mm", "ah"})
+_SHORT_NOISE_MS = 350.0
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|\*[^*]*\*|♪+")
+
+
+def is_hallucination(text: str, speech_ms: float) -> bool:
+    """True for text that should not reach the avatar: empty, sound annotations, Whisper's stock phrases."""
+    words = re.sub(r"[^a-z0-9' ]+", "", _ANNOTATION.sub(" ", text.lower()).replace("-", " "))
+    words = " ".join(words.replace("'", "").split())
+    if not words:
+        return True
+    if words in _ALWAYS_NOISE:
+        return True
+    return words in _SHORT_NOISE and speech_ms < _SHORT_NOISE_MS
+
+
+@dataclass(frozen=True)
+class _Audio:
+    samples: np.ndarray  # int16 16 kHz mono
+    arrived_at: float
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    audio: np.ndarray
+    started_at: float
+    ended_at: float
+
+
+_FLUSH = object()
+
+
+class VoiceListener:
+    """Turns microphone frames into transcripts. push() never blocks; callbacks run on the listener's threads.
+
+    on_speech_start runs on the VAD thread as soon as speech is confirmed (barge-in); on_transcript on the
+    speech-to-text thread. Both must be quick and thread-safe (e.g. put the text on a queue). Without an
+    explicit `stt`, the process-wide model is loaded on the speech-to-text thread at start-up.
+    """
+
+    def __init__(
+        self,
+        on_transcript: Callable[[Transcript], None],
+        on_speech_start: Callable[[], None] | None = None,
+        *,
+        stt: Transcriber | None = None,
+        detector: UtteranceDetector | None = None,
+        enabled: bool = True,
+        max_queued_audio_s: float = MAX_QUEUED_AUDIO_S,
+        max_pending_utterances: int = MAX_PENDING_UTTERANCES,
+    ) -> None:
+        self._on_transcript = on_transcript
+        self._on_speech_start = on_speech_start
+        self._stt = stt
+        self._detector = detector
+        self._enabled = enabled
+        self._closed = False
+        self._error: str | None = None
+        self._max_queued = round(max_queued_audio_s * SAMPLE_RATE)
+        self._max_pending = max_pending_utterances
+
+        self._audio: deque[_Audio | object] = deque()
+        self._queued_samples = 0
+        self._audio_cond = threading.Condition()
+        self._utterances: deque[_Utterance] = deque()
+        self._utterance_cond = threading.Condition()
+        self._stats_lock = threading.Lock()
+        self._stats = ListenerStats()
+        self._stt_ready = threading.Event()
+
+        # Only push() touches these, from the one thread that delivers frames.
+        self._resampler: av.AudioResampler | None = None
+        self._resampler_rate = 0
+
+        self._vad_thread = threading.Thread(target=self._vad_loop, name="voice-vad", daemon=True)
+        self._stt_thread = threading.Thread(target=self._stt_loop, name="voice-stt", daemon=True)
+        self._vad_thread.start()
+        self._stt_thread.start()
+
+    # ------------------------------------------------------------ caller side
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def ready(self) -> bool:
+        """True once speech-to-text is loaded; until then utterances wait in the queue."""
+        return self._stt_ready.is_set() and self._error is None
+
+    @property
+    def error(self) -> str | None:
+        """A message for the user if speech-to-text could not be loaded."""
+        return self._error
+
+    @property
+    def stats(self) -> ListenerStats:
+        with self._stats_lock:
+            return self._stats
+
+    def push(self, frame: av.AudioFrame) -> None:
+        """Take one microphone frame (any rate, layout, s16/flt). Cheap: ~0.1 ms per 20 ms frame."""
+        if not self._enabled or self._closed:
+            return
+        arrived_at = time.monotonic()
+        samples = self._to_16k_mono(frame)
+        if len(samples) == 0:
+            return
+        dropped = 0
+        with self._audio_cond:
+            if not self._enabled or self._closed:
+                return
+            self._audio.append(_Audio(samples, arrived_at))
+            self._queued_samples += len(samples)
+            while self._queued_samples > self._max_queued and self._drop_oldest_audio():
+                dropped += 1
+            self._audio_cond.notify()
+        self._count(frames=1, frames_dropped=dropped)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Push-to-talk: while disabled, audio is ignored; disabling mid-utterance sends what was said so far."""
+        with self._audio_cond:
+            if self._enabled and not enabled and not self._closed:
+                self._audio.append(_FLUSH)
+                self._audio_cond.notify()
+            self._enabled = enabled
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop both threads; utterances not yet transcribed are discarded. Safe to call more than once."""
+        with self._audio_cond:
+            self._closed = True
+            self._audio.clear()
+            self._audio_cond.notify_all()
+        with self._utterance_cond:
+            self._utterances.clear()
+            self._utterance_cond.notify_all()
+        for thread in (self._vad_thread, self._stt_thread):
+            if thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def __enter__(self) -> VoiceListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _to_16k_mono(self, frame: av.AudioFrame) -> np.ndarray:
+        data = frame.to_ndarray()
+        channels = len(frame.layout.channels)
+        if not frame.format.is_planar:
+            data = data.reshape(-1, channels).T
+        mono = data.mean(axis=0) if channels > 1 else data.reshape(-1)
+        if data.dtype.kind == "f":
+            mono = mono * 32767.0
+        elif data.dtype == np.int32:
+            mono = mono / 65536.0
+        pcm = np.clip(mono, -32768, 32767).astype(np.int16)
+        if frame.sample_rate == SAMPLE_RATE:
+            return pcm
+        if self._resampler is None or self._resampler_rate != frame.sample_rate:
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            self._resampler_rate = frame.sample_rate
+        # A fresh frame without pts: the browser's timestamps may jump and the resampler must not care.
+        mono_frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+        mono_frame.sample_rate = frame.sample_rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(mono_frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.int16)
+
+    def _drop_oldest_audio(self) -> bool:
+        for i, item in enumerate(self._audio):
+            if isinstance(item, _Audio):
+                del self._audio[i]
+                self._queued_samples -= len(item.samples)
+                return True
+        return False
+
+    def _count(self, **deltas: int) -> None:
+        if not any(deltas.values()):
+            return
+        with self._stats_lock:
+            current = self._stats
+            self._stats = replace(current, **{name: getattr(current, name) + n for name, n in deltas.items()})
+
+    # ------------------------------------------------------------ VAD thread
+
+    def _vad_loop(self) -> None:
+        try:
+            detector = self._detector if self._detector is not None else UtteranceDetector()
+        except Exception as exc:
+            self._fail(f"Voice activity detection could not start: {exc}")
+            return
+        # Stream time → monotonic time, anchored at the arrival of the newest frame.
+        anchor_time, anchor_position = time.monotonic(), 0.0
+        while True:
+            with self._audio_cond:
+                while not self._audio and not self._closed:
+                    self._audio_cond.wait()
+                if self._closed:
+                    return
+                item = self._audio.popleft()
+                if isinstance(item, _Audio):
+                    self._queued_samples -= len(item.samples)
+            if isinstance(item, _Audio):
+                events = detector.feed(item.samples)
+                anchor_time, anchor_position = item.arrived_at, detector.position
+            else:
+                events = detector.flush()
+            for event in events:
+                self._handle(event, anchor_time - anchor_position)
+
+    def _handle(self, event: VadEvent, clock_offset: float) -> None:
+        if event.kind == "speech_start":
+            if self._on_speech_start is not None:
+                try:
+                    self._on_speech_start()
+                except Exception:
+                    log.exception("on_speech_start failed")
+            return
+        assert event.audio is not None and event.end is not None
+        utterance = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset)
+        dropped = 0
+        with self._utterance_cond:
+            self._utterances.append(utterance)
+            while len(self._utterances) > self._max_pending:
+                self._utterances.popleft()
+                dropped += 1
+            self._utterance_cond.notify()
+        self._count(utterances=1, utterances_dropped=dropped)
+
+    # ------------------------------------------------------------ STT thread
+
+    def _stt_loop(self) -> None:
+        try:
+            stt = self._stt if self._stt is not None else get_speech_to_text()
+        except Exception as exc:
+            self._fail(f"Speech-to-text could not be loaded: {exc}")
+            return
+        self._stt_ready.set()
+        while True:
+            with self._utterance_cond:
+                while not self._utterances and not self._closed:
+                    self._utterance_cond.wait()
+                if self._closed:
+                    return
+                utterance = self._utterances.popleft()
+            try:
+                text = stt.transcribe(utterance.audio)
+            except Exception:
+                log.exception("speech-to-text failed on a %d ms utterance", len(utterance.audio) * 1000 // SAMPLE_RATE)
+                continue
+            transcribed_at = time.monotonic()
+            if is_hallucination(text, (utterance.ended_at - utterance.started_at) * 1000.0):
+                self._count(transcripts_filtered=1)
+                continue
+            transcript = Transcript(
+                text=text,
+                started_at=utterance.started_at,
+                ended_at=utterance.ended_at,
+                transcribed_at=transcribed_at,
+                audio_ms=len(utterance.audio) * 1000.0 / SAMPLE_RATE,
+            )
+            self._count(transcripts=1)
+            try:
+                self._on_transcript(transcript)
+            except Exception:
+                log.exception("on_transcript failed")
+
+    def _fail(self, message: str) -> None:
+        log.error(message)
+        self._error = message
+        self._stt_ready.set()
