@@ -38,6 +38,12 @@ with st.sidebar:
         st.session_state["recovery_shown"] = True
         st.toast(f"Closed {len(recovered.lost)} session(s) a previous run left open (provider no longer "
                  "lists them). See Usage.", icon=":material/history:")
+    if provider.name != settings.provider:
+        st.caption("Using the local engine as a fallback for this tab.")
+        if st.button("Back to HeyGen", icon=":material/cloud:"):
+            live.live_chat().release("fallback_ended")
+            resources.use_local_fallback(False)
+            st.rerun()
     st.caption("HeyGen key: " + ("configured" if settings.has_heygen_key else "not configured"))
     with st.expander("Use HeyGen"):
         st.markdown("Set `HEYGEN_API_KEY` in the environment, or put `HEYGEN_API_KEY = \"...\"` in "

@@ -160,13 +160,13 @@ def live_chat() -> LiveChat:
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def avatars() -> list[Avatar]:
-    return [a for a in resources.provider().client.avatars() if a.is_active]
+def avatars(provider_name: str) -> list[Avatar]:
+    return [a for a in resources.provider_named(provider_name).client.avatars() if a.is_active]
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def voices() -> list[Voice]:
-    return resources.provider().client.voices()
+def voices(provider_name: str) -> list[Voice]:
+    return resources.provider_named(provider_name).client.voices()
 
 
 @st.cache_data(ttl=3600, show_spinner=False)
@@ -181,7 +181,8 @@ def preview_image(url: str) -> bytes | None:
 
 def catalogue() -> tuple[list[Avatar], list[Voice]] | None:
     try:
-        return avatars(), voices()
+        name = resources.provider().name
+        return avatars(name), voices(name)
     except HeyGenError as exc:
         st.error(str(exc))
         return None

@@ -7,7 +7,7 @@ import streamlit as st
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
-from lib.providers import Provider, connect
+from lib.providers import Provider, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
 from lib.usage.store import Reconciliation, UsageLog
@@ -27,8 +27,32 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner="Starting the avatar provider…", on_release=lambda p: p.close())
-def provider() -> Provider:
+def configured_provider() -> Provider:
     return connect(settings())
+
+
+@st.cache_resource(show_spinner="Starting the local engine…", on_release=lambda p: p.close())
+def local_fallback() -> Provider:
+    """The embedded engine, started only when a HeyGen user chooses to fall back to it."""
+    return local_provider(settings())
+
+
+FALLBACK_KEY = "use_local_fallback"
+
+
+def provider_named(name: str) -> Provider:
+    configured = configured_provider()
+    return local_fallback() if name == "local" and configured.name != "local" else configured
+
+
+def provider() -> Provider:
+    """The provider this browser tab uses: the configured one, or the local engine after a fallback."""
+    fallback = settings().provider == "heygen" and st.session_state.get(FALLBACK_KEY, False)
+    return provider_named("local" if fallback else settings().provider)
+
+
+def use_local_fallback(enabled: bool) -> None:
+    st.session_state[FALLBACK_KEY] = enabled
 
 
 @st.cache_resource(show_spinner=False)
@@ -40,8 +64,9 @@ def usage_log() -> UsageLog:
 def startup_reconciliation() -> Reconciliation:
     """Once per server process: sessions a crashed dashboard left open in the log are checked against the
     provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
-    active = [s.session_id for s in provider().client.list()]
-    return usage_log().reconcile(active, provider().name)
+    configured = configured_provider()
+    active = [s.session_id for s in configured.client.list()]
+    return usage_log().reconcile(active, configured.name)
 
 
 @st.cache_resource(show_spinner="Loading offline speech recognition…")

@@ -16,6 +16,10 @@ from lib.heygen.errors import HeyGenError
 from lib.live_status import status_rows
 from ui import live, resources
 
+# HeyGen refused or is unreachable: these are worth offering the local engine for.
+FALLBACK_ERRORS = {"ProviderUnavailable", "Unauthorized", "NoApiAccess", "Forbidden", "ConcurrencyLimit",
+                   "RateLimited", "ConnectionError", None}
+
 settings = resources.settings()
 provider = resources.provider_or_stop()
 chat = live.live_chat()
@@ -30,6 +34,10 @@ video_col, side_col = st.columns([3, 2], gap="large")
 with side_col:
     catalogue = live.catalogue()
     if catalogue is None:
+        if provider.name == "heygen" and st.button("Continue on the local engine", icon=":material/computer:",
+                                                   help="Runs the built-in avatar on this machine."):
+            resources.use_local_fallback(True)
+            st.rerun()
         st.stop()
     avatar_list, voice_list = catalogue
     locked = link is not None and link.live
@@ -138,6 +146,12 @@ with video_col:
         st.error(link.error)
         if link.error_kind == "ConcurrencyLimit":
             st.page_link("views/sessions.py", label="Open Sessions to stop running sessions", icon=":material/dns:")
+        if provider.name == "heygen" and link.error_kind in FALLBACK_ERRORS and st.button(
+                "Continue on the local engine", icon=":material/computer:",
+                help="Runs the built-in avatar on this machine: no key, no credits."):
+            chat.release("fallback")
+            resources.use_local_fallback(True)
+            st.rerun()
 
     st.subheader("Conversation", anchor=False)
     conversation = st.container()
