@@ -15,6 +15,7 @@ from lib.bridge.placeholder import placeholder_frame
 from lib.guards import BUDGET_OVERRIDE_EVENT, BudgetLevel
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, NewSessionRequest, Voice
+from lib.scripts import ScriptRunner
 from lib.usage.store import EventKind
 from lib.voice import Transcript, VoiceListener
 from ui import resources
@@ -61,6 +62,7 @@ class LiveChat:
         self.refused: str | None = None  # why the budget guard refused the last start
         self.budget_override = False
         self.listener: VoiceListener | None = None
+        self.runner: ScriptRunner | None = None  # Script mode: delivers a training script on self.link
         self.barge_in = True
         self.voice_error: str | None = None
         self.last_voice_end: float | None = None
@@ -92,6 +94,8 @@ class LiveChat:
             return self.link
 
     def release(self, reason: str) -> None:
+        if self.runner is not None:
+            self.runner.stop()
         with self._lock:
             link = self.link
         if link is not None and link.end_reason is None:

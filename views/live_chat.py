@@ -14,7 +14,7 @@ from streamlit_webrtc import (
 from lib.bridge.link import LinkState
 from lib.heygen.errors import HeyGenError
 from lib.live_status import status_rows
-from ui import live, resources
+from ui import live, resources, script_panel
 
 # HeyGen refused or is unreachable: these are worth offering the local engine for.
 FALLBACK_ERRORS = {"ProviderUnavailable", "Unauthorized", "NoApiAccess", "Forbidden", "ConcurrencyLimit",
@@ -109,9 +109,13 @@ with video_col:
 
     b1, b2, b3 = st.columns(3)
     live_now = link is not None and link.state is LinkState.CONNECTED
+    script_mode = st.session_state.get("mode") == "Script"
     if b1.button("Interrupt", icon=":material/front_hand:", disabled=not live_now, use_container_width=True):
         try:
-            link.interrupt()
+            if script_mode and chat.runner is not None and chat.runner.link is link:
+                chat.runner.interrupt()  # keeps the place in the script: Resume says this segment again
+            else:
+                link.interrupt()
         except HeyGenError as exc:
             st.error(str(exc))
     if b2.button("Stop session", icon=":material/stop_circle:", disabled=link is None or not link.live,
@@ -153,6 +157,13 @@ with video_col:
             resources.use_local_fallback(True)
             st.rerun()
 
+    mode = st.segmented_control("Mode", ["Chat", "Script"], default="Chat", key="mode",
+                                label_visibility="collapsed")
+    if mode == "Script":
+        with st.container(border=True):
+            script_text = script_panel.script_editor()
+            script_panel.script_controls(chat, link, script_text)
+            script_panel.script_progress(chat)
     st.subheader("Conversation", anchor=False)
     conversation = st.container()
 

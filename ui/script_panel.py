@@ -1,0 +1,108 @@
+"""Script mode on Live chat: the avatar delivers a training script segment by segment."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from lib.bridge.link import AvatarLink, LinkState
+from lib.scripts import TERMINAL_STATES, RunnerState, ScriptRunner, ScriptStore, decode_script, parse_script
+from ui import resources
+from ui.live import LiveChat
+
+EXAMPLE_SCRIPT = """Welcome to the safety training. This takes about one minute.
+
+[pause 2s]
+
+First: keep the emergency exits clear at all times.
+
+Second: report any spill right away, even a small one.
+
+That is all for today. Thank you for listening."""
+
+
+def _store() -> ScriptStore:
+    return ScriptStore(resources.usage_log())
+
+
+def script_editor() -> str:
+    """The script text: typed, uploaded, or loaded from the saved scripts."""
+    store = _store()
+    names = store.names()
+    if names:
+        pick, load = st.columns([3, 1], vertical_alignment="bottom")
+        chosen = pick.selectbox("Saved scripts", names, key="script_pick")
+        if load.button("Load", use_container_width=True):
+            st.session_state["script_text"] = store.load(chosen)
+    upload = st.file_uploader("Or upload a script (.txt, .md, .yaml)", type=["txt", "md", "yaml", "yml"],
+                              key="script_upload")
+    if upload is not None and st.session_state.get("script_uploaded") != upload.file_id:
+        try:
+            st.session_state["script_text"] = decode_script(upload.getvalue())
+            st.session_state["script_uploaded"] = upload.file_id
+        except ValueError as exc:
+            st.error(str(exc))
+    text = st.text_area("Script", key="script_text", height=180, value=EXAMPLE_SCRIPT,
+                        help="One segment per paragraph or list item; `[pause 3s]` adds a pause.")
+    name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
+    name = name_col.text_input("Save as", key="script_name", placeholder="e.g. Safety training")
+    if save_col.button("Save", use_container_width=True, disabled=not name.strip()):
+        try:
+            store.save(name, text)
+            st.toast(f"Saved “{name.strip()}”.", icon=":material/save:")
+        except ValueError as exc:
+            st.error(str(exc))
+    return text
+
+
+def script_controls(chat: LiveChat, link: AvatarLink | None, text: str) -> None:
+    pause = st.number_input("Pause between segments (s)", 0.0, 60.0, 1.0, 0.5, key="script_pause")
+    live = link is not None and link.state is LinkState.CONNECTED
+    runner = chat.runner if chat.runner is not None and chat.runner.link is link else None
+    state = runner.status().state if runner else None
+    cols = st.columns(5)
+    if cols[0].button("Start" if state in (None, *TERMINAL_STATES) else "Resume", icon=":material/play_arrow:",
+                      disabled=not live or state is RunnerState.RUNNING, use_container_width=True):
+        if state is RunnerState.PAUSED:
+            runner.resume()
+        else:
+            try:
+                segments = parse_script(text)
+            except ValueError as exc:
+                st.error(str(exc))
+                return
+            chat.runner = ScriptRunner(link, segments, default_pause_s=pause)
+            chat.runner.start()
+    if cols[1].button("Pause", icon=":material/pause:", disabled=state is not RunnerState.RUNNING,
+                      use_container_width=True):
+        runner.pause()
+    if cols[2].button("Skip", icon=":material/skip_next:", disabled=state not in (RunnerState.RUNNING,
+                                                                                 RunnerState.PAUSED),
+                      use_container_width=True):
+        runner.skip()
+    if cols[3].button("Restart", icon=":material/replay:", disabled=runner is None or not live,
+                      use_container_width=True):
+        runner.restart()
+    if cols[4].button("Stop", icon=":material/stop:", disabled=state in (None, *TERMINAL_STATES),
+                      use_container_width=True):
+        runner.stop()
+
+
+@st.fragment(run_every=0.5)
+def script_progress(chat: LiveChat) -> None:
+    runner = chat.runner
+    if runner is None:
+        st.caption("Press Start to deliver the script.")
+        return
+    status = runner.status()
+    n, m = status.progress
+    label = {RunnerState.RUNNING: "pausing after this segment…" if status.pausing else "delivering",
+             RunnerState.PAUSED: "paused", RunnerState.FINISHED: "finished", RunnerState.STOPPED: "stopped",
+             RunnerState.FAILED: "failed", RunnerState.IDLE: "ready"}[status.state]
+    st.progress(n / m if status.state is not RunnerState.FINISHED else 1.0, text=f"Segment {n} of {m} · {label}")
+    if status.error:
+        st.error(status.error)
+    for i, segment in enumerate(runner.segments):
+        if i == status.current and status.state not in TERMINAL_STATES:
+            st.markdown(f":blue-background[**{segment.text}**]")
+        else:
+            st.caption(segment.text)
