@@ -216,20 +216,20 @@ def wait_video_playing(frame: Frame, timeout: float = 20.0, advance: float = 0.5
     raise TimeoutError(f"the video did not play within {timeout:.0f} s (first {first}, last {last})")
 
 
-def inbound_audio(frame: Frame) -> dict[str, float] | None:
-    """The browser's inbound audio stats from the recorded peer connections (needs `record_peer_connections`)."""
+def inbound_rtp(frame: Frame) -> dict[str, dict[str, float]]:
+    """The browser's `inbound-rtp` stats by kind ("audio", "video"); needs `record_peer_connections`."""
     return frame.evaluate("""async () => {
+        const out = {};
         for (const pc of (window.__pcs || [])) {
           if (pc.connectionState === 'closed') continue;
-          const stats = await pc.getStats();
-          for (const s of stats.values()) {
-            if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-              return {totalAudioEnergy: s.totalAudioEnergy || 0, audioLevel: s.audioLevel || 0,
-                      totalSamplesReceived: s.totalSamplesReceived || 0, packetsReceived: s.packetsReceived || 0};
-            }
+          for (const s of (await pc.getStats()).values()) {
+            if (s.type !== 'inbound-rtp') continue;
+            const keep = {};
+            for (const [k, v] of Object.entries(s)) if (typeof v === 'number') keep[k] = v;
+            out[s.kind] = keep;
           }
         }
-        return null;
+        return out;
     }""")
 
 

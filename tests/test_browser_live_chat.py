@@ -14,6 +14,8 @@ from lib.engine.launcher import EngineProcess
 from lib.heygen import StreamingClient
 from lib.usage.store import UsageLog
 from tests.browser import (
+    CHAT_PLACEHOLDER,
+    WEBRTC_IFRAME,
     AppServer,
     chromium_missing,
     click_start,
@@ -74,7 +76,7 @@ def end_reason(app: AppServer, session_id: str) -> str | None:
 
 def start_avatar(browser: Browser, app: AppServer, client: StreamingClient) -> tuple[Page, str]:
     """Open Live chat from the sidebar, press START, wait for the live picture; the new engine session's id."""
-    page = open_app(browser, app.url, record_peer_connections=True)
+    page = open_app(browser, app.url)
     go_to(page, "Live chat")
     frame = webrtc_frame(page)
     click_start(page)
@@ -86,8 +88,8 @@ def start_avatar(browser: Browser, app: AppServer, client: StreamingClient) -> t
     return page, sessions[0].session_id
 
 
-def test_start_talk_and_stop(app: AppServer, browser: Browser, client: StreamingClient,
-                             engine: EngineProcess) -> None:
+def test_start_talk_stop_and_start_again(app: AppServer, browser: Browser, client: StreamingClient,
+                                         engine: EngineProcess) -> None:
     page, session_id = start_avatar(browser, app, client)
     frame = webrtc_frame(page)
     start_audio_probe(frame)
@@ -127,15 +129,23 @@ def test_start_talk_and_stop(app: AppServer, browser: Browser, client: Streaming
     page.get_by_role("button", name="Stop session").click()
     assert wait_for(lambda: not client.list(), timeout=15), client.list()
     assert wait_for(lambda: end_reason(app, session_id), timeout=5) == "stopped"
-    # The component stops too: START is offered again and the chat input is disabled.
-    page.frame_locator("iframe[title='streamlit_webrtc.component.webrtc_streamer']").get_by_role(
-        "button", name="START").wait_for(timeout=15_000)
-    page.get_by_role("button", name="Stop session").wait_for(timeout=5_000)
+    # The component stops too and offers START again; the chat input and Stop are disabled.
+    page.frame_locator(WEBRTC_IFRAME).get_by_role("button", name="START").wait_for(timeout=15_000)
     assert page.get_by_role("button", name="Stop session").is_disabled()
+    assert page.get_by_placeholder(CHAT_PLACEHOLDER).is_disabled()
+    # Nothing more is coming: the cut-off answer no longer ends in "…".
+    assert wait_for(lambda: not answer.inner_text().rstrip().endswith("…"), timeout=5), answer.inner_text()
     no_exceptions(page)
     shot_stopped = screenshot(page, "live-chat-stopped.png")
-    page.close()
     assert all(p.stat().st_size > 10_000 for p in (shot_live, shot_talk, shot_stopped))
+
+    # START again in the same tab: a new session, live again.
+    click_start(page)
+    wait_video_playing(webrtc_frame(page), timeout=20)
+    sessions = wait_for(client.list, timeout=10)
+    assert [s.session_id for s in sessions] != [session_id] and len(sessions) == 1, sessions
+    page.close()
+    assert wait_for(lambda: not client.list(), timeout=20), client.list()
 
 
 def test_closing_the_tab_stops_the_session(app: AppServer, browser: Browser, client: StreamingClient) -> None:

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
-from playwright.sync_api import Page
+from playwright.sync_api import Browser
 
-from lib.engine.launcher import EngineProcess, free_port
+from lib.engine.launcher import EngineProcess
 from lib.heygen import NewSessionRequest, StreamingClient
 from lib.usage.store import EndReason, UsageLog
+from tests.browser import chromium_missing, launch_chromium, no_exceptions, open_page, run_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 CHARTS = "[data-testid='stVegaLiteChart'] canvas, [data-testid='stVegaLiteChart'] svg.marks"
 
 
@@ -41,63 +34,22 @@ def seed(path: Path, now: float) -> None:
 
 @pytest.fixture(scope="module")
 def app(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (make browser-deps)")
+    if reason := chromium_missing():
+        pytest.skip(reason)
     data = tmp_path_factory.mktemp("app")
     seed(data / "usage.db", time.time())
-    env = {**os.environ, "AVATAR_OPS_DATA_DIR": str(data), "USAGE_DB_PATH": str(data / "usage.db"),
-           "AVATAR_PROVIDER": "local", "ENGINE_URL": engine.url, "ENGINE_API_KEY": engine.api_key.reveal()}
-    env.pop("HEYGEN_API_KEY", None)
-    port = free_port()
-    log = (data / "streamlit.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless",
-         "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (data / "streamlit.log").read_text()
-            try:
-                if requests.get(f"{url}/_stcore/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.3)
-        else:
-            pytest.fail("streamlit did not become healthy in 60 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    with run_app(engine, data) as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+def browser(app: str) -> Iterator[Browser]:
+    with launch_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
-def open_page(browser: object, app: str, title: str) -> Page:
-    """Open the app at its root and click through the sidebar, as a user does."""
-    page = browser.new_page(viewport={"width": 1500, "height": 2000})  # type: ignore[attr-defined]
-    page.goto(app)
-    page.get_by_test_id("stSidebarUserContent").get_by_text("Provider:").wait_for(timeout=30_000)
-    page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
-    page.get_by_role("heading", name=title).wait_for(timeout=30_000)
-    return page
-
-
-def test_deep_link_on_a_fresh_server_goes_through_the_app(app: str, browser: object) -> None:
-    page = browser.new_page()  # type: ignore[attr-defined]
+def test_deep_link_on_a_fresh_server_goes_through_the_app(app: str, browser: Browser) -> None:
+    page = browser.new_page()
     page.goto(f"{app}/usage")  # must stay the first request this server sees
     page.get_by_role("heading", name="Usage").wait_for(timeout=30_000)
     page.wait_for_timeout(1000)
@@ -106,11 +58,7 @@ def test_deep_link_on_a_fresh_server_goes_through_the_app(app: str, browser: obj
     assert "Provider:" in sidebar  # app.py ran: its sidebar and navigation are there
 
 
-def no_exceptions(page: object) -> None:
-    assert page.locator("[data-testid='stException']").count() == 0  # type: ignore[attr-defined]
-
-
-def test_usage_page_renders_and_charts_draw(app: str, browser: object, artifacts: Path) -> None:
+def test_usage_page_renders_and_charts_draw(app: str, browser: Browser, artifacts: Path) -> None:
     page = open_page(browser, app, "Usage")
     page.wait_for_function(f"document.querySelectorAll(\"{CHARTS}\").length >= 4", timeout=30_000)
     page.wait_for_timeout(1500)  # let Vega finish drawing before the screenshot
@@ -121,7 +69,7 @@ def test_usage_page_renders_and_charts_draw(app: str, browser: object, artifacts
 
 
 def test_sessions_page_lists_running_sessions(
-    app: str, browser: object, artifacts: Path, client: StreamingClient, engine: EngineProcess
+    app: str, browser: Browser, artifacts: Path, client: StreamingClient, engine: EngineProcess
 ) -> None:
     client.new(NewSessionRequest(quality="low"))
     client.new(NewSessionRequest(quality="medium"))

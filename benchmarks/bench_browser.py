@@ -1,0 +1,388 @@
+"""Live chat as the user sees it, in headless Chromium: click START → first frame, and task → the mouth moves.
+
+Run: ``.venv/bin/python benchmarks/bench_browser.py`` (``--runs``, ``--tasks``). Starts a local engine and
+``streamlit run app.py`` on loopback, drives Debian's Chromium with playwright and prints one JSON object
+(progress goes to stderr). Every time is measured inside the page, on the browser's clock:
+
+* START: from the click in the component to the first video frame shown (``requestVideoFrameCallback``) and
+  to the first frame of the avatar itself (the stream starts with a "Connecting…" placeholder picture).
+* Task: from the Enter key in the chat input to the first shown frame whose mouth region (the engine's mouth
+  rectangle, in the video's own pixels) differs from the idle picture by more than idle frames ever do. Head
+  sway shifts the whole picture by a few pixels, so each frame is compared at its best alignment.
+  The engine's own event times split that figure into the app's share, the engine's and the media path's.
+* The browser's playout delay (frame received → shown, ``receiveTime`` → ``expectedDisplayTime``), idle and
+  while the avatar talks: Chromium holds video back to keep it in sync with the audio it plays.
+
+Goals (issue 5): first frame ≤ 1500 ms, task → visible lip motion ≤ 500 ms (medians).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from playwright.sync_api import Browser, Frame, Page
+
+from lib.engine.avatars import get_kit
+from lib.engine.launcher import EngineProcess, start_engine
+from lib.heygen.client import StreamingClient
+from tests.browser import (
+    chromium_missing,
+    click_start,
+    inbound_rtp,
+    launch_chromium,
+    open_app,
+    run_app,
+    send_chat,
+    wait_video_playing,
+    webrtc_frame,
+)
+
+FIRST_FRAME_GOAL_MS = 1500.0
+LIP_GOAL_MS = 500.0
+# A mouth pixel "changed" when its luma moved by more than PIXEL_DELTA levels. Idle frames re-encoded after a sway
+# step reach up to ~40 such pixels at 480p, the first frames of an opening mouth 100–450.
+PIXEL_DELTA = 50
+THRESHOLD_FLOOR = 60.0
+EARLIEST_BEFORE_TALK_MS = 100.0
+AVATAR_ID = "anna_office"  # the page's default avatar; quality "low" = 854×480
+PROMPTS = ["Hello there", "What can you do?", "Is it offline?", "How are sessions billed?", "Tell me about usage",
+           "Hello again", "What is Avatar Ops?", "Can I stop a session?", "Thanks", "Good morning"]
+
+# Watches the component from before START: the click, the first frame shown, the first non-placeholder frame.
+FIRST_FRAME_PROBE = """
+() => {
+  const st = window.__ff = {click: null, first: null, avatar: null, frames: 0};
+  const clock = () => performance.timeOrigin + performance.now();
+  document.addEventListener('click', () => { if (st.click === null) st.click = clock(); }, true);
+  const c = document.createElement('canvas'); c.width = 32; c.height = 18;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const placeholder = (v) => {  // the bridge's placeholder: flat (30, 33, 48) with one line of text
+    g.drawImage(v, 0, 0, 32, 18);
+    const d = g.getImageData(0, 0, 32, 18).data;
+    let flat = 0;
+    for (let i = 0; i < d.length; i += 4)
+      if (Math.abs(d[i] - 30) < 16 && Math.abs(d[i + 1] - 33) < 16 && Math.abs(d[i + 2] - 48) < 16) flat++;
+    return flat > 0.6 * 32 * 18;
+  };
+  const watch = (v) => {
+    const cb = (now, meta) => {
+      const t = performance.timeOrigin + (meta.expectedDisplayTime || now);
+      st.frames++;
+      if (st.first === null) st.first = t;
+      if (st.avatar === null && !placeholder(v)) st.avatar = t;
+      if (st.avatar === null) v.requestVideoFrameCallback(cb);
+    };
+    v.requestVideoFrameCallback(cb);
+  };
+  const poll = setInterval(() => {
+    const v = document.querySelector('video');
+    if (v && v.srcObject) { clearInterval(poll); watch(v); }
+  }, 4);
+}
+"""
+
+# Per shown frame: how many mouth-region pixels changed by > `delta` luma levels against the base (idle) picture,
+# at the sway shift that matches best. `rebase` makes the next frame the new base.
+MOUTH_PROBE = """
+([rect, delta]) => {
+  const v = document.querySelector('video');
+  const W = v.videoWidth, H = v.videoHeight, M = 8;
+  const [x0, y0, x1, y1] = rect;
+  const rx = Math.max(0, x0 - M), ry = Math.max(0, y0 - M);
+  const rw = Math.min(W, x1 + M) - rx, rh = Math.min(H, y1 + M) - ry;
+  const ox = x0 - rx, oy = y0 - ry, iw = x1 - x0, ih = y1 - y0;
+  const c = document.createElement('canvas'); c.width = rw; c.height = rh;
+  const g = c.getContext('2d', {willReadFrequently: true});
+  const st = window.__mouth = {frames: [], base: null, rebase: true};
+  const gray = (d) => {
+    const out = new Float32Array(rw * rh);
+    for (let i = 0, j = 0; j < out.length; i += 4, j++) out[j] = 0.299 * d[i] + 0.587 * d[i + 1] + 0.114 * d[i + 2];
+    return out;
+  };
+  const changed = (a, b) => {
+    let best = Infinity, bx = 0, by = 0;
+    for (let dy = -4; dy <= 4; dy += 2) for (let dx = -8; dx <= 8; dx += 2) {
+      let s = 0;
+      for (let y = 0; y < ih; y += 2) {
+        const ra = (oy + y) * rw + ox, rb = (oy + y + dy) * rw + ox + dx;
+        for (let x = 0; x < iw; x += 2) s += Math.abs(a[ra + x] - b[rb + x]);
+      }
+      if (s < best) { best = s; bx = dx; by = dy; }
+    }
+    let n = 0;
+    for (let y = 0; y < ih; y++) {
+      const ra = (oy + y) * rw + ox, rb = (oy + y + by) * rw + ox + bx;
+      for (let x = 0; x < iw; x++) if (Math.abs(a[ra + x] - b[rb + x]) > delta) n++;
+    }
+    return n;
+  };
+  const cb = (now, meta) => {
+    g.drawImage(v, rx, ry, rw, rh, 0, 0, rw, rh);  // source rectangle in the video's own pixels
+    const cur = gray(g.getImageData(0, 0, rw, rh).data);
+    if (st.rebase || !st.base) { st.base = cur; st.rebase = false; }
+    const shown = performance.timeOrigin + (meta.expectedDisplayTime || now);
+    const received = meta.receiveTime ? performance.timeOrigin + meta.receiveTime : null;
+    st.frames.push([shown, received, changed(st.base, cur)]);
+    if (st.frames.length > 3000) st.frames.splice(0, 1000);
+    v.requestVideoFrameCallback(cb);
+  };
+  v.requestVideoFrameCallback(cb);
+  return [W, H];
+}
+"""
+
+KEYDOWN_PROBE = """() => document.addEventListener('keydown', (e) => {
+  if (e.key === 'Enter') window.__sent = performance.timeOrigin + performance.now();
+}, true)"""
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank, no interpolation: with 5–10 runs p95 is the slowest run."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def figure(values: list[float], goal_ms: float | None = None) -> dict[str, Any]:
+    if not values:
+        return {"value": None, "unit": "ms", "runs": 0}
+    out: dict[str, Any] = {"value": round(statistics.median(values), 1), "unit": "ms",
+                           "p95": round(percentile(values, 95), 1), "min": round(min(values), 1),
+                           "max": round(max(values), 1), "runs": len(values)}
+    if goal_ms is not None:
+        out["goal"] = f"median <= {goal_ms:.0f} ms"
+        out["meets_goal"] = statistics.median(values) <= goal_ms
+    return out
+
+
+def wait_until(condition: Any, timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def wait_no_sessions(client: StreamingClient, timeout: float = 20.0) -> None:
+    if not wait_until(lambda: not client.list(), timeout, 0.2):
+        raise RuntimeError(f"engine sessions left running: {[s.session_id for s in client.list()]}")
+
+
+def first_frame_run(browser: Browser, url: str, client: StreamingClient) -> dict[str, float]:
+    page = open_app(browser, url, viewport=(1280, 900))
+    try:
+        frame = webrtc_frame(page)
+        page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]').get_by_role(
+            "button", name="START").wait_for(timeout=30_000)
+        frame.evaluate(FIRST_FRAME_PROBE)
+        click_start(page)
+        st = wait_until(lambda: (s := frame.evaluate("() => window.__ff")) and s["avatar"] and s, timeout=30)
+        if not st:
+            raise RuntimeError(f"no avatar frame within 30 s: {frame.evaluate('() => window.__ff')}")
+        return {"first_frame_ms": st["first"] - st["click"], "first_avatar_frame_ms": st["avatar"] - st["click"]}
+    finally:
+        page.close()
+        wait_no_sessions(client)
+
+
+def mouth_frames(frame: Frame) -> list[list[float]]:
+    return frame.evaluate("() => window.__mouth.frames")
+
+
+def rebase_when_idle(frame: Frame, threshold: float, timeout: float = 10.0) -> bool:
+    """Take a new idle base picture; True once 1 s of frames after it stay under the threshold."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame.evaluate("() => { window.__mouth.rebase = true; window.__mouth.frames = []; }")
+        time.sleep(1.0)
+        frames = mouth_frames(frame)
+        if len(frames) >= 5 and max(f[2] for f in frames) < threshold:
+            return True
+    return False
+
+
+def engine_events(engine: EngineProcess, session_id: str, after: int = 0) -> list[dict[str, Any]]:
+    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id, "after": after},
+                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["events"]
+
+
+def task_times(engine: EngineProcess, session_id: str, after: int) -> tuple[float | None, float | None]:
+    """Engine clock (epoch ms) of the task's arrival and of its avatar_start_talking, matched by task id."""
+    events = engine_events(engine, session_id, after)
+    task = next((e for e in events if e["type"] == "user_talking_message"), None)
+    if task is None:
+        return None, None
+    talk = next((e for e in events if e["type"] == "avatar_start_talking" and e.get("task_id") == task["task_id"]),
+                None)
+    return task["at"] * 1000, talk["at"] * 1000 if talk else None
+
+
+def jitter_buffers(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Average jitter-buffer delay per kind between two `inbound-rtp` snapshots, and the video's frame rate."""
+    out: dict[str, Any] = {}
+    for kind in ("audio", "video"):
+        a, b = before.get(kind, {}), after.get(kind, {})
+        count = b.get("jitterBufferEmittedCount", 0) - a.get("jitterBufferEmittedCount", 0)
+        delay = b.get("jitterBufferDelay", 0) - a.get("jitterBufferDelay", 0)
+        out[f"{kind}_jitter_buffer_ms"] = round(1000 * delay / count, 1) if count else None
+    video_a, video_b = before.get("video", {}), after.get("video", {})
+    out["video_frames_decoded"] = video_b.get("framesDecoded", 0) - video_a.get("framesDecoded", 0)
+    out["video_frames_dropped"] = video_b.get("framesDropped", 0) - video_a.get("framesDropped", 0)
+    return out
+
+
+def lip_runs(browser: Browser, url: str, engine: EngineProcess, client: StreamingClient, tasks: int,
+             calibrate_s: float) -> dict[str, Any]:
+    page: Page = open_app(browser, url, viewport=(1280, 900), record_peer_connections=True)
+    try:
+        page.evaluate(KEYDOWN_PROBE)
+        frame = webrtc_frame(page)
+        click_start(page)
+        wait_video_playing(frame, timeout=30)
+        page.get_by_text("Time to first frame").wait_for(timeout=15_000)  # the avatar itself, not the placeholder
+        time.sleep(1.0)
+        session_id = wait_until(client.list, 10)[0].session_id
+        size = frame.evaluate("() => [document.querySelector('video').videoWidth, "
+                              "document.querySelector('video').videoHeight]")
+        rect = get_kit(AVATAR_ID, size[0], size[1]).mouth_rect()
+        frame.evaluate(MOUTH_PROBE, [list(rect), PIXEL_DELTA])
+        stats_start = inbound_rtp(frame)
+        time.sleep(calibrate_s)
+        stats_idle = inbound_rtp(frame)
+        calibration = mouth_frames(frame)
+        idle = [f[2] for f in calibration]
+        threshold = max(THRESHOLD_FLOOR, 1.5 * max(idle) + 20)
+        playout = [f[0] - f[1] for f in calibration if f[1] is not None]
+        log(f"video {size[0]}×{size[1]}, mouth {rect}, idle changed-pixel max {max(idle)} over {len(idle)} frames, "
+            f"threshold {threshold:.0f}")
+        runs: list[dict[str, float]] = []
+        misses: list[str] = []
+        early = 0
+        talking_playout: list[float] = []
+        for k in range(tasks):
+            if not rebase_when_idle(frame, threshold):
+                misses.append("mouth did not settle")
+                continue
+            seq = max((e["seq"] for e in engine_events(engine, session_id)), default=0)
+            page.evaluate("() => { window.__sent = null; }")
+            send_chat(page, PROMPTS[k % len(PROMPTS)])
+            sent = wait_until(lambda: page.evaluate("() => window.__sent"), 5)
+            wait_until(lambda seq=seq: task_times(engine, session_id, seq)[1], 8, 0.1)
+            task_at, talk_at = task_times(engine, session_id, seq)
+            if sent is None or task_at is None or talk_at is None:
+                misses.append(f"run {k}: Enter {'seen' if sent else 'not seen'}, engine task "
+                              f"{'seen' if task_at else 'not seen'}, talking {'seen' if talk_at else 'not seen'}")
+                log(misses[-1])
+            else:
+                # The mouth cannot move before the engine starts talking: a change above the threshold before
+                # then is an artefact (re-encoding of a swayed picture), counted, not taken.
+                not_before = max(sent, talk_at - EARLIEST_BEFORE_TALK_MS)
+                early += sum(1 for f in mouth_frames(frame) if sent < f[0] < not_before and f[2] >= threshold)
+                moved = wait_until(lambda t=not_before: next(
+                    (f for f in mouth_frames(frame) if f[0] > t and f[2] >= threshold), None), 8)
+                if moved is None:
+                    misses.append(f"run {k}: the engine talked but no mouth motion was seen")
+                    log(misses[-1])
+                else:
+                    run = {"task_to_mouth_ms": moved[0] - sent, "app_ms": task_at - sent,
+                           "engine_ms": talk_at - task_at, "media_ms": moved[0] - talk_at,
+                           "received_ms": (moved[1] - sent) if moved[1] else float("nan")}
+                    runs.append(run)
+                    time.sleep(0.5)
+                    talking_playout += [f[0] - f[1] for f in mouth_frames(frame)
+                                        if f[1] is not None and moved[0] <= f[0] <= moved[0] + 500]
+                    log(f"run {k}: " + ", ".join(f"{key} {value:.0f}" for key, value in run.items()))
+            page.get_by_role("button", name="Interrupt").click()
+            # The next run starts from a quiet avatar: the engine has stopped and its last frames have arrived.
+            wait_until(lambda: not any(s.speaking for s in client.list()), 10, 0.2)
+        stats_end = inbound_rtp(frame)
+        return {"runs": runs, "misses": misses, "early_triggers": early, "threshold": threshold,
+                "idle_max": max(idle), "idle_frames": len(idle), "idle_fps": round(len(idle) / calibrate_s, 1),
+                "browser_playout_delay_ms": {"idle": figure(playout), "talking": figure(talking_playout)},
+                "browser_inbound": {"idle": jitter_buffers(stats_start, stats_idle),
+                                    "task_runs": jitter_buffers(stats_idle, stats_end)},
+                "video": size, "mouth_rect": list(rect)}
+    finally:
+        page.close()
+        wait_no_sessions(client)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="avatar-bench-browser-"))
+    engine = start_engine(extra_args=["--history-db", str(work / "history.db"), "--session-budget", "6"])
+    started = time.monotonic()
+    try:
+        with (StreamingClient(engine.url, engine.api_key, backoff=0) as client,
+              run_app(engine, work / "app") as app, launch_chromium() as browser):
+            log("warm-up START (not counted)")
+            cold = first_frame_run(browser, app.url, client)
+            starts = []
+            for i in range(args.runs):
+                starts.append(first_frame_run(browser, app.url, client))
+                log(f"START run {i}: first frame {starts[-1]['first_frame_ms']:.0f} ms, "
+                    f"avatar {starts[-1]['first_avatar_frame_ms']:.0f} ms")
+            lips = lip_runs(browser, app.url, engine, client, args.tasks, args.calibrate)
+    finally:
+        engine.stop()
+    lip = lips.pop("runs")
+
+    def col(rows: list[dict[str, float]], key: str) -> list[float]:
+        return [r[key] for r in rows if not math.isnan(r[key])]
+
+    return {
+        "benchmark": "browser",
+        "what": "headless Debian Chromium → streamlit run app.py → local engine, all on loopback; "
+                "times measured in the page (requestVideoFrameCallback)",
+        "start_to_first_frame": figure(col(starts, "first_frame_ms"), FIRST_FRAME_GOAL_MS),
+        "start_to_first_avatar_frame": figure(col(starts, "first_avatar_frame_ms"), FIRST_FRAME_GOAL_MS),
+        "cold_start": {k: round(v, 1) for k, v in cold.items()},
+        "task_to_visible_lip_motion": figure(col(lip, "task_to_mouth_ms"), LIP_GOAL_MS),
+        "task_breakdown": {
+            "enter_to_engine_task": figure(col(lip, "app_ms")),
+            "engine_task_to_start_talking": figure(col(lip, "engine_ms")),
+            "start_talking_to_mouth_shown": figure(col(lip, "media_ms")),
+            "enter_to_mouth_frame_received": figure(col(lip, "received_ms")),
+        },
+        "browser_playout_delay": lips.pop("browser_playout_delay_ms"),
+        "browser_inbound": lips.pop("browser_inbound"),
+        "lip_detection": lips,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "cpu_count": os.cpu_count(),
+        "seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5, help="START runs, each in a fresh tab (default 5)")
+    parser.add_argument("--tasks", type=int, default=8, help="tasks sent in one session (default 8)")
+    parser.add_argument("--calibrate", type=float, default=3.0, help="seconds of idle frames for the threshold")
+    args = parser.parse_args(argv)
+    if reason := chromium_missing():
+        print(json.dumps({"benchmark": "browser", "skipped": reason}))
+        return 0
+    print(json.dumps(run(args), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
