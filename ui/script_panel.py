@@ -54,8 +54,14 @@ def script_editor() -> str:
     return text
 
 
-def script_controls(chat: LiveChat, link: AvatarLink | None, text: str) -> None:
-    pause = st.number_input("Pause between segments (s)", 0.0, 60.0, 1.0, 0.5, key="script_pause")
+@st.fragment(run_every=0.5)
+def script_runner(chat: LiveChat, text: str, pause: float) -> None:
+    """Controls and progress together, redrawn twice a second: buttons follow the runner's state."""
+    script_controls(chat, chat.link, text, pause)
+    script_progress(chat)
+
+
+def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: float) -> None:
     live = link is not None and link.state is LinkState.CONNECTED
     runner = chat.runner if chat.runner is not None and chat.runner.link is link else None
     state = runner.status().state if runner else None
@@ -87,7 +93,6 @@ def script_controls(chat: LiveChat, link: AvatarLink | None, text: str) -> None:
         runner.stop()
 
 
-@st.fragment(run_every=0.5)
 def script_progress(chat: LiveChat) -> None:
     runner = chat.runner
     if runner is None:

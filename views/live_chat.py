@@ -162,8 +162,8 @@ with video_col:
     if mode == "Script":
         with st.container(border=True):
             script_text = script_panel.script_editor()
-            script_panel.script_controls(chat, link, script_text)
-            script_panel.script_progress(chat)
+            pause = st.number_input("Pause between segments (s)", 0.0, 60.0, 1.0, 0.5, key="script_pause")
+            script_panel.script_runner(chat, script_text, pause)
     st.subheader("Conversation", anchor=False)
     conversation = st.container()
 
