@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="sessions opened per quality for set-up times")
     parser.add_argument("--held-runs", type=int, default=3, help="of those, how many are held for fps and CPU")
     parser.add_argument("--window", type=float, default=5.0, help="seconds of fps/CPU measurement per held run")
-    parser.add_argument("--concurrency-window", type=float, default=5.0)
+    parser.add_argument("--concurrency-window", type=float, default=4.0)
     parser.add_argument("--max-sessions", type=int, default=0, help="lower the concurrency caps (0: defaults)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run: low quality, few runs")
     args = parser.parse_args(argv)

@@ -66,7 +66,7 @@ def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: f
     runner = chat.runner if chat.runner is not None and chat.runner.link is link else None
     state = runner.status().state if runner else None
     cols = st.columns(5)
-    if cols[0].button("Start" if state in (None, *TERMINAL_STATES) else "Resume", icon=":material/play_arrow:",
+    if cols[0].button("Start" if state in (None, *TERMINAL_STATES) else "Resume",
                       disabled=not live or state is RunnerState.RUNNING, use_container_width=True):
         if state is RunnerState.PAUSED:
             runner.resume()
@@ -78,17 +78,17 @@ def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: f
                 return
             chat.runner = ScriptRunner(link, segments, default_pause_s=pause)
             chat.runner.start()
-    if cols[1].button("Pause", icon=":material/pause:", disabled=state is not RunnerState.RUNNING,
+    if cols[1].button("Pause", disabled=state is not RunnerState.RUNNING,
                       use_container_width=True):
         runner.pause()
-    if cols[2].button("Skip", icon=":material/skip_next:", disabled=state not in (RunnerState.RUNNING,
+    if cols[2].button("Skip", disabled=state not in (RunnerState.RUNNING,
                                                                                  RunnerState.PAUSED),
                       use_container_width=True):
         runner.skip()
-    if cols[3].button("Restart", icon=":material/replay:", disabled=runner is None or not live,
+    if cols[3].button("Restart", disabled=runner is None or not live,
                       use_container_width=True):
         runner.restart()
-    if cols[4].button("Stop", icon=":material/stop:", disabled=state in (None, *TERMINAL_STATES),
+    if cols[4].button("Stop", disabled=state in (None, *TERMINAL_STATES),
                       use_container_width=True):
         runner.stop()
 
