@@ -44,6 +44,8 @@ def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple
     rows.append((label, f"{credits:.2f} · ${pricing.cost(credits):.2f}"))
     if link.first_frame_ms is not None:
         rows.append(("Time to first frame", f"{link.first_frame_ms:.0f} ms"))
+    if link.quality is not None and link.state is LinkState.CONNECTED:
+        rows.append(("Connection", link.quality.summary()))
     if link.reconnects:
         rows.append(("Reconnects", str(link.reconnects)))
     if link.last_task_to_talk_ms is not None:

@@ -224,3 +224,14 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_connection_quality_is_measured_from_webrtc_stats(client, usage):
+    link = _link(client, usage)
+    assert link.wait_connected(20), link.error
+    assert _wait(lambda: link.quality is not None, 8)
+    q = link.quality
+    assert 15 < q.fps < 35
+    assert q.bitrate_kbps is not None and q.bitrate_kbps > 20
+    assert q.loss_pct is not None and q.loss_pct < 5
+    link.stop()

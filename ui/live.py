@@ -134,7 +134,9 @@ class LiveChat:
 
     def _barge_in(self) -> None:
         link = self.link
-        if self.barge_in and link is not None and link.state is LinkState.CONNECTED and link.speaking:
+        # Also while an answer is still on its way: the user has moved on, drop it before it starts.
+        busy = link is not None and (link.speaking or link.awaiting_answer)
+        if self.barge_in and busy and link.state is LinkState.CONNECTED:
             try:
                 link.interrupt()
             except (HeyGenError, RuntimeError) as exc:

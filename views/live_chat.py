@@ -183,6 +183,9 @@ def status_panel() -> None:
     left = current.seconds_left() if current.live else None
     if left is not None and left < 60:
         st.warning(f"The session stops in {max(0, left):.0f} s (the duration cap you set).", icon=":material/timer:")
+    advice = current.quality.suggestion(current.options.request.quality) if current.quality else None
+    if advice and current.state is LinkState.CONNECTED:
+        st.info(advice, icon=":material/network_check:")
     for label, value in status_rows(current, resources.pricing(), provider.name):
         left, right = st.columns([1, 1])
         left.caption(label)

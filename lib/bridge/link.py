@@ -22,6 +22,7 @@ import numpy as np
 
 from lib.bridge import loop as bridge
 from lib.bridge.direct import DirectConnection
+from lib.bridge.quality import LinkQuality, QualityMeter
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
@@ -102,7 +103,11 @@ class AvatarLink:
         self.first_frame_ms: float | None = None
         self.last_task_to_talk_ms: float | None = None
         self.speaking = False
+        self.awaiting_answer = False  # a task was sent and the avatar has not started answering yet
         self.listening = False
+        self.quality: LinkQuality | None = None
+        self._meter = QualityMeter()
+        self._keep_alive_rtt_ms: float | None = None
         self.frames_received = 0
         self._latest: av.VideoFrame | None = None
         self._turns: list[Turn] = []
@@ -170,6 +175,7 @@ class AvatarLink:
             raise
         with self._lock:
             self._task_sent[result.task_id] = self._last_sent_at
+            self.awaiting_answer = True
         self._log_event(EventKind.TASK, {"task_id": result.task_id, "task_type": task_type,
                                          "chars": len(text), "duration_ms": result.duration_ms})
         return result
@@ -183,6 +189,7 @@ class AvatarLink:
         if self._audio_clear is not None:
             self._audio_clear()  # drop what the browser has not heard yet, too
         self.client.interrupt(session_id)
+        self.awaiting_answer = False
         self._activity_at = time.monotonic()
         self._log_event(EventKind.INTERRUPT, None)
 
@@ -307,8 +314,10 @@ class AvatarLink:
                 await self._shutdown("watcher_gone")
                 return
             try:
+                sent = time.monotonic()
                 await asyncio.to_thread(self.client.keep_alive, self.session.session_id)
                 self._activity_at = time.monotonic()
+                self._keep_alive_rtt_ms = (self._activity_at - sent) * 1000
                 self._log_event(EventKind.KEEP_ALIVE, None)
             except (SessionNotFound, SessionStateError):
                 await self._lost("The provider closed the session (idle timeout or duration limit).")
@@ -325,9 +334,12 @@ class AvatarLink:
     async def _monitor(self) -> None:
         """Twice a second: is anyone watching, is the cap reached, is video still arriving; and the
         usage-log heartbeat every ``heartbeat_every`` seconds."""
-        last_beat = 0.0
+        last_beat = last_stats = 0.0
         while True:
             now = time.monotonic()
+            if now - last_stats >= 2.0:
+                last_stats = now
+                await self._measure_quality(now)
             if now - last_beat >= self.options.heartbeat_every and self.usage is not None and self.session:
                 last_beat = now
                 with contextlib.suppress(Exception):
@@ -343,6 +355,16 @@ class AvatarLink:
                 await self._lost(f"No video from the avatar for {self.options.video_stall_timeout:.0f} s.")
                 return
             await asyncio.sleep(min(0.5, self.options.heartbeat_every))
+
+    async def _measure_quality(self, now: float) -> None:
+        pc = getattr(self._conn, "pc", None)  # direct WebRTC; LiveKit rooms report frames only
+        stats = []
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                stats = list((await pc.getStats()).values())
+        measured = self._meter.sample(now, self.frames_received, stats, self._keep_alive_rtt_ms)
+        if measured is not None:
+            self.quality = measured
 
     async def _lost(self, message: str) -> None:
         """The media or the provider session went away: reconnect with a new session, keeping the transcript."""
@@ -449,6 +471,7 @@ class AvatarLink:
             self._events.append((time.time(), event))
             if kind == "avatar_start_talking":
                 self.speaking = True
+                self.awaiting_answer = False
                 sent = self._task_sent.get(task_id, self._last_sent_at)
                 if sent is not None:
                     self.last_task_to_talk_ms = round((now - sent) * 1000, 1)
