@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -47,6 +48,7 @@ FIRST_FRAME_GOAL_MS = 400.0
 CPU_GOAL_PCT = {"low": 25.0, "medium": 40.0, "high": 75.0}
 CONCURRENCY_GOAL = {"low": 6, "medium": 3}
 CONCURRENCY_CAP = {"low": 10, "medium": 6, "high": 4}
+CONCURRENCY_LOOKS = 2
 
 
 def log(message: str) -> None:
@@ -289,6 +291,8 @@ async def hold_and_measure(engine: EngineProcess, sessions: list[Live], settle: 
         # Rendered but never encoded: the sender was still busy when newer frames replaced them.
         "dropped_frames": sum(a["dropped_video_frames"] - b["dropped_video_frames"]
                               for a, b in zip(after, before, strict=True)),
+        # Neither the engine nor this receiver: other people's work on the shared machine.
+        "others_pct": max(0.0, cpu["machine_pct"] - cpu["engine_pct"] - cpu["client_pct"]),
         **cpu,
     }
 
@@ -304,7 +308,7 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
     await close_session(client, cold)
     await asyncio.sleep(0.5)
 
-    new_ms, first_ms, fps, server_fps, cpu, loop_cpu, client_cpu, machine = [], [], [], [], [], [], [], []
+    new_ms, first_ms, fps, server_fps, cpu, loop_cpu, client_cpu, others = [], [], [], [], [], [], [], []
     for run in range(runs):
         live = await open_session(client, quality)
         new_ms.append(live.new_ms)
@@ -317,7 +321,7 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
             cpu.append(m["engine_pct"] - idle_cpu)
             loop_cpu.append(m["engine_loop_thread_pct"])
             client_cpu.append(m["client_pct"])
-            machine.append(m["machine_pct"])
+            others.append(m["others_pct"])
             log(f"{quality} run {run + 1}: new {live.new_ms:.0f} ms, first frame {live.first_frame_ms or -1:.0f} ms, "
                 f"{fps[-1]:.1f} fps received, engine CPU {cpu[-1]:.0f} % over idle")
         else:
@@ -343,7 +347,8 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
                                       meets=lambda v, g=CPU_GOAL_PCT[quality]: v <= g),
         "engine_loop_thread_pct": figure(loop_cpu, "% of one core: the engine's event-loop thread alone"),
         "client_cpu_pct": figure(client_cpu, "% of one core (this benchmark's receiver)"),
-        "machine_cpu_pct": figure(machine, "% of one core, all processes (2 cores = 200 %)"),
+        "others_cpu_pct": figure(others, "% of one core used by other processes on this shared machine "
+                                 "(2 cores = 200 %)"),
     }
 
 
@@ -361,14 +366,18 @@ async def bench_concurrency(engine: EngineProcess, client: StreamingClient, qual
                     stopped_by = "engine_limit_10007"
                     break
                 raise
-            m = await hold_and_measure(engine, sessions, settle=1.5, window=window)
-            holds = min(m["received_fps"]) >= FPS_FLOOR
-            if not holds:  # a shared, noisy machine: one more look before calling it
-                log(f"{quality} × {count}: min {min(m['received_fps']):.1f} fps, measuring again")
-                m = await hold_and_measure(engine, sessions, settle=0.0, window=window)
-                holds = min(m["received_fps"]) >= FPS_FLOOR
+            # A shared machine: other work can starve the engine for a few seconds, so a step gets up to
+            # CONCURRENCY_LOOKS windows and counts as held if one of them holds; every look is reported.
+            looks: list[float] = []
+            for look in range(CONCURRENCY_LOOKS):
+                m = await hold_and_measure(engine, sessions, settle=1.5 if look == 0 else 1.0, window=window)
+                looks.append(round(min(m["received_fps"]), 2))
+                holds = looks[-1] >= FPS_FLOOR
+                if holds:
+                    break
+                log(f"{quality} × {count}: min {looks[-1]:.1f} fps (others use {m['others_pct']:.0f} % CPU)")
             steps.append({
-                "sessions": count, "min_received_fps": round(min(m["received_fps"]), 2),
+                "sessions": count, "min_received_fps": looks[-1], "looks": looks,
                 "median_received_fps": round(statistics.median(m["received_fps"]), 2),
                 "min_server_fps": round(min(m["server_fps"]), 2),
                 "server_dropped_frames": m["dropped_frames"],
@@ -376,6 +385,7 @@ async def bench_concurrency(engine: EngineProcess, client: StreamingClient, qual
                 "engine_loop_thread_pct": round(m["engine_loop_thread_pct"], 1),
                 "client_cpu_pct": round(m["client_pct"], 1),
                 "machine_cpu_pct": round(m["machine_pct"], 1),
+                "others_cpu_pct": round(m["others_pct"], 1),
                 "engine_rss_mb": round(psutil.Process(engine.process.pid).memory_info().rss / 1e6, 1),
             })
             log(f"{quality} × {count}: min {steps[-1]['min_received_fps']} fps received "
@@ -414,7 +424,7 @@ def machine_info() -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     qualities = args.qualities
-    engine, startup_s, _ = start_bench_engine(["--session-budget", "64"])
+    engine, startup_s, scratch = start_bench_engine(["--session-budget", "64"])
     log(f"engine ready in {startup_s:.1f} s (pid {engine.process.pid})")
     result: dict[str, Any] = {"benchmark": "engine", "machine_before": machine_info()}
     started = time.monotonic()
@@ -440,6 +450,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["qualities"] = per_quality
     finally:
         engine.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     result["machine_after"] = machine_info()
     result["runtime_s"] = round(time.monotonic() - started + startup_s, 1)
     missed = missed_goals(result)

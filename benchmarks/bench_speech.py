@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -452,7 +453,7 @@ def report(tasks: list[TaskTimes], interrupts: list[InterruptTimes], barge_in: l
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    engine, startup_s, _ = start_bench_engine([])
+    engine, startup_s, scratch = start_bench_engine([])
     log(f"engine ready in {startup_s:.1f} s (pid {engine.process.pid})")
     result: dict[str, Any] = {"benchmark": "speech", "quality": QUALITY, "machine_before": machine_info()}
     started = time.monotonic()
@@ -462,6 +463,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result.update(await measure(engine, client, args))
     finally:
         engine.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
     log("TTS speed (engine stopped)")
     result["tts"] = tts_speed(args.tts_runs)
     result["peers"] = PEERS

@@ -27,6 +27,7 @@ class EngineConfig:
     fps: int = 25
     load_voices: bool = True
     prebuild_qualities: tuple[str, ...] = ("low",)
+    background_qualities: tuple[str, ...] = ("medium",)
 
     @property
     def base_url(self) -> str:

@@ -51,6 +51,11 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
             width, height = QUALITIES[quality]
             for spec in avatars.AVATARS:
                 await loop.run_in_executor(None, avatars.get_kit, spec.avatar_id, width, height)
+        # Later qualities are drawn in the background, so their first session does not wait for it.
+        for quality in config.background_qualities:
+            width, height = QUALITIES[quality]
+            for spec in avatars.AVATARS:
+                loop.run_in_executor(None, avatars.get_kit, spec.avatar_id, width, height)
         history = SessionHistory(config.history_path)
         state["voices"] = voices
         state["manager"] = SessionManager(config, voices, history, llm)

@@ -193,7 +193,9 @@ class EngineSession:
     def interrupt(self) -> int:
         self.require_active("interrupt")
         self.touch()
-        return self.speaker.interrupt()
+        dropped = self.speaker.interrupt()
+        self.clock.audio.clear()  # speech already rendered but not yet sent must not play either
+        return dropped
 
     def stats(self) -> dict[str, Any]:
         s = self.clock.stats
