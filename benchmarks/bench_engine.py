@@ -430,7 +430,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     try:
         with StreamingClient(engine.url, engine.api_key, backoff=0) as client:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(8.0)  # the engine draws its 720p avatars in the background after start-up
             idle = await measure_idle_engine(engine, 3.0)
             log(f"idle engine: {idle['engine_pct']:.1f} % CPU (machine {idle['machine_pct']:.0f} % of one core)")
             result["engine"] = {
