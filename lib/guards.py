@@ -55,3 +55,21 @@ def month_status(log: UsageLog, pricing: Pricing, *, now: float | None = None) -
     else:
         level = BudgetLevel.OK
     return BudgetStatus(used, budget, level)
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    message: str | None = None
+    # Logged on the new session as soon as it exists: who let it past the guard, and at what usage.
+    open_events: tuple[tuple[str, dict[str, float]], ...] = ()
+
+
+def admit_session(status: BudgetStatus, pricing: Pricing, provider: str, *, override: bool = False) -> Admission:
+    """May a new session start? Only billed (HeyGen) sessions are held to the budget."""
+    if status.level is not BudgetLevel.OVER or provider != "heygen":
+        return Admission(True)
+    if not override:
+        return Admission(False, status.message(pricing))
+    details = {"used_credits": round(status.used_credits, 2), "budget_credits": status.budget_credits}
+    return Admission(True, open_events=((BUDGET_OVERRIDE_EVENT, details),))

@@ -12,7 +12,7 @@ import streamlit as st
 
 from lib.bridge.link import AvatarLink, LinkOptions, LinkState
 from lib.bridge.placeholder import placeholder_frame
-from lib.guards import BUDGET_OVERRIDE_EVENT, BudgetLevel
+from lib.guards import admit_session
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, NewSessionRequest, Voice
 from lib.scripts import ScriptRunner
@@ -74,19 +74,16 @@ class LiveChat:
         self.release("replaced")
         settings = resources.settings()
         provider = resources.provider()
-        budget = resources.budget_status()
-        open_events: tuple = ()
-        if budget.level is BudgetLevel.OVER and provider.name == "heygen":
-            if not self.budget_override:
-                self.refused = budget.message(resources.pricing())
-                return None
-            open_events = ((BUDGET_OVERRIDE_EVENT, {"used_credits": round(budget.used_credits, 2),
-                                                    "budget_credits": budget.budget_credits}),)
+        admission = admit_session(resources.budget_status(), resources.pricing(), provider.name,
+                                  override=self.budget_override)
+        if not admission.allowed:
+            self.refused = admission.message
+            return None
         self.refused = None
         options = LinkOptions(request=setup.request(settings.idle_timeout, provider.name),
                               watcher_timeout=settings.watcher_timeout,
                               max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
-                              open_events=open_events)
+                              open_events=admission.open_events)
         with self._lock:
             self.setup = setup
             self.link = AvatarLink(provider.client, provider.name, resources.usage_log(), options,
