@@ -21,7 +21,6 @@ import inspect
 import json
 import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_browser import figure, log
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.engine.tts import VoiceBank
 from lib.heygen.client import StreamingClient
@@ -78,28 +78,6 @@ MIC_LEVEL, AVATAR_LEVEL = 0.01, 0.005  # block RMS that counts as sound (full sc
 WORD_GAP_S = 0.6  # shorter silences are pauses inside one question
 # The listener waits this long after the last speech before it calls the utterance finished.
 VAD_END_SILENCE_MS = inspect.signature(UtteranceDetector).parameters["end_silence_ms"].default
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank, no interpolation: with 5-10 runs p95 is the slowest run."""
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-def figure(values: list[float], goal_ms: float | None = None) -> dict[str, Any]:
-    if not values:
-        return {"value": None, "unit": "ms", "runs": 0}
-    out: dict[str, Any] = {"value": round(statistics.median(values), 1), "unit": "ms",
-                           "p95": round(percentile(values, 95), 1), "min": round(min(values), 1),
-                           "max": round(max(values), 1), "runs": len(values)}
-    if goal_ms is not None:
-        out["goal"] = f"median <= {goal_ms:.0f} ms"
-        out["meets_goal"] = statistics.median(values) <= goal_ms
-    return out
 
 
 def engine_events(engine: EngineProcess, session_id: str) -> list[dict[str, Any]]:
