@@ -5,7 +5,6 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.heygen.errors import HeyGenError
-from lib.providers import check_health
 from ui import live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
@@ -23,7 +22,7 @@ with st.sidebar:
         st.error(f"Configuration problem: {exc}")
         st.stop()
     provider = resources.provider_or_stop()
-    health = check_health(provider)
+    health = resources.health(provider.name)
     dot = ":green[●]" if health.ok else ":red[●]"
     st.markdown(f"**Provider:** {dot} {provider.label}")
     if health.ok:

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from lib.engine.config import QUALITY_UNITS
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import ActiveSession
@@ -33,8 +34,6 @@ Origin = Literal["dashboard", "elsewhere", "orphan"]
 StopOutcome = Literal["stopped", "already_gone", "failed"]
 
 FORCE_STOP_EVENT = "force_stop"
-# Capacity units per session on the local engine (mirrors lib/engine/config.py QUALITY_UNITS).
-LOCAL_QUALITY_UNITS: dict[str, int] = {"low": 1, "medium": 2, "high": 4}
 _GONE_STATES = ("closing", "closed")
 ORIGIN_LABELS: dict[str, str] = {"dashboard": "Dashboard", "elsewhere": "Elsewhere", "orphan": "Orphan ⚠"}
 OUTCOME_LABELS: dict[str, str] = {"stopped": "stopped", "already_gone": "already gone", "failed": "failed"}
@@ -268,7 +267,7 @@ def capacity(
     """Local engine: capacity units (480p = 1, 720p = 2, 1080p = 4) against its budget.
     HeyGen: sessions against a limit the user enters (HeyGen does not report it)."""
     if provider == "local":
-        used = sum(LOCAL_QUALITY_UNITS.get(s.quality or "medium", 2) for s in sessions)
+        used = sum(QUALITY_UNITS.get(s.quality or "medium", 2) for s in sessions)
         return Capacity(used, float(engine_budget), "units",
                         f"{len(sessions)} session(s); 480p = 1 unit, 720p = 2, 1080p = 4.")
     if heygen_limit:

@@ -7,7 +7,7 @@ import streamlit as st
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
-from lib.providers import Provider, connect, local_provider
+from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
 from lib.usage.store import Reconciliation, UsageLog
@@ -49,6 +49,13 @@ def provider() -> Provider:
     """The provider this browser tab uses: the configured one, or the local engine after a fallback."""
     fallback = settings().provider == "heygen" and st.session_state.get(FALLBACK_KEY, False)
     return provider_named("local" if fallback else settings().provider)
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def health(provider_name: str) -> Health:
+    """The sidebar's health dot, checked at most every 10 s: every rerun must not wait on the provider
+    (a down provider costs several seconds of connection retries)."""
+    return check_health(provider_named(provider_name))
 
 
 def use_local_fallback(enabled: bool) -> None:

@@ -97,8 +97,7 @@ class AvatarLink:
         self.error_kind: str | None = None  # e.g. "ConcurrencyLimit": lets the page offer the right fix
         self.end_reason: str | None = None
         self.session: NewSession | None = None
-        self.clicked_at = time.monotonic()
-        self._establishing_since = self.clicked_at
+        self._establishing_since = time.monotonic()
         self.connected_wall: float | None = None
         self.first_frame_ms: float | None = None
         self.last_task_to_talk_ms: float | None = None
@@ -394,7 +393,7 @@ class AvatarLink:
                 raise
             except Exception as exc:
                 message, _ = self._describe(exc)
-                self.error = f"{self.error_cause(message)} Reconnecting (attempt {attempt} failed)…"
+                self.error = f"{message.rstrip('.')}. Reconnecting (attempt {attempt} failed)…"
                 await self._release("error")
                 delay = min(delay * 2, 15.0)
                 continue
@@ -409,10 +408,6 @@ class AvatarLink:
                      f"Check that {self.client.provider_label} is running, then press Reconnect."
         self.state = LinkState.DISCONNECTED
         await self._shutdown("disconnected")
-
-    @staticmethod
-    def error_cause(message: str) -> str:
-        return message if message.endswith(".") else message + "."
 
     async def _release(self, reason: str) -> None:
         """Close the current media and provider session (not the link: a reconnect may follow)."""

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Protocol
 
 import av
 import numpy as np
@@ -148,8 +148,7 @@ class RenderClock:
     """Drives one session's media: ``fps`` ticks a second, each a composed frame plus its audio."""
 
     def __init__(self, composer: FrameComposer, source: TickSource, *, fps: int = 25,
-                 is_listening: Callable[[], bool] = lambda: False,
-                 on_tick: Callable[[int, Tick], Any] | None = None, seed: int | None = None) -> None:
+                 is_listening: Callable[[], bool] = lambda: False, seed: int | None = None) -> None:
         self.video = FrameQueueTrack("video", depth=2)
         # Audio is never dropped in normal running (a gap is audible and shortens speech); the bound only
         # matters before the peer connects, and ``peer_connected`` drops that backlog.
@@ -159,7 +158,6 @@ class RenderClock:
         self._fps = fps
         self._samples = SAMPLE_RATE // fps
         self._is_listening = is_listening
-        self._on_tick = on_tick
         rng = random.Random(seed)
         self._blinker = Blinker(fps, rng)
         self._motion = Motion(fps, rng)
@@ -219,8 +217,6 @@ class RenderClock:
             self.audio.push(_audio_frame(tick.audio[offset:offset + AUDIO_FRAME_SAMPLES], self._audio_pts))
             self._audio_pts += AUDIO_FRAME_SAMPLES
         self.stats.frames += 1
-        if self._on_tick is not None:
-            self._on_tick(n, tick)
         return tick
 
 

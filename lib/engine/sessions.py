@@ -201,6 +201,7 @@ class EngineSession:
         s = self.clock.stats
         return {
             "fps": round(s.fps, 2), "frames": s.frames, "dropped_video_frames": self.clock.video.dropped,
+            "clock_resyncs": s.late_resyncs,
             "compose_ms_avg": round(s.compose_ms_total / s.frames, 3) if s.frames else None,
             "last_task_latency_ms": self.buffer.last_task_latency_ms,
         }
