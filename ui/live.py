@@ -23,7 +23,8 @@ from ui import resources
 SAMPLE_KNOWLEDGE_BASE = (
     "Avatar Ops is a dashboard for running real-time streaming avatars. "
     "It can start a live avatar, list and stop every active session, and chart usage and credits. "
-    "Sessions are billed from the moment they are created until they are stopped, so stop them when you are done. "
+    "A session costs money (credits) from the moment it is created until it is stopped, even when it is left "
+    "open and nobody is watching, so stop sessions when you are done. "
     "The built-in local engine runs on this computer, offline, and needs no API key. "
     "With a HeyGen API key the same dashboard runs HeyGen's streaming avatars."
 )
