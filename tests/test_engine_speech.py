@@ -16,7 +16,6 @@ from lib.heygen.models import NewSessionRequest
 from tests.rtc_helpers import LiveSession, open_session, wait_for
 
 SPEECH_RMS = 300  # int16 RMS: speech is in the thousands, idle audio is exactly zero
-SOUND_RMS = 0.5  # any non-zero packet: idle audio is digital silence, speech edges are not
 
 
 async def _ready(client, **kwargs) -> LiveSession:
@@ -37,22 +36,29 @@ def _speech_span(live: LiveSession, since: float, window: float = 0.04) -> tuple
 
 
 def _sound_ms(live: LiveSession, since: float) -> float:
-    """Length of the received audio from its first to its last non-silent sample, by sample count."""
-    packets = [a for t, a in live.received.audio if t >= since]
-    loud = [i for i, a in enumerate(packets) if np.sqrt(np.mean(a.astype(float) ** 2)) > SOUND_RMS]
-    if not loud:
-        return 0.0
-    return sum(len(a) for a in packets[loud[0]:loud[-1] + 1]) / 48.0
+    """Length of the received speech by sample count: idle audio is digital silence (exact zeros),
+    so every packet with a non-zero sample is speech. Counting packets rather than the span from first
+    to last sound keeps a synthesis underrun (a pause inside the speech on a starved machine) out of
+    the figure, as it is out of ``duration_ms``."""
+    return sum(len(a) for t, a in live.received.audio if t >= since and np.any(a != 0)) / 48.0
 
 
-def _mouth_motion(live: LiveSession, start: float, end: float) -> float:
-    """Typical (median) frame-to-frame change inside the mouth region between two times; the median
-    ignores the rare frame where the whole picture sways by two pixels."""
+# A new mouth shape changes the mouth region by 2–6 grey levels on average while the rest of the
+# picture stays put; VP8 refining a still picture changes it by < 1, and a head sway moves everything.
+MOUTH_CHANGE = 1.5
+SWAY_CHANGE = 1.0
+
+
+def _mouth_changes(live: LiveSession, start: float, end: float) -> tuple[int, int]:
+    """(frame pairs where only the mouth changed shape, all frame pairs) between two arrival times."""
     x0, y0, x1, y1 = avatars.get_kit(avatars.AVATARS[0].avatar_id, 854, 480).mouth_rect()
-    frames = [f[y0:y1, x0:x1].astype(np.int16) for t, f in live.received.video if start <= t < end]
-    if len(frames) < 2:
-        return 0.0
-    return float(np.median([np.abs(a - b).mean() for a, b in itertools.pairwise(frames)]))
+    frames = [f.astype(np.int16) for t, f in live.received.video if start <= t < end]
+    changes = 0
+    for a, b in itertools.pairwise(frames):
+        mouth = np.abs(a[y0:y1, x0:x1] - b[y0:y1, x0:x1]).mean()
+        if mouth > MOUTH_CHANGE and np.abs(a - b).mean() < SWAY_CHANGE:
+            changes += 1
+    return changes, max(0, len(frames) - 1)
 
 
 async def test_repeat_speaks_for_duration_then_silence(client):
@@ -60,7 +66,7 @@ async def test_repeat_speaks_for_duration_then_silence(client):
     try:
         sent = time.monotonic()
         result = await _task(client, live, "Hello there. Welcome to the Avatar Ops demo, it is nice to meet you.")
-        await asyncio.sleep(0.6)
+        await asyncio.sleep(1.2)
         span = _speech_span(live, sent)
         assert span is not None
         heard_ms = _sound_ms(live, sent)
@@ -68,9 +74,10 @@ async def test_repeat_speaks_for_duration_then_silence(client):
         # After speech: silence and a still mouth.
         quiet_from = span[1] + 0.3
         assert live.received.audio_rms(quiet_from, time.monotonic()) < 50
-        speaking_motion = _mouth_motion(live, span[0], span[1])
-        quiet_motion = _mouth_motion(live, quiet_from, time.monotonic())
-        assert speaking_motion > 1.0 and quiet_motion < speaking_motion / 5, (speaking_motion, quiet_motion)
+        speaking, pairs = _mouth_changes(live, span[0], span[1])
+        assert pairs > 50 and speaking > pairs / 5, (speaking, pairs)
+        quiet, pairs = _mouth_changes(live, quiet_from, time.monotonic())
+        assert pairs > 15 and quiet <= 1, (quiet, pairs)
         # Events in order, one task id.
         kinds = [e["type"] for _, e in live.received.events if e.get("task_id") == result.task_id]
         assert kinds[0] == "avatar_start_talking"
@@ -136,7 +143,8 @@ async def test_interrupt_stops_audio_and_mouth_at_once(client):
         span = _speech_span(live, called)
         last_speech = span[1] if span else called
         assert last_speech - called < 0.25, f"speech went on {last_speech - called:.3f} s after interrupt"
-        assert _mouth_motion(live, called + 0.25, time.monotonic()) < 0.5
+        changes, pairs = _mouth_changes(live, called + 0.25, time.monotonic())
+        assert pairs > 10 and changes <= 1, (changes, pairs)
         stop = [e for _, e in live.received.events if e["type"] == "avatar_stop_talking"]
         assert stop and stop[-1]["duration_ms"] < result.duration_ms
         # The session is fine: the next task speaks normally.
