@@ -8,6 +8,7 @@ from lib.heygen.errors import HeyGenError
 from ui import live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
+resources.settled_heap()
 
 pages = st.navigation([
     st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),

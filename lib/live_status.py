@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lib.bridge.link import AvatarLink, LinkState
+from lib.bridge.playout import PlayoutStats
 from lib.usage.credits import Pricing
 
 STATE_LABELS = {
@@ -20,7 +21,17 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple[str, str]]:
+def audio_leg_summary(stats: PlayoutStats) -> str:
+    parts = [f"{stats.level_ms:.0f} ms buffered (max {stats.max_level_ms:.0f})"]
+    if stats.underrun_ms:
+        parts.append(f"{stats.underrun_ms / 1000:.1f} s of gaps")
+    if stats.speech_dropped_ms:
+        parts.append(f"{stats.speech_dropped_ms / 1000:.1f} s dropped to catch up")
+    return " · ".join(parts)
+
+
+def status_rows(link: AvatarLink, pricing: Pricing, provider: str,
+                playout: PlayoutStats | None = None) -> list[tuple[str, str]]:
     rows = [("State", STATE_LABELS[link.state])]
     if link.state is LinkState.CONNECTED:
         activity = "speaking" if link.speaking else "listening" if link.listening else "idle"
@@ -46,6 +57,8 @@ def status_rows(link: AvatarLink, pricing: Pricing, provider: str) -> list[tuple
         rows.append(("Time to first frame", f"{link.first_frame_ms:.0f} ms"))
     if link.quality is not None and link.state is LinkState.CONNECTED:
         rows.append(("Connection", link.quality.summary()))
+    if playout is not None and link.state is LinkState.CONNECTED:
+        rows.append(("Audio to browser", audio_leg_summary(playout)))
     if link.reconnects:
         rows.append(("Reconnects", str(link.reconnects)))
     if link.last_task_to_talk_ms is not None:

@@ -10,8 +10,10 @@ import av
 import requests
 import streamlit as st
 
+from lib import gc_pauses
 from lib.bridge.link import AvatarLink, LinkOptions, LinkState
 from lib.bridge.placeholder import placeholder_frame
+from lib.bridge.playout import PlayoutBuffer
 from lib.guards import admit_session
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, NewSessionRequest, Voice
@@ -28,6 +30,8 @@ SAMPLE_KNOWLEDGE_BASE = (
     "The built-in local engine runs on this computer, offline, and needs no API key. "
     "With a HeyGen API key the same dashboard runs HeyGen's streaming avatars."
 )
+AUDIO_RATE = 48_000
+AUDIO_FRAME_SAMPLES = 960  # the 20 ms frames streamlit-webrtc's audio source pulls
 
 
 @dataclass
@@ -69,8 +73,9 @@ class LiveChat:
         self.last_voice_end: float | None = None
         # Voice turns call the provider (blocking HTTP): one at a time, off the listener's threads.
         self._voice_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-turns")
+        self.playout = PlayoutBuffer(AUDIO_RATE)
 
-    def start(self, setup: ChatSetup, audio_out, audio_clear) -> AvatarLink | None:
+    def start(self, setup: ChatSetup) -> AvatarLink | None:
         """Start a new avatar session, unless the monthly budget guard refuses it (then ``None``)."""
         self.release("replaced")
         settings = resources.settings()
@@ -81,14 +86,16 @@ class LiveChat:
             self.refused = admission.message
             return None
         self.refused = None
+        gc_pauses.settle()  # the page's imports are done: take them (and closed sessions' garbage) out of later GCs
         options = LinkOptions(request=setup.request(settings.idle_timeout, provider.name),
                               watcher_timeout=settings.watcher_timeout,
                               max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
                               open_events=admission.open_events)
         with self._lock:
             self.setup = setup
+            self.playout = PlayoutBuffer(AUDIO_RATE)  # fresh figures for the status panel, too
             self.link = AvatarLink(provider.client, provider.name, resources.usage_log(), options,
-                                   audio_out=audio_out, audio_clear=audio_clear)
+                                   audio_out=self.playout.push, audio_clear=self.playout.clear)
             return self.link
 
     def release(self, reason: str) -> None:
@@ -139,6 +146,13 @@ class LiveChat:
                 link.interrupt()
             except (HeyGenError, RuntimeError) as exc:
                 self.voice_error = str(exc)
+
+    def audio_frame(self, pts: int, time_base: object) -> av.AudioFrame:
+        """The browser's next 20 ms of the avatar's voice (silence when there is no link)."""
+        samples = self.playout.read(AUDIO_FRAME_SAMPLES)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        return frame
 
     def frame(self) -> av.VideoFrame:
         link = self.link

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib import gc_pauses
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
@@ -65,6 +66,12 @@ def use_local_fallback(enabled: bool) -> None:
 @st.cache_resource(show_spinner=False)
 def usage_log() -> UsageLog:
     return UsageLog(settings().database_path)
+
+
+@st.cache_resource(show_spinner=False)
+def settled_heap() -> int:
+    """Once per server process, after the heavy imports: see lib.gc_pauses (why live media needs it)."""
+    return gc_pauses.settle()
 
 
 @st.cache_resource(show_spinner=False)

@@ -6,7 +6,7 @@ import streamlit as st
 from streamlit_webrtc import (
     WebRtcMode,
     create_audio_sink_track,
-    create_pcm_audio_source_track,
+    create_audio_source_track,
     create_video_source_track,
     webrtc_streamer,
 )
@@ -80,14 +80,14 @@ setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowle
 
 with video_col:
     video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
-    pcm = create_pcm_audio_source_track(key="avatar-audio", sample_rate=48_000)
+    audio_track = create_audio_source_track(chat.audio_frame, key="avatar-audio", sample_rate=live.AUDIO_RATE)
     listener = chat.voice_listener() if voice_on else None
     mic = create_audio_sink_track(listener.push, key="mic") if listener else None
     ctx = webrtc_streamer(
         key="avatar-stream-mic" if voice_on else "avatar-stream",
         mode=WebRtcMode.SENDRECV if voice_on else WebRtcMode.RECVONLY,
         source_video_track=video_track,
-        source_audio_track=pcm.track,
+        source_audio_track=audio_track,
         sink_audio_track=mic,
         rtc_configuration={"iceServers": []},  # loopback/LAN: never wait on an unreachable STUN server
         media_stream_constraints={"video": False, "audio": {"echoCancellation": True, "noiseSuppression": True,
@@ -98,7 +98,7 @@ with video_col:
     )
     if ctx.state.playing and not chat.claimed:
         chat.claimed = True
-        link = chat.start(setup, pcm.push, pcm.clear)
+        link = chat.start(setup)
     elif not ctx.state.playing and not ctx.state.signalling:
         if chat.claimed:
             chat.claimed = False
@@ -126,14 +126,14 @@ with video_col:
     can_reconnect = link is not None and link.state in (LinkState.FAILED, LinkState.DISCONNECTED)
     if can_reconnect and ctx.state.playing and b3.button("Reconnect", icon=":material/refresh:",
                                                          use_container_width=True):
-        link = chat.start(setup, pcm.push, pcm.clear)
+        link = chat.start(setup)
         st.rerun()
 
     if chat.refused and link is None:
         st.error(chat.refused, icon=":material/savings:")
         if st.button("Override the budget for one session (logged)", icon=":material/warning:"):
             chat.budget_override = True
-            link = chat.start(setup, pcm.push, pcm.clear)
+            link = chat.start(setup)
             chat.budget_override = False
             st.rerun()
     if listener is not None and link is not None and link.live:
@@ -186,7 +186,7 @@ def status_panel() -> None:
     advice = current.quality.suggestion(current.options.request.quality) if current.quality else None
     if advice and current.state is LinkState.CONNECTED:
         st.info(advice, icon=":material/network_check:")
-    for label, value in status_rows(current, resources.pricing(), provider.name):
+    for label, value in status_rows(current, resources.pricing(), provider.name, chat.playout.stats):
         left, right = st.columns([1, 1])
         left.caption(label)
         right.markdown(value)

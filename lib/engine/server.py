@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lib import gc_pauses
 from lib.engine import avatars
 from lib.engine import errors as E
 from lib.engine.api import IceBody, NewSessionBody, SessionBody, StartBody, TaskBody
@@ -59,6 +60,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         history = SessionHistory(config.history_path)
         state["voices"] = voices
         state["manager"] = SessionManager(config, voices, history, llm)
+        gc_pauses.settle()  # models and avatar kits are loaded: keep them out of every later collection
         log.info("engine ready in %.1f s", time.perf_counter() - started)
         yield
         await state["manager"].shutdown()
