@@ -139,7 +139,7 @@ def test_spoken_question_is_answered_and_speaking_again_interrupts(
         # The user's words show in the transcript, then the avatar's answer from the knowledge base.
         asked = wait_for(lambda: [t for t in texts(page, USER) if "password" in t.lower()], timeout=60)
         assert asked, (texts(page, USER), app.log_tail())
-        assert "wi" in asked[0].lower(), asked  # "Wi-Fi" or "wifi", as Whisper writes it
+        assert "what is the" in asked[0].lower(), asked  # Whisper writes "Wi-Fi" several ways, not all right
         answered = wait_for(lambda: [t for t in texts(page, ASSISTANT) if "sunflower42" in t], timeout=40)
         assert answered, texts(page, ASSISTANT)
         no_exceptions(page)

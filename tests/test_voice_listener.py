@@ -298,3 +298,48 @@ def test_any_microphone_format_becomes_16k_mono(fmt: str, layout: str, rate: int
     assert np.sqrt(np.mean(steady**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.05)
     spectrum = np.abs(np.fft.rfft(steady))
     assert np.fft.rfftfreq(len(steady), 1 / SAMPLE_RATE)[spectrum.argmax()] == pytest.approx(440, abs=3)
+
+
+def test_the_end_of_speech_wait_is_used_to_transcribe_once(bank: VoiceBank) -> None:
+    fake, recorder = FakeSTT(), Recorder()
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=fake) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, "Turn on the lights."),
+                                           silence_48k(1.0)]))
+        assert recorder.transcript.wait(5)
+        time.sleep(0.1)
+        stats = listener.stats
+    # Transcribed on the likely end; the certain end reused that text instead of running the model again.
+    assert len(fake.calls) == 1
+    assert (stats.speculations, stats.speculations_used, stats.transcripts) == (1, 1, 1)
+    assert recorder.transcripts()[0].text == fake.text
+
+
+def test_a_guess_still_being_transcribed_becomes_the_answer(bank: VoiceBank) -> None:
+    fake, recorder = FakeSTT(), Recorder()
+    fake.release.clear()  # the model is busy with the guess when the end of speech is certain
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=fake) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, "Turn on the lights."),
+                                           silence_48k(1.0)]))
+        assert wait_for(lambda: listener.stats.utterances == 1, 5)
+        fake.release.set()
+        assert recorder.transcript.wait(5)
+        time.sleep(0.1)
+        stats = listener.stats
+    assert len(fake.calls) == 1
+    assert (stats.speculations_used, stats.transcripts, stats.utterances_dropped) == (1, 1, 0)
+
+
+def test_a_pause_mid_sentence_does_not_cut_the_sentence(bank: VoiceBank) -> None:
+    fake, recorder = FakeSTT(), Recorder()
+    first, second = speech_48k(bank, "Turn on the lights"), speech_48k(bank, "in the kitchen please.")
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=fake) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), first, silence_48k(0.35), second, silence_48k(1.0)]),
+                 realtime=True)
+        assert recorder.transcript.wait(5)
+        time.sleep(0.1)
+        stats = listener.stats
+    assert stats.transcripts == 1 and stats.utterances == 1
+    # The guess made in the pause was thrown away: the text given out is of the whole sentence.
+    whole = (len(first) + len(second)) / 3 + 0.35 * SAMPLE_RATE
+    assert fake.calls[-1] >= whole
+    assert stats.speculations == 2 and stats.speculations_used == 1

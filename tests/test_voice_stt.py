@@ -7,7 +7,7 @@ import pytest
 
 from lib.engine.tts import VoiceBank
 from lib.voice import stt as stt_module
-from lib.voice.stt import SAMPLE_RATE, SpeechToText, get_speech_to_text
+from lib.voice.stt import SAMPLE_RATE, SpeechToText, get_speech_to_text, repeats_itself
 
 QUESTIONS = ["Where can visitors park?", "What is the Wi-Fi password?", "Stop.",
              "Could you please explain how the sessions are billed and what happens when I forget to stop one?"]
@@ -69,3 +69,9 @@ def test_a_runaway_short_decode_falls_back_to_the_full_pass(bank: VoiceBank, stt
     monkeypatch.setattr(stt, "_transcribe_short", lambda samples: None)
     question = "What is the help desk extension?"
     assert hits(stt.transcribe(spoken_16k(bank, question)), question) >= len(words(question)) - 2
+
+
+def test_a_looping_decode_is_recognised():
+    assert repeats_itself("When is lunch served? When is lunch served? When is")
+    assert not repeats_itself("When is lunch served?")
+    assert not repeats_itself("No, no, no. Stop the session now.")

@@ -191,3 +191,31 @@ def test_flush_ends_the_utterance_in_progress(bank: VoiceBank) -> None:
     assert not detector.in_speech
     assert detector.position == 0
     assert detector.flush() == []
+
+
+def test_a_likely_end_carries_the_utterance_audio_well_before_the_end_is_certain(bank: VoiceBank) -> None:
+    audio = np.concatenate([silence(0.5), speech(bank, "What is the Wi-Fi password?"), silence(1.0)])
+    events = run(UtteranceDetector(speculate_after_ms=200), audio)
+    assert kinds(events) == ["speech_start", "likely_end", "utterance"]
+    (guess_at, guess), (final_at, final) = events[1], events[2]
+    assert (guess.start, guess.end, guess.audio_start) == (final.start, final.end, final.audio_start)
+    assert np.array_equal(guess.audio, final.audio)
+    assert 0.2 <= guess_at - guess.end < 0.26  # 200 ms of silence, to the next 32 ms window
+    assert final_at - guess_at >= 0.25  # the head start speech-to-text gets
+
+
+def test_a_pause_inside_a_sentence_makes_a_guess_the_utterance_then_outgrows(bank: VoiceBank) -> None:
+    first, second = speech(bank, "Turn on the lights"), speech(bank, "in the kitchen please.")
+    audio = np.concatenate([silence(0.5), first, silence(0.35), second, silence(1.0)])
+    events = run(UtteranceDetector(speculate_after_ms=200), audio)
+    assert kinds(events).count("utterance") == 1
+    guesses = [e for _, e in events if e.kind == "likely_end"]
+    final = next(e for _, e in events if e.kind == "utterance")
+    assert len(guesses) == 2  # one in the pause, one at the real end
+    assert guesses[0].end < final.end and len(guesses[0].audio) < len(final.audio)
+    assert np.array_equal(guesses[1].audio, final.audio)
+
+
+def test_without_speculation_there_are_no_likely_ends(bank: VoiceBank) -> None:
+    audio = np.concatenate([silence(0.5), speech(bank, "Good morning."), silence(1.0)])
+    assert kinds(run(UtteranceDetector(), audio)) == ["speech_start", "utterance"]

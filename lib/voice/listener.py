@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED_AUDIO_S = 5.0
 MAX_PENDING_UTTERANCES = 3
+# Speech-to-text starts on the audio this long into the end-of-speech silence; the VAD still waits its full
+# end silence (500 ms) before the words count as said, and then they are usually transcribed already.
+SPECULATE_AFTER_MS = 200
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,8 @@ class ListenerStats:
     utterances_dropped: int = 0  # utterances dropped because speech-to-text fell behind
     transcripts: int = 0
     transcripts_filtered: int = 0  # empty or typical Whisper hallucinations
+    speculations: int = 0  # transcriptions started before the end of speech was certain
+    speculations_used: int = 0  # ... whose text was the answer (the speaker had indeed finished)
 
 
 # What Whisper writes for noise, coughs and clicks. None of these is something people say to an avatar.
@@ -81,6 +86,8 @@ class _Utterance:
     audio: np.ndarray
     started_at: float
     ended_at: float
+    key: tuple[float, float]  # (start, end) in stream time: a likely end and its utterance share it
+    speculative: bool = False
 
 
 _FLUSH = object()
@@ -120,6 +127,8 @@ class VoiceListener:
         self._audio_cond = threading.Condition()
         self._utterances: deque[_Utterance] = deque()
         self._utterance_cond = threading.Condition()
+        self._working: _Utterance | None = None  # what the speech-to-text thread is transcribing now
+        self._promoted: _Utterance | None = None  # the utterance whose guess is being transcribed now
         self._stats_lock = threading.Lock()
         self._stats = ListenerStats()
         self._stt_ready = threading.Event()
@@ -241,7 +250,8 @@ class VoiceListener:
 
     def _vad_loop(self) -> None:
         try:
-            detector = self._detector if self._detector is not None else UtteranceDetector()
+            detector = (self._detector if self._detector is not None
+                        else UtteranceDetector(speculate_after_ms=SPECULATE_AFTER_MS))
         except Exception as exc:
             self._fail(f"Voice activity detection could not start: {exc}")
             return
@@ -273,15 +283,30 @@ class VoiceListener:
                     log.exception("on_speech_start failed")
             return
         assert event.audio is not None and event.end is not None
-        utterance = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset)
+        utterance = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset,
+                               (event.start, event.end), speculative=event.kind == "likely_end")
         dropped = 0
         with self._utterance_cond:
+            working = self._working
+            if utterance.speculative:
+                # Only on an idle worker: a guess must never delay words already said.
+                if working is not None or any(not u.speculative for u in self._utterances):
+                    return
+                self._utterances.clear()  # an older guess nobody started is moot now
+            elif working is not None and working.speculative and working.key == utterance.key:
+                self._promoted = utterance  # its transcription is under way: that becomes the answer
+                self._utterances.clear()
+                self._count(utterances=1)
+                return
+            else:
+                self._utterances = deque(u for u in self._utterances if not u.speculative)
             self._utterances.append(utterance)
             while len(self._utterances) > self._max_pending:
                 self._utterances.popleft()
                 dropped += 1
             self._utterance_cond.notify()
-        self._count(utterances=1, utterances_dropped=dropped)
+        if not utterance.speculative:
+            self._count(utterances=1, utterances_dropped=dropped)
 
     # ------------------------------------------------------------ STT thread
 
@@ -292,34 +317,54 @@ class VoiceListener:
             self._fail(f"Speech-to-text could not be loaded: {exc}")
             return
         self._stt_ready.set()
+        guess: tuple[tuple[float, float], str] | None = None  # the last speculative transcription
         while True:
             with self._utterance_cond:
                 while not self._utterances and not self._closed:
                     self._utterance_cond.wait()
                 if self._closed:
                     return
-                utterance = self._utterances.popleft()
-            try:
-                text = stt.transcribe(utterance.audio)
-            except Exception:
-                log.exception("speech-to-text failed on a %d ms utterance", len(utterance.audio) * 1000 // SAMPLE_RATE)
-                continue
-            transcribed_at = time.monotonic()
-            if is_hallucination(text, (utterance.ended_at - utterance.started_at) * 1000.0):
-                self._count(transcripts_filtered=1)
-                continue
-            transcript = Transcript(
-                text=text,
-                started_at=utterance.started_at,
-                ended_at=utterance.ended_at,
-                transcribed_at=transcribed_at,
-                audio_ms=len(utterance.audio) * 1000.0 / SAMPLE_RATE,
-            )
-            self._count(transcripts=1)
-            try:
-                self._on_transcript(transcript)
-            except Exception:
-                log.exception("on_transcript failed")
+                utterance = self._working = self._utterances.popleft()
+            text: str | None = None
+            if guess is not None and guess[0] == utterance.key and not utterance.speculative:
+                text = guess[1]
+                self._count(speculations_used=1)
+            else:
+                try:
+                    text = stt.transcribe(utterance.audio)
+                except Exception:
+                    log.exception("speech-to-text failed on a %d ms utterance",
+                                  len(utterance.audio) * 1000 // SAMPLE_RATE)
+            guess = None
+            with self._utterance_cond:
+                promoted, self._promoted, self._working = self._promoted, None, None
+            if utterance.speculative:
+                self._count(speculations=1)
+                if promoted is None:
+                    guess = (utterance.key, text) if text is not None else None
+                    continue
+                self._count(speculations_used=1)
+                utterance = promoted
+            if text is not None:
+                self._deliver(utterance, text)
+
+    def _deliver(self, utterance: _Utterance, text: str) -> None:
+        transcribed_at = time.monotonic()
+        if is_hallucination(text, (utterance.ended_at - utterance.started_at) * 1000.0):
+            self._count(transcripts_filtered=1)
+            return
+        transcript = Transcript(
+            text=text,
+            started_at=utterance.started_at,
+            ended_at=utterance.ended_at,
+            transcribed_at=transcribed_at,
+            audio_ms=len(utterance.audio) * 1000.0 / SAMPLE_RATE,
+        )
+        self._count(transcripts=1)
+        try:
+            self._on_transcript(transcript)
+        except Exception:
+            log.exception("on_transcript failed")
 
     def _fail(self, message: str) -> None:
         log.error(message)

@@ -79,9 +79,10 @@ class SpeechToText:
             ctranslate2.StorageView.from_array(window[None]), [self._prompt], beam_size=1,
             max_length=len(self._prompt) + budget, suppress_blank=True, suppress_tokens=[-1])
         tokens = [t for t in result[0].sequences_ids[0] if t < self._tokenizer.eot]
-        if len(tokens) >= budget:
+        text = " ".join(self._tokenizer.decode(tokens).split())
+        if len(tokens) >= budget or repeats_itself(text):
             return None
-        return " ".join(self._tokenizer.decode(tokens).split())
+        return text
 
     def _transcribe_full(self, samples: np.ndarray) -> str:
         segments, _ = self._model.transcribe(
@@ -96,6 +97,13 @@ class SpeechToText:
         )
         text = " ".join(segment.text.strip() for segment in segments)
         return " ".join(text.split())
+
+
+def repeats_itself(text: str, n: int = 3) -> bool:
+    """Whisper's failure mode on a short window is looping: "When is lunch served? When is lunch served?"."""
+    words = [w.strip(".,?!").lower() for w in text.split()]
+    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return len(set(grams)) < len(grams)
 
 
 _instance: SpeechToText | None = None

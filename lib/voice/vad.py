@@ -17,16 +17,18 @@ _CONTEXT = 64  # samples of the previous window the model sees before each windo
 
 @dataclass(frozen=True, eq=False)
 class VadEvent:
-    """`speech_start` as soon as speech is confirmed; `utterance` once it has ended.
+    """`speech_start` as soon as speech is confirmed; `utterance` once it has ended. With speculation on,
+    `likely_end` comes first, after a shorter silence, carrying the audio the `utterance` will carry if the
+    speaker stays silent: work on it can start while the detector is still making sure.
 
     Times are seconds of audio fed to the detector since it was created (or reset).
     """
 
-    kind: Literal["speech_start", "utterance"]
+    kind: Literal["speech_start", "likely_end", "utterance"]
     start: float  # where speech began
     end: float | None = None  # utterance: where speech ended (before the trailing silence)
-    audio: np.ndarray | None = None  # utterance: int16 16 kHz mono, pre-roll + speech + a short tail
-    audio_start: float | None = None  # utterance: stream time of audio[0]
+    audio: np.ndarray | None = None  # utterance, likely_end: int16 16 kHz mono, pre-roll + speech + a short tail
+    audio_start: float | None = None  # utterance, likely_end: stream time of audio[0]
     reason: Literal["silence", "max_length", "flush"] | None = None  # utterance: why it was closed
 
 
@@ -69,6 +71,7 @@ class UtteranceDetector:
         threshold: float = 0.5,
         neg_threshold: float = 0.35,
         post_roll_ms: int = 100,
+        speculate_after_ms: int | None = None,
     ) -> None:
         if sample_rate != SAMPLE_RATE:
             raise ValueError(f"The Silero VAD model needs {SAMPLE_RATE} Hz audio; got {sample_rate} Hz.")
@@ -79,6 +82,9 @@ class UtteranceDetector:
         self._end_silence = round(end_silence_ms * sample_rate / 1000)
         self._max_utterance = round(max_utterance_s * sample_rate)
         self._post_roll = round(post_roll_ms * sample_rate / 1000)
+        # The likely end needs its tail in hand: the audio it carries must be exactly the utterance's.
+        self._speculate = (max(round(speculate_after_ms * sample_rate / 1000), self._post_roll)
+                           if speculate_after_ms is not None and speculate_after_ms < end_silence_ms else None)
         # A candidate dies after this much non-speech, so clicks and breaths do not add up to "speech".
         self._candidate_gap = min(self._end_silence, round(0.15 * sample_rate))
         self._pre_roll_windows = -(-round(pre_roll_ms * sample_rate / 1000) // WINDOW)
@@ -110,6 +116,7 @@ class UtteranceDetector:
         self._start = 0  # speech start (samples)
         self._voiced_end = 0  # end of the last window that counted as speech
         self._silence_since: int | None = None
+        self._speculated_end: int | None = None  # the speech end a likely_end was sent for
 
     def feed(self, samples: np.ndarray) -> list[VadEvent]:
         samples = np.asarray(samples)
@@ -180,6 +187,10 @@ class UtteranceDetector:
                 self._clear_speech()
                 return []
             return [self._finish(self._voiced_end, "silence")]
+        if (self._speculate is not None and end - self._voiced_end >= self._speculate
+                and self._voiced_end > self._start and self._speculated_end != self._voiced_end):
+            self._speculated_end = self._voiced_end
+            return [self._event("likely_end", self._voiced_end)]
         if end - self._start >= self._max_utterance:
             event = self._finish(end, "max_length")
             # Still the same speech: the next piece starts here, without a new speech_start or a new wait.
@@ -194,18 +205,21 @@ class UtteranceDetector:
         return [VadEvent("speech_start", start=self._start / self.sample_rate)]
 
     def _finish(self, speech_end: int, reason: Literal["silence", "max_length", "flush"]) -> VadEvent:
-        cut = speech_end + self._post_roll
-        kept = [w for p, w in self._windows if p < cut]
-        audio = np.concatenate(kept)[: max(0, cut - self._windows[0][0])]
-        event = VadEvent(
-            "utterance",
-            start=self._start / self.sample_rate,
-            end=speech_end / self.sample_rate,
-            audio=audio,
-            audio_start=self._windows[0][0] / self.sample_rate,
-            reason=reason,
-        )
+        event = self._event("utterance", speech_end, reason)
         leftover = [(p, w) for p, w in self._windows if p >= speech_end]
         self._clear_speech()
         self._pre_roll.extend(leftover)
         return event
+
+    def _event(self, kind: Literal["likely_end", "utterance"], speech_end: int,
+               reason: Literal["silence", "max_length", "flush"] | None = None) -> VadEvent:
+        cut = speech_end + self._post_roll
+        kept = [w for p, w in self._windows if p < cut]
+        return VadEvent(
+            kind,
+            start=self._start / self.sample_rate,
+            end=speech_end / self.sample_rate,
+            audio=np.concatenate(kept)[: max(0, cut - self._windows[0][0])],
+            audio_start=self._windows[0][0] / self.sample_rate,
+            reason=reason,
+        )
