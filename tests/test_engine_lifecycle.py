@@ -94,3 +94,27 @@ async def test_fifty_cycles_leave_no_growth(quick_engine, quick):
     assert quick.list() == []
     assert threads1 <= threads0 + 2, (threads0, threads1)
     assert rss1 - rss0 < 60_000, f"RSS grew by {rss1 - rss0} kB over 50 sessions"
+
+
+async def test_memory_goes_back_when_the_last_session_closes(engine, client):
+    """Three 720p sessions with speech grow the engine by a few hundred MB; glibc would keep all of it."""
+    from lib.heygen.models import NewSessionRequest
+
+    loop = asyncio.get_running_loop()
+    assert client.list() == []
+    _, rss0 = _threads_and_rss(engine.process.pid)
+    peak = rss0
+    for _ in range(2):
+        lives = [await open_session(client, NewSessionRequest(quality="medium")) for _ in range(3)]
+        for live in lives:
+            assert await wait_for(lambda live=live: len(live.received.video) > 25, 15)
+        await asyncio.gather(*(loop.run_in_executor(None, lambda live=live: client.task(
+            live.session_id, "Hello there, this is a memory test.", "repeat", "sync")) for live in lives))
+        peak = max(peak, _threads_and_rss(engine.process.pid)[1])
+        for live in lives:
+            await loop.run_in_executor(None, client.stop, live.session_id)
+            await live.connection.close()
+    await asyncio.sleep(1.0)
+    _, rss1 = _threads_and_rss(engine.process.pid)
+    assert peak - rss0 > 100_000, "the sessions should have cost memory; the test proves nothing otherwise"
+    assert rss1 - rss0 < 60_000, f"RSS {rss0} kB → peak {peak} kB → {rss1} kB after every session closed"

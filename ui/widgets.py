@@ -46,6 +46,13 @@ def fmt_credits(value: float) -> str:
 
 def fmt_change(change: float | None) -> str | None:
     """``KpiReport.change`` as a delta label (None hides the delta)."""
-    if change is None or math.isnan(change):
-        return None
+    if change is None or math.isnan(change) or round(change, 2) == 0:
+        return None  # "+0%" would still be drawn as a rise, in green or red
     return f"{change:+.0%}"
+
+
+def budget_change(used: float | None, used_before: float | None) -> str | None:
+    """Change of the budget share in percentage points (None hides it, also when it rounds to nothing)."""
+    if used is None or used_before is None or round((used - used_before) * 100, 1) == 0:
+        return None
+    return f"{(used - used_before) * 100:+.1f} pts"

@@ -15,7 +15,7 @@ from lib.usage import queries as q
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.store import HistoryRow
 from ui import resources
-from ui.widgets import browser_timezone, fmt_change, fmt_credits, fmt_duration, fmt_money
+from ui.widgets import browser_timezone, budget_change, fmt_change, fmt_credits, fmt_duration, fmt_money
 
 TABLE_ROWS = 500
 CACHE_TTL_S = 30
@@ -121,7 +121,7 @@ k[5].metric("p95 duration", fmt_duration(cur.p95_duration_s), fmt_change(report.
 used = pricing.budget_fraction(cur.credits)
 used_before = pricing.budget_fraction(before.credits) if before else None
 k[6].metric("Budget used", "—" if used is None else f"{used:.1%}",
-            None if used is None or used_before is None else f"{(used - used_before) * 100:+.1f} pts",
+            budget_change(used, used_before),
             delta_color="inverse",
             help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.")
 

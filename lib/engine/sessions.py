@@ -18,6 +18,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
+from lib import gc_pauses
 from lib.engine import avatars
 from lib.engine import errors as E
 from lib.engine.codecs import install_realtime_h264
@@ -317,6 +318,8 @@ class SessionManager:
             self.history.add(HistoryRow(session.session_id, session.created_at, time.time(),
                                         session.options.avatar_id, voice.name, session.options.quality,
                                         reason))
+            if not self.sessions:
+                gc_pauses.release_memory()  # nothing is streaming: a pause costs nobody anything
 
     def active(self) -> list[EngineSession]:
         return [s for s in self.sessions.values() if s.state in ACTIVE_STATES]

@@ -9,6 +9,8 @@ import altair as alt
 import pandas as pd
 
 HEIGHT = 260
+# Never a tick between two days: with one day of data Vega would tick every few hours, all labelled alike.
+DAY_AXIS = alt.Axis(format="%b %d", tickMinStep=86_400_000)
 GROUP_TITLES: dict[str, str] = {"avatar": "Avatar", "quality": "Quality", "provider": "Provider"}
 BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected", "budget": "Budget"}
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
@@ -21,7 +23,7 @@ def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar") -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("yearmonthdate(day):T", title="Day", axis=alt.Axis(format="%b %d")),
+            x=alt.X("yearmonthdate(day):T", title="Day", axis=DAY_AXIS),
             y=alt.Y("sum(minutes):Q", title="Minutes", stack="zero"),
             color=alt.Color(f"{by}:N", title=title),
             tooltip=[
@@ -67,7 +69,7 @@ def budget_chart(df: pd.DataFrame) -> alt.Chart:
         alt.Chart(budget_frame(df))
         .mark_line(strokeWidth=2)
         .encode(
-            x=alt.X("day:T", title="Day", axis=alt.Axis(format="%b %d")),
+            x=alt.X("day:T", title="Day", axis=DAY_AXIS),
             y=alt.Y("credits:Q", title="Credits"),
             color=alt.Color("series:N", title=None, scale=alt.Scale(domain=names, range=list(_SERIES_COLORS)),
                             legend=alt.Legend(orient="top")),
