@@ -205,6 +205,8 @@ class EngineSession:
             "clock_resyncs": s.late_resyncs,
             "compose_ms_avg": round(s.compose_ms_total / s.frames, 3) if s.frames else None,
             "last_task_latency_ms": self.buffer.last_task_latency_ms,
+            "speech_starved_frames": self.buffer.starved_frames,
+            "speech_held_frames": self.buffer.held_frames,
         }
 
     def describe(self) -> dict[str, Any]:

@@ -22,13 +22,21 @@ import numpy as np
 from lib.engine.lipsync import envelope, mouth_at
 from lib.engine.media import SAMPLE_RATE, Tick
 from lib.engine.mouth import CLOSED_SHAPES, MouthShape
-from lib.engine.tts import SpeechChunk
+from lib.engine.tts import MAX_SENTENCE_CHARS, SpeechChunk
 
 log = logging.getLogger("avatar_ops.engine.speaker")
 
 Emit = Callable[[dict[str, Any]], None]
 # Speaking rate of the default voice, measured on piper's joe voice at rate 1.0 (characters per second).
 CHARS_PER_SECOND = 14.0
+# A talk answer's next piece is not known when the first is ready: assume a typical sentence.
+TYPICAL_PIECE_CHARS = 60
+# Piper's synthesis time on an idle 2-core machine: a fixed cost per piece plus a cost per character.
+# Only the shape matters: the first piece's measured time scales it to the machine's load right now.
+SYNTH_FIXED_S = 0.07
+SYNTH_PER_CHAR_S = 0.0055
+RUNWAY_MARGIN = 1.15  # the load changes from one piece to the next
+MAX_HOLD_S = 1.5
 
 
 class Synthesizer(Protocol):
@@ -63,6 +71,9 @@ class Utterance:
     started: bool = False
     samples_played: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
+    # Playback waits until then, unless a second piece is ready: on a slow machine the first piece would
+    # end before the next is synthesized and the avatar would stop mid-sentence.
+    start_not_before: float | None = None
     first_frame_at: float | None = None
     error: str | None = None
 
@@ -81,6 +92,8 @@ class SpeechBuffer:
         self._queue: deque[Utterance] = deque()
         self._openness = 0.0
         self.last_task_latency_ms: float | None = None
+        self.starved_frames = 0  # frames left silent mid-speech because synthesis fell behind
+        self.held_frames = 0  # frames a start was held back to build up runway instead
 
     @property
     def speaking(self) -> bool:
@@ -129,8 +142,13 @@ class SpeechBuffer:
                     self._queue.popleft()
                     self._complete(utt, spoke=utt.started)
                     continue
+                if utt.started:
+                    self.starved_frames += 1
                 break  # synthesis has not caught up: this frame stays idle
             prepared = utt.chunks[0]
+            if not utt.started and self._holding(utt):
+                self.held_frames += 1
+                break
             if not utt.started:
                 utt.started = True
                 utt.first_frame_at = time.monotonic()
@@ -152,6 +170,12 @@ class SpeechBuffer:
         if self._queue and self._queue[0].started and not self._queue[0].chunks and self._queue[0].synth_done:
             self._complete(self._queue.popleft(), spoke=True)
         return self._shape(audio, filled, current)
+
+    @staticmethod
+    def _holding(utt: Utterance) -> bool:
+        if utt.start_not_before is None or utt.synth_done or len(utt.chunks) > 1:
+            return False
+        return time.monotonic() < utt.start_not_before
 
     def _shape(self, audio: np.ndarray, filled: int, current: PreparedChunk | None) -> Tick:
         if current is None or filled == 0:
@@ -229,11 +253,20 @@ class Speaker:
 
     def _synthesize(self, utt: Utterance, loop: asyncio.AbstractEventLoop) -> None:
         error = None
+        first = True
         try:
             for text in self._texts(utt):
-                for chunk in self._voices.synthesize(text, self._voice_id, self._rate):
+                pieces = self._voices.synthesize(text, self._voice_id, self._rate)
+                while True:
+                    started = time.monotonic()
+                    chunk = next(pieces, None)
+                    if chunk is None:
+                        break
                     if utt.cancelled:
                         return
+                    if first:
+                        first = False
+                        self._plan_runway(utt, chunk, time.monotonic() - started)
                     loop.call_soon_threadsafe(self._buffer.add_chunk, utt, prepare(chunk, self._frame))
                 if utt.cancelled:
                     return
@@ -242,3 +275,19 @@ class Speaker:
             error = f"Speech synthesis failed: {type(exc).__name__}"
         finally:
             loop.call_soon_threadsafe(self._buffer.finish_synthesis, utt, error)
+
+    def _plan_runway(self, utt: Utterance, chunk: SpeechChunk, synth_seconds: float) -> None:
+        """Hold the start back when the first piece is too short to cover the next one's synthesis, as
+        predicted from how fast this machine synthesized the first piece just now."""
+        audio_seconds = chunk.duration_ms / 1000.0
+        if utt.task_type in ("talk", "chat"):
+            next_chars = TYPICAL_PIECE_CHARS
+        else:
+            next_chars = min(MAX_SENTENCE_CHARS, max(0, len(utt.text.strip()) - len(chunk.text)))
+        if not next_chars or audio_seconds <= 0:
+            return
+        load = synth_seconds / (SYNTH_FIXED_S + SYNTH_PER_CHAR_S * len(chunk.text))
+        next_synth = load * (SYNTH_FIXED_S + SYNTH_PER_CHAR_S * next_chars)
+        deficit = min(MAX_HOLD_S, RUNWAY_MARGIN * next_synth - audio_seconds)
+        if deficit > 0.04:  # less than a frame is not worth a later start
+            utt.start_not_before = time.monotonic() + deficit
