@@ -8,11 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from lib.engine.speaker import Speaker, SpeechBuffer
+from lib.engine.speaker import SENTENCE_PAUSE_S, Speaker, SpeechBuffer
 from lib.engine.tts import SpeechChunk, split_sentences
 
 FRAME = 48_000 // 25
-TEXT = "Hello there. Welcome to the Avatar Ops demo, it is nice to meet you."
+# split into "Welcome everyone to the Avatar" | "Ops demo which ...": a stall there would be mid-phrase
+MID_SENTENCE = ("Welcome everyone to the Avatar Ops demo which is going to be very nice for all of you "
+                "who came here today.")
+TWO_SENTENCES = "Hello there. Welcome to the Avatar Ops demo, it is nice to meet you."
 
 
 class SlowVoices:
@@ -30,14 +33,14 @@ class SlowVoices:
             yield SpeechChunk(piece, audio, [])
 
 
-async def play(voices: SlowVoices) -> tuple[list[bool], SpeechBuffer]:
+async def play(voices: SlowVoices, text: str) -> tuple[list[bool], SpeechBuffer]:
     """Run the render clock's side at 25 fps until the task is done; True per frame that carried speech."""
     events: list[dict] = []
     buffer = SpeechBuffer(events.append, FRAME)
     with ThreadPoolExecutor(1) as pool:
         speaker = Speaker(buffer, voices, voice_id=None, rate=1.0, answer=lambda text: [text],
                           executor=pool, emit=events.append, frame_samples=FRAME)
-        utt = speaker.submit(TEXT, "repeat")
+        utt = speaker.submit(text, "repeat")
         frames: list[bool] = []
         start = time.monotonic()
         while not utt.done.done() and len(frames) < 500:
@@ -54,14 +57,23 @@ def gaps(frames: list[bool]) -> int:
 
 
 async def test_a_starved_synthesizer_delays_the_start_instead_of_stopping_mid_sentence():
-    frames, buffer = await play(SlowVoices(load=3.5))  # a machine busy with other work
+    assert not split_sentences(MID_SENTENCE)[0].endswith(".")  # the first piece is cut mid-sentence
+    frames, buffer = await play(SlowVoices(load=5), MID_SENTENCE)  # a machine busy with other work
     assert any(frames)
     assert gaps(frames) == 0, f"{gaps(frames)} silent frames inside the speech"
     assert buffer.starved_frames == 0 and buffer.held_frames > 0
 
 
+async def test_after_a_full_stop_a_short_pause_is_preferred_to_a_later_start():
+    frames, after_stop = await play(SlowVoices(load=5), TWO_SENTENCES)
+    assert gaps(frames) <= SENTENCE_PAUSE_S * 25 + 1  # at most a pause between the sentences, never a stall
+    _, after_comma = await play(SlowVoices(load=5), TWO_SENTENCES.replace("there.", "there,"))
+    assert after_comma.held_frames - after_stop.held_frames >= SENTENCE_PAUSE_S * 25 - 2
+
+
 async def test_a_fast_synthesizer_starts_at_once():
-    frames, buffer = await play(SlowVoices(load=0.8))
-    assert gaps(frames) == 0
-    assert buffer.held_frames == 0
-    assert frames.index(True) <= 5  # the first piece (12 characters) takes 110 ms here
+    for text in (MID_SENTENCE, TWO_SENTENCES):
+        frames, buffer = await play(SlowVoices(load=0.8), text)
+        assert gaps(frames) == 0
+        assert buffer.held_frames == 0
+        assert frames.index(True) <= 6  # the first piece takes 110–250 ms to synthesize here

@@ -37,6 +37,8 @@ SYNTH_FIXED_S = 0.07
 SYNTH_PER_CHAR_S = 0.0055
 RUNWAY_MARGIN = 1.15  # the load changes from one piece to the next
 MAX_HOLD_S = 1.5
+# After a full stop a short silence sounds like a pause, not a stall: worth more than a later start.
+SENTENCE_PAUSE_S = 0.3
 
 
 class Synthesizer(Protocol):
@@ -288,6 +290,7 @@ class Speaker:
             return
         load = synth_seconds / (SYNTH_FIXED_S + SYNTH_PER_CHAR_S * len(chunk.text))
         next_synth = load * (SYNTH_FIXED_S + SYNTH_PER_CHAR_S * next_chars)
-        deficit = min(MAX_HOLD_S, RUNWAY_MARGIN * next_synth - audio_seconds)
+        pause = SENTENCE_PAUSE_S if chunk.text.rstrip().endswith((".", "!", "?")) else 0.0
+        deficit = min(MAX_HOLD_S, RUNWAY_MARGIN * next_synth - audio_seconds - pause)
         if deficit > 0.04:  # less than a frame is not worth a later start
             utt.start_not_before = time.monotonic() + deficit
