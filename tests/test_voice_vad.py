@@ -132,8 +132,9 @@ def test_steady_noise_is_not_speech(noise: Callable[[float, np.random.Generator]
     assert run(UtteranceDetector(), audio) == []
 
 
-# In loud noise Silero's probability decays slowly after the last word: the end comes up to ~200 ms late.
-@pytest.mark.parametrize(("snr_db", "end_tolerance"), [(20, TOLERANCE_S), (10, 0.25)])
+# In loud noise Silero's probability decays slowly after the last word: the end comes 180–260 ms late
+# (measured over 12 syntheses; piper's voice varies from run to run).
+@pytest.mark.parametrize(("snr_db", "end_tolerance"), [(20, TOLERANCE_S), (10, 0.35)])
 def test_speech_over_noise_is_detected(bank: VoiceBank, snr_db: int, end_tolerance: float) -> None:
     voice = speech(bank, "Please turn on the lights in the kitchen.")
     speech_dbfs = 20 * np.log10(np.sqrt(np.mean(voice.astype(np.float64) ** 2)) / 32768)
