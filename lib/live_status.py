@@ -46,7 +46,7 @@ def status_rows(link: AvatarLink, pricing: Pricing, provider: str,
         if idle_timeout:
             rows.append(("Idle timeout in", _clock(idle_timeout - link.idle_seconds())))
         if session is not None and session.session_duration_limit:
-            rows.append(("Provider limit in", _clock(session.session_duration_limit - age)))
+            rows.append(("Provider limit in", _clock(session.session_duration_limit - link.session_age_seconds())))
         left = link.seconds_left()
         if left is not None:
             rows.append(("Dashboard cap in", _clock(left)))

@@ -213,6 +213,8 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
             second = start_engine(port=port, api_key=key, extra_args=args)
             assert _wait(lambda: link.state is LinkState.CONNECTED, 40), link.error
             assert link.session_id != old and link.reconnects == 1
+            # The dashboard cap counts the whole conversation; the provider's limit only the new session.
+            assert link.session_age_seconds() < link.age_seconds() - 1.0
             before = link.frames_received
             assert _wait(lambda: link.frames_received > before + 10, 5)
             assert usage.get_session(old).end_reason == "disconnected"

@@ -63,7 +63,7 @@ class LiveChat:
         # playing component must not silently start a second (billable) session.
         self.claimed = False
         self.user_stopped = False
-        self.rendered_state: LinkState | None = None  # the link state the last full page run drew
+        self.rendered_state: tuple[LinkState, str | None] | None = None  # link state and error the page drew
         self.refused: str | None = None  # why the budget guard refused the last start
         self.budget_override = False
         self.listener: VoiceListener | None = None

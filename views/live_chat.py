@@ -168,7 +168,7 @@ with video_col:
     conversation = st.container()
 
 
-chat.rendered_state = link.state if link is not None else None
+chat.rendered_state = (link.state, link.error) if link is not None else None
 
 
 @st.fragment(run_every=1.0)
@@ -178,7 +178,7 @@ def status_panel() -> None:
         st.caption("No avatar session yet.")
         return
     current.watched()
-    if current.state is not chat.rendered_state:
+    if (current.state, current.error) != chat.rendered_state:
         st.rerun()  # the whole page depends on the state (buttons, chat input): redraw it
     left = current.seconds_left() if current.live else None
     if left is not None and left < 60:

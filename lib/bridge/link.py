@@ -79,7 +79,8 @@ class LinkOptions:
     # Events written to the log as soon as the session exists (e.g. a budget override the user chose).
     open_events: tuple[tuple[str, dict[str, Any]], ...] = ()
     video_stall_timeout: float = 4.0  # no frame for this long while connected: treat the media as lost
-    reconnect_attempts: int = 6  # backoff 1, 2, 4, 8, 15, 15 s
+    # Backoff 1, 2, 4, then every 8 s (47 s in all): a restarted engine is found soon after it is back.
+    reconnect_attempts: int = 8
 
 
 class AvatarLink:
@@ -98,7 +99,8 @@ class AvatarLink:
         self.end_reason: str | None = None
         self.session: NewSession | None = None
         self._establishing_since = time.monotonic()
-        self.connected_wall: float | None = None
+        self.connected_wall: float | None = None  # the conversation's start: the dashboard cap counts from here
+        self.session_wall: float | None = None  # the current provider session's start (a reconnect is a new one)
         self.first_frame_ms: float | None = None
         self.last_task_to_talk_ms: float | None = None
         self.speaking = False
@@ -147,6 +149,9 @@ class AvatarLink:
 
     def age_seconds(self) -> float:
         return time.time() - self.connected_wall if self.connected_wall else 0.0
+
+    def session_age_seconds(self) -> float:
+        return time.time() - self.session_wall if self.session_wall else 0.0
 
     def idle_seconds(self) -> float:
         """Seconds since the provider last saw activity from us (task, interrupt or keep-alive)."""
@@ -250,6 +255,7 @@ class AvatarLink:
 
     def _went_live(self) -> None:
         self.state = LinkState.CONNECTED
+        self.session_wall = time.time()
         self._last_frame_at = time.monotonic()
         if self.usage is not None and self.session is not None:
             self.usage.mark_connected(self.session.session_id)
@@ -395,7 +401,7 @@ class AvatarLink:
                 message, _ = self._describe(exc)
                 self.error = f"{message.rstrip('.')}. Reconnecting (attempt {attempt} failed)…"
                 await self._release("error")
-                delay = min(delay * 2, 15.0)
+                delay = min(delay * 2, 8.0)
                 continue
             self.reconnects += 1
             downtime_ms = round((time.monotonic() - lost_at) * 1000)
