@@ -20,6 +20,7 @@ from typing import Any
 import av
 import numpy as np
 
+from lib import gc_pauses
 from lib.bridge import loop as bridge
 from lib.bridge.direct import DirectConnection
 from lib.bridge.quality import LinkQuality, QualityMeter
@@ -83,9 +84,30 @@ class LinkOptions:
     reconnect_attempts: int = 8
 
 
+_open_links = 0
+_open_links_lock = threading.Lock()
+
+
+def _link_opened() -> None:
+    global _open_links
+    with _open_links_lock:
+        _open_links += 1
+
+
+def _link_closed() -> None:
+    """The last link of this process is gone: give its decoders' memory back (glibc would keep it)."""
+    global _open_links
+    with _open_links_lock:
+        _open_links -= 1
+        idle = _open_links == 0
+    if idle:
+        gc_pauses.release_memory()
+
+
 class AvatarLink:
     def __init__(self, client: StreamingClient, provider: str, usage: UsageLog | None, options: LinkOptions,
                  *, audio_out: AudioOut | None = None, audio_clear: Callable[[], None] | None = None) -> None:
+        _link_opened()
         self.client = client
         self.provider = provider
         self.usage = usage
@@ -437,6 +459,7 @@ class AvatarLink:
         self.speaking = False
         await self._release(reason)
         self.finished.set()
+        _link_closed()
 
     async def _stop_provider(self, reason: str) -> None:
         if self.session is None or self.session.session_id in self._stopped_sessions:
