@@ -343,3 +343,38 @@ def test_a_pause_mid_sentence_does_not_cut_the_sentence(bank: VoiceBank) -> None
     whole = (len(first) + len(second)) / 3 + 0.35 * SAMPLE_RATE
     assert fake.calls[-1] >= whole
     assert stats.speculations == 2 and stats.speculations_used == 1
+
+
+class CountingSTT(FakeSTT):
+    """Answers with how many seconds of audio it was given, so interim and final text can be told apart."""
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        self.calls.append(len(audio))
+        return f"heard {len(audio) / SAMPLE_RATE:.1f} seconds"
+
+
+def test_interim_text_grows_while_the_user_speaks_and_stops_at_the_final(bank: VoiceBank) -> None:
+    stt, recorder = CountingSTT(), Recorder()
+    partials: list[tuple[float, str]] = []
+    text = "Please turn on the lights in the kitchen and then close all of the blinds in the living room."
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=stt,
+                       on_partial=lambda t: partials.append((time.monotonic(), t))) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, text), silence_48k(1.0)]),
+                 realtime=True)
+        assert recorder.transcript.wait(5)
+        time.sleep(0.2)
+        assert listener.partial is None  # once the words are final, there is no interim text
+    final_at = next(t for kind, t, _ in recorder.events if kind == "transcript")
+    assert len(partials) >= 2, partials  # several seconds of speech: about one interim text a second
+    assert all(at < final_at for at, _ in partials)
+    seconds = [float(t.split()[1]) for _, t in partials]
+    assert seconds == sorted(seconds) and seconds[-1] < float(recorder.transcripts()[0].text.split()[1])
+
+
+def test_no_interim_text_without_a_callback(bank: VoiceBank) -> None:
+    stt, recorder = CountingSTT(), Recorder()
+    text = "Please turn on the lights in the kitchen and then close all of the blinds in the living room."
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=stt) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, text), silence_48k(1.0)]))
+        assert recorder.transcript.wait(5)
+    assert len(stt.calls) == 1  # the likely end, reused as the final: no interim work at all

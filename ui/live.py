@@ -121,8 +121,13 @@ class LiveChat:
         if self.listener is None:
             self.listener = VoiceListener(on_transcript=lambda t: self._voice_pool.submit(self._voice_turn, t),
                                           on_speech_start=lambda: self._voice_pool.submit(self._barge_in),
+                                          on_partial=lambda _text: None,  # read as .partial by the page
                                           stt=resources.speech_to_text())
         return self.listener
+
+    def hearing(self) -> str | None:
+        """What the microphone user is saying right now, before it is final (None when nobody speaks)."""
+        return self.listener.partial if self.listener is not None and self.listener.enabled else None
 
     def _voice_turn(self, transcript: Transcript) -> None:
         link = self.link

@@ -202,6 +202,9 @@ def transcript() -> None:
         with st.chat_message("user" if turn.role == "user" else "assistant",
                              avatar=":material/person:" if turn.role == "user" else ":material/face:"):
             st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …"))
+    if hearing := chat.hearing():
+        with st.chat_message("user", avatar=":material/mic:"):
+            st.markdown("_" + hearing.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_") + " …_")
     if current.speaking:
         st.caption(":material/graphic_eq: the avatar is speaking")
 

@@ -23,6 +23,9 @@ MAX_PENDING_UTTERANCES = 3
 # Speech-to-text starts on the audio this long into the end-of-speech silence; the VAD still waits its full
 # end silence (500 ms) before the words count as said, and then they are usually transcribed already.
 SPECULATE_AFTER_MS = 200
+# While someone speaks, what they said so far is transcribed about this often (only when the model is idle).
+PARTIAL_EVERY_S = 1.0
+PARTIAL_MAX_S = 8.0  # longer speech is not re-transcribed whole every second
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ class _Utterance:
     ended_at: float
     key: tuple[float, float]  # (start, end) in stream time: a likely end and its utterance share it
     speculative: bool = False
+    partial: bool = False  # interim text of speech still going on
+
+    @property
+    def optional(self) -> bool:
+        return self.speculative or self.partial
 
 
 _FLUSH = object()
@@ -106,6 +114,7 @@ class VoiceListener:
         on_transcript: Callable[[Transcript], None],
         on_speech_start: Callable[[], None] | None = None,
         *,
+        on_partial: Callable[[str], None] | None = None,
         stt: Transcriber | None = None,
         detector: UtteranceDetector | None = None,
         enabled: bool = True,
@@ -114,6 +123,9 @@ class VoiceListener:
     ) -> None:
         self._on_transcript = on_transcript
         self._on_speech_start = on_speech_start
+        self._on_partial = on_partial
+        self._partial: str | None = None
+        self._final_starts: deque[float] = deque(maxlen=8)  # speech starts already transcribed for good
         self._stt = stt
         self._detector = detector
         self._enabled = enabled
@@ -162,6 +174,11 @@ class VoiceListener:
     def stats(self) -> ListenerStats:
         with self._stats_lock:
             return self._stats
+
+    @property
+    def partial(self) -> str | None:
+        """What the speaker has said so far, while they are still speaking (None otherwise)."""
+        return self._partial
 
     def push(self, frame: av.AudioFrame) -> None:
         """Take one microphone frame (any rate, layout, s16/flt). Cheap: ~0.1 ms per 20 ms frame."""
@@ -257,6 +274,7 @@ class VoiceListener:
             return
         # Stream time → monotonic time, anchored at the arrival of the newest frame.
         anchor_time, anchor_position = time.monotonic(), 0.0
+        last_partial = 0.0  # stream time of the last interim transcription asked for
         while True:
             with self._audio_cond:
                 while not self._audio and not self._closed:
@@ -273,6 +291,23 @@ class VoiceListener:
                 events = detector.flush()
             for event in events:
                 self._handle(event, anchor_time - anchor_position)
+            if self._on_partial is not None and detector.in_speech:
+                last_partial = self._offer_partial(detector, last_partial, anchor_time - anchor_position)
+
+    def _offer_partial(self, detector: UtteranceDetector, last: float, clock_offset: float) -> float:
+        now = detector.position
+        event = detector.speech_so_far()
+        if event is None or now - max(last, event.start) < PARTIAL_EVERY_S or now - event.start > PARTIAL_MAX_S:
+            return last
+        assert event.audio is not None and event.end is not None
+        partial = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset,
+                             (event.start, event.end), partial=True)
+        with self._utterance_cond:
+            if self._working is not None or self._utterances:
+                return last  # the model is busy: interim text is the first thing to give up
+            self._utterances.append(partial)
+            self._utterance_cond.notify()
+        return now
 
     def _handle(self, event: VadEvent, clock_offset: float) -> None:
         if event.kind == "speech_start":
@@ -290,7 +325,7 @@ class VoiceListener:
             working = self._working
             if utterance.speculative:
                 # Only on an idle worker: a guess must never delay words already said.
-                if working is not None or any(not u.speculative for u in self._utterances):
+                if (working is not None and not working.partial) or any(not u.optional for u in self._utterances):
                     return
                 self._utterances.clear()  # an older guess nobody started is moot now
             elif working is not None and working.speculative and working.key == utterance.key:
@@ -299,13 +334,13 @@ class VoiceListener:
                 self._count(utterances=1)
                 return
             else:
-                self._utterances = deque(u for u in self._utterances if not u.speculative)
+                self._utterances = deque(u for u in self._utterances if not u.optional)
             self._utterances.append(utterance)
             while len(self._utterances) > self._max_pending:
                 self._utterances.popleft()
                 dropped += 1
             self._utterance_cond.notify()
-        if not utterance.speculative:
+        if not utterance.optional:
             self._count(utterances=1, utterances_dropped=dropped)
 
     # ------------------------------------------------------------ STT thread
@@ -335,6 +370,18 @@ class VoiceListener:
                 except Exception:
                     log.exception("speech-to-text failed on a %d ms utterance",
                                   len(utterance.audio) * 1000 // SAMPLE_RATE)
+            if utterance.partial:
+                with self._utterance_cond:
+                    self._working = None
+                    stale = utterance.key[0] in self._final_starts
+                speech_ms = (utterance.ended_at - utterance.started_at) * 1000
+                if text and not stale and not is_hallucination(text, speech_ms):
+                    self._partial = text
+                    try:
+                        self._on_partial(text)  # type: ignore[misc]  # partial jobs exist only with a callback
+                    except Exception:
+                        log.exception("on_partial failed")
+                continue
             guess = None
             with self._utterance_cond:
                 promoted, self._promoted, self._working = self._promoted, None, None
@@ -350,6 +397,9 @@ class VoiceListener:
 
     def _deliver(self, utterance: _Utterance, text: str) -> None:
         transcribed_at = time.monotonic()
+        with self._utterance_cond:
+            self._final_starts.append(utterance.key[0])
+        self._partial = None
         if is_hallucination(text, (utterance.ended_at - utterance.started_at) * 1000.0):
             self._count(transcripts_filtered=1)
             return

@@ -100,6 +100,12 @@ class UtteranceDetector:
     def in_speech(self) -> bool:
         return self._state == "speaking"
 
+    def speech_so_far(self) -> VadEvent | None:
+        """The utterance in progress as it stands (kind ``likely_end``, ``end`` = now), for interim text."""
+        if self._state != "speaking" or not self._windows:
+            return None
+        return self._event("likely_end", self._pos)
+
     def reset(self) -> None:
         """Forget everything, including the stream clock and any utterance in progress."""
         self._pos = 0  # stream position (samples) of the next window
