@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -294,3 +294,20 @@ def send_chat(page: Page, text: str) -> None:
         " return t && !t.disabled; }", timeout=15_000)
     box.fill(text)
     box.press("Enter")
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
+    """Poll until the condition returns something truthy; that value, or the last falsy one at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if (value := condition()) or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def engine_events(engine: EngineProcess, session_id: str) -> list[dict[str, Any]]:
+    """A session's event log, from the engine's own extension endpoint."""
+    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id},
+                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["events"]

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Page
 
 from lib.engine.launcher import EngineProcess
@@ -19,6 +17,7 @@ from tests.browser import (
     AppServer,
     chromium_missing,
     click_start,
+    engine_events,
     go_to,
     heard_audio,
     launch_chromium,
@@ -28,6 +27,7 @@ from tests.browser import (
     screenshot,
     send_chat,
     start_audio_probe,
+    wait_for,
     wait_video_playing,
     webrtc_frame,
 )
@@ -51,21 +51,8 @@ def browser(app: AppServer) -> Iterator[Browser]:
         yield chromium
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if value := condition():
-            return value
-        if time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
-def engine_events(engine: EngineProcess, session_id: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
-    response.raise_for_status()
-    return response.json()["data"]["events"]
 
 
 def end_reason(app: AppServer, session_id: str) -> str | None:

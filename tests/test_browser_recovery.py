@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Browser, Frame, Page
 
 from lib.engine.launcher import EngineProcess, start_engine
@@ -19,6 +18,7 @@ from tests.browser import (
     AppServer,
     chromium_missing,
     click_start,
+    engine_events,
     go_to,
     launch_chromium,
     no_exceptions,
@@ -27,6 +27,7 @@ from tests.browser import (
     screenshot,
     send_chat,
     video_state,
+    wait_for,
     wait_video_playing,
     webrtc_frame,
 )
@@ -78,14 +79,6 @@ def browser(app: AppServer) -> Iterator[Browser]:
         yield chromium
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if value := condition():
-            return value
-        if time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def active_sessions(engine: EngineProcess) -> list[str]:
@@ -94,10 +87,7 @@ def active_sessions(engine: EngineProcess) -> list[str]:
 
 
 def engine_event_kinds(engine: EngineProcess, session_id: str) -> list[str]:
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
-    response.raise_for_status()
-    return [e["type"] for e in response.json()["data"]["events"]]
+    return [e["type"] for e in engine_events(engine, session_id)]
 
 
 def mean_luma(frame: Frame) -> float:

@@ -7,12 +7,10 @@ transcript, hears the answer from the knowledge base, and speaking again cuts th
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Page
 
 from lib.engine.launcher import EngineProcess
@@ -24,11 +22,13 @@ from tests.browser import (
     AppServer,
     chromium_missing,
     click_start,
+    engine_events,
     go_to,
     no_exceptions,
     open_app,
     run_app,
     screenshot,
+    wait_for,
     wait_video_playing,
     webrtc_frame,
 )
@@ -95,19 +95,8 @@ def app(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield server
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        if (value := condition()) or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
-def engine_events(engine: EngineProcess, session_id: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
-    response.raise_for_status()
-    return response.json()["data"]["events"]
 
 
 def user_tasks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
