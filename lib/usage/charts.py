@@ -9,8 +9,15 @@ import altair as alt
 import pandas as pd
 
 HEIGHT = 260
-# Never a tick between two days: with one day of data Vega would tick every few hours, all labelled alike.
-DAY_AXIS = alt.Axis(format="%b %d", tickMinStep=86_400_000)
+DAY_AXIS = alt.Axis(format="%b %d")
+
+
+def day_axis(days: int) -> alt.Axis:
+    """Over a few days Vega ticks every few hours, and every tick of a day gets the same label: tick once a
+    day then. Over longer spans its own choice (weeks) reads better."""
+    if days <= 14:
+        return alt.Axis(format="%b %d", tickCount={"interval": "day", "step": 1})
+    return DAY_AXIS
 GROUP_TITLES: dict[str, str] = {"avatar": "Avatar", "quality": "Quality", "provider": "Provider"}
 BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected", "budget": "Budget"}
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
@@ -23,7 +30,7 @@ def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar") -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("yearmonthdate(day):T", title="Day", axis=DAY_AXIS),
+            x=alt.X("yearmonthdate(day):T", title="Day", axis=day_axis(df["day"].nunique() if len(df) else 0)),
             y=alt.Y("sum(minutes):Q", title="Minutes", stack="zero"),
             color=alt.Color(f"{by}:N", title=title),
             tooltip=[
