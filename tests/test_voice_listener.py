@@ -378,3 +378,23 @@ def test_no_interim_text_without_a_callback(bank: VoiceBank) -> None:
         push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, text), silence_48k(1.0)]))
         assert recorder.transcript.wait(5)
     assert len(stt.calls) == 1  # the likely end, reused as the final: no interim work at all
+
+
+def test_interim_text_is_cleared_when_the_final_transcription_fails(bank: VoiceBank) -> None:
+    class BreaksAtTheEnd(CountingSTT):
+        def transcribe(self, audio: np.ndarray) -> str:
+            if partials_seen:
+                raise RuntimeError("model crashed")
+            return super().transcribe(audio)
+
+    partials_seen: list[str] = []
+    stt, recorder = BreaksAtTheEnd(), Recorder()
+    text = "Please turn on the lights in the kitchen and then close all of the blinds in the living room."
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=stt,
+                       on_partial=partials_seen.append) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), speech_48k(bank, text), silence_48k(1.0)]),
+                 realtime=True)
+        assert wait_for(lambda: listener.stats.utterances == 1, 5)
+        time.sleep(0.3)
+        assert partials_seen and listener.partial is None
+    assert recorder.transcripts() == []

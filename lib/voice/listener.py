@@ -394,6 +394,8 @@ class VoiceListener:
                 utterance = promoted
             if text is not None:
                 self._deliver(utterance, text)
+            else:
+                self._partial = None  # the words were lost: their interim text must not stay on the page
 
     def _deliver(self, utterance: _Utterance, text: str) -> None:
         transcribed_at = time.monotonic()
