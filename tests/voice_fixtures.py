@@ -43,7 +43,7 @@ class SpokenWav:
 def spoken_wav(path: Path, parts: Sequence[str | float], voices: VoiceBank | None = None,
                voice_id: str = PIPER_VOICE_ID) -> SpokenWav:
     """Write a 48 kHz mono WAV from `parts`: a number is that many seconds of silence, a string is spoken."""
-    voices = voices or VoiceBank()
+    voices = voices or VoiceBank(varied=False)
     pieces: list[np.ndarray] = []
     said: list[Said] = []
     position = 0

