@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import pandas as pd
 
 from lib.engine.config import QUALITY_UNITS
-from lib.heygen.client import StreamingClient
+from lib.heygen.client import StreamingClient, endpoint_reachable
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import ActiveSession
 from lib.usage.credits import Pricing
@@ -100,6 +100,8 @@ class Snapshot:
     sessions: list[LiveSession] = field(default_factory=list)
     lost: list[SessionRow] = field(default_factory=list)
     error: str | None = None
+    elsewhere: list[SessionRow] = field(default_factory=list)
+    """Open in the log on another engine or HeyGen account (not in this provider's list, not touched)."""
 
     @property
     def ok(self) -> bool:
@@ -181,7 +183,8 @@ def take_snapshot(
     except HeyGenError as exc:
         return Snapshot(provider, time.time() if now is None else now, error=str(exc))
     at = time.time() if now is None else now
-    reconciliation = log.reconcile((s.session_id for s in active), provider)
+    reconciliation = log.reconcile((s.session_id for s in active), provider, client.endpoint,
+                                   reachable=endpoint_reachable)
     for session_id in reconciliation.still_open:
         log.heartbeat(session_id, at=at)
     rows = {row.session_id: row for row in log.open_sessions(provider)}
@@ -191,7 +194,7 @@ def take_snapshot(
             rows[session_id] = row
     merged = [_merge(s, rows.get(s.session_id), pricing, at) for s in active]
     merged.sort(key=lambda s: (s.created_at if s.created_at is not None else at, s.session_id))
-    return Snapshot(provider, at, merged, list(reconciliation.lost))
+    return Snapshot(provider, at, merged, list(reconciliation.lost), elsewhere=list(reconciliation.elsewhere))
 
 
 def _stop_one(client: StreamingClient, session_id: str) -> StopResult:
@@ -226,7 +229,7 @@ def force_stop(
             log.open_session(
                 target.session_id, provider, target.avatar_id, target.voice_id, target.quality,
                 target.video_encoding, started_by_dashboard=False,
-                created_at=target.created_at if target.created_at is not None else at,
+                created_at=target.created_at if target.created_at is not None else at, endpoint=client.endpoint,
             )
             row = log.get_session(target.session_id)
         if row is not None:

@@ -170,6 +170,32 @@ def test_wrong_key_is_a_provider_error_and_never_printed(
     assert code == ExitCode.OK
 
 
+def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_is_gone(
+    cli, client: StreamingClient, engine: EngineProcess, log: UsageLog
+) -> None:
+    """The app's embedded engine and the engine the command line uses can share one usage log."""
+    mine = new_session(client)
+    log.open_session(mine, "local", created_at=time.time() - 30, endpoint=client.endpoint)
+    # Another dashboard's engine, still up: the same server answers /healthz, but with another key.
+    log.open_session("other-dashboards", "local", created_at=time.time() - 30, endpoint=f"{engine.url}#key-other")
+    # An engine that has since been shut down.
+    gone = f"http://127.0.0.1:{free_port()}#key-gone"
+    log.open_session("crashed-engines", "local", created_at=time.time() - 60, endpoint=gone)
+    log.heartbeat("crashed-engines", at=time.time() - 50)
+
+    code, out, err = cli("sessions", "list", "--json")
+
+    assert code == ExitCode.OK, err
+    payload = json.loads(out)
+    assert payload["closed_as_lost"] == ["crashed-engines"]
+    assert payload["open_elsewhere"] == ["other-dashboards"]
+    assert "another engine" in err
+    assert mine in {s["session_id"] for s in payload["sessions"]}
+    assert log.get_session("other-dashboards").is_open  # type: ignore[union-attr]
+    assert log.get_session(mine).is_open  # type: ignore[union-attr]
+    assert log.get_session("crashed-engines").end_reason == EndReason.LOST  # type: ignore[union-attr]
+
+
 def test_engine_down_is_a_provider_error_and_leaves_the_log_alone(cli, log: UsageLog) -> None:
     log.open_session("still-open", "local", created_at=time.time() - 60)
     closed = f"http://127.0.0.1:{free_port()}"

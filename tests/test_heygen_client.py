@@ -790,6 +790,15 @@ def test_client_repr_hides_the_key():
     assert "api.heygen.com" in repr(c)
 
 
+def test_endpoint_names_the_account_without_revealing_the_key():
+    plain = StreamingClient(BASE, KEY).endpoint
+    assert KEY not in plain and plain.startswith(BASE + "#key-")
+    assert StreamingClient(BASE + "/", KEY).endpoint == plain  # same account, however the URL is written
+    assert StreamingClient(BASE, KEY + "x").endpoint != plain  # another key: another account
+    with_password = StreamingClient("http://ops:hunter2@127.0.0.1:8765", KEY).endpoint
+    assert "hunter2" not in with_password and with_password.startswith("http://127.0.0.1:8765#key-")
+
+
 def test_errors_survive_pickling():
     exc = SessionStateError(10005, "closed", 400, state="closed")
     copy = pickle.loads(pickle.dumps(exc))

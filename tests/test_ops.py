@@ -21,6 +21,8 @@ NOW = datetime(2024, 3, 3, 12, 0, tzinfo=UTC).timestamp()
 class FakeClient:
     """The two calls the Sessions page makes, with scripted failures."""
 
+    endpoint = "http://127.0.0.1:8765#key-0123456789ab"
+
     def __init__(self, sessions: list[ActiveSession], stop_errors: dict[str, HeyGenError] | None = None,
                  list_error: HeyGenError | None = None) -> None:
         self.sessions = {s.session_id: s for s in sessions}

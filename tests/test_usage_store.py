@@ -141,6 +141,53 @@ def test_reconcile_only_touches_the_given_provider_and_reports_stops_that_did_no
     assert log.get_session("local-1").is_open
 
 
+def test_reconcile_closes_only_sessions_of_the_listed_endpoint_or_of_endpoints_that_are_gone(log: UsageLog) -> None:
+    here, alive, dead = "http://127.0.0.1:1#key-a", "http://127.0.0.1:2#key-b", "http://127.0.0.1:3#key-c"
+    log.open_session("here-running", "local", created_at=T0, endpoint=here)
+    log.open_session("here-gone", "local", created_at=T0, endpoint=here)
+    log.open_session("other-engine", "local", created_at=T0, endpoint=alive)
+    log.open_session("dead-engine", "local", created_at=T0, endpoint=dead)
+    log.heartbeat("dead-engine", at=T0 + 20)
+    log.open_session("dead-engine-2", "local", created_at=T0, endpoint=dead)
+    log.open_session("before-endpoints", "local", created_at=T0)  # logged by an older version
+    asked: list[str] = []
+
+    def reachable(endpoint: str) -> bool:
+        asked.append(endpoint)
+        return endpoint == alive
+
+    result = log.reconcile(["here-running"], "local", here, reachable=reachable)
+
+    lost = sorted(r.session_id for r in result.lost)
+    assert lost == ["before-endpoints", "dead-engine", "dead-engine-2", "here-gone"]
+    assert {r.session_id: r.ended_at for r in result.lost}["dead-engine"] == T0 + 20
+    assert [r.session_id for r in result.elsewhere] == ["other-engine"]
+    assert sorted(asked) == [alive, dead]  # each other endpoint is asked once, the listed one never
+    assert {s.session_id for s in log.open_sessions("local")} == {"here-running", "other-engine"}
+
+    # Without a way to check other endpoints, their sessions are left alone.
+    log.open_session("third", "local", created_at=T0, endpoint=dead)
+    assert [r.session_id for r in log.reconcile(["here-running"], "local", here).elsewhere] == ["other-engine", "third"]
+
+
+def test_version_1_log_gains_endpoints_and_keeps_its_sessions(tmp_path: Path) -> None:
+    from lib.usage.schema import MIGRATIONS
+
+    path = tmp_path / "usage.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO sessions (session_id, provider, created_at) VALUES ('old', 'heygen', ?)", (T0,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with UsageLog(path) as usage:
+        assert usage.schema_version == SCHEMA_VERSION
+        old = usage.get_session("old")
+        assert old is not None and old.endpoint is None and old.created_at == T0
+        usage.open_session("new", "heygen", created_at=T0, endpoint="https://api.heygen.com#key-x")
+        assert usage.get_session("new").endpoint == "https://api.heygen.com#key-x"  # type: ignore[union-attr]
+
+
 def test_close_is_idempotent_and_keeps_the_first_end(log: UsageLog) -> None:
     log.open_session("s", "heygen", created_at=T0)
     assert log.close_session("s", EndReason.STOPPED, at=T0 + 60)

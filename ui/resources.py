@@ -7,6 +7,7 @@ import streamlit as st
 from lib import gc_pauses
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
+from lib.heygen.client import endpoint_reachable
 from lib.heygen.errors import HeyGenError
 from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
@@ -80,7 +81,7 @@ def startup_reconciliation() -> Reconciliation:
     provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
     configured = configured_provider()
     active = [s.session_id for s in configured.client.list()]
-    return usage_log().reconcile(active, configured.name)
+    return usage_log().reconcile(active, configured.name, configured.client.endpoint, reachable=endpoint_reachable)
 
 
 @st.cache_resource(show_spinner="Loading offline speech recognition…")

@@ -129,6 +129,10 @@ def live_sessions() -> None:
     st.caption(f"Last updated {refreshed:%H:%M:%S} · {what} · {provider.label}"
                + (" · credits show what HeyGen would charge; the local engine costs nothing."
                   if provider.name == "local" else ""))
+    if snapshot.elsewhere:
+        st.caption(f"{len(snapshot.elsewhere)} more session(s) in the usage log run on another engine or "
+                   "HeyGen account that is still up (e.g. a second dashboard or the command line); they are "
+                   "not listed or stopped here.")
 
     if not sessions:
         st.info(f"No sessions are running on {provider.label}.")

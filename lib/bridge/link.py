@@ -313,7 +313,7 @@ class AvatarLink:
         req = self.options.request
         self.usage.open_session(self.session.session_id, self.provider, req.avatar_id or req.avatar_name or "",
                                 req.voice_id or "", req.quality or "", req.video_encoding or "VP8",
-                                started_by_dashboard=True)
+                                started_by_dashboard=True, endpoint=self.client.endpoint)
         for kind, details in self.options.open_events:
             self._log_event(kind, details)
 

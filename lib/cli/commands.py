@@ -37,6 +37,9 @@ def _snapshot(provider: Provider, log: UsageLog, price: Pricing) -> ops.Snapshot
         print(f"note: {len(snapshot.lost)} session(s) open in the usage log are gone from {provider.label}; "
               "closed as lost at their last heartbeat: " + ", ".join(r.session_id for r in snapshot.lost),
               file=sys.stderr)
+    if snapshot.elsewhere:
+        print(f"note: {len(snapshot.elsewhere)} session(s) open in the usage log run on another engine or "
+              "account that is still up; they are not listed here.", file=sys.stderr)
     return snapshot
 
 
@@ -66,6 +69,7 @@ def sessions_list(settings: Settings, *, as_json: bool) -> ExitCode:
             "total_credits": snapshot.total_credits,
             "total_cost": snapshot.total_cost,
             "closed_as_lost": [r.session_id for r in snapshot.lost],
+            "open_elsewhere": [r.session_id for r in snapshot.elsewhere],
         }))
         return ExitCode.OK
     if not snapshot.sessions:

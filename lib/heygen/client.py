@@ -6,6 +6,7 @@ exception (whose text can hold URLs) as its cause or context, and server message
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -75,6 +76,24 @@ def _as_secret(value: Secret | str | None) -> Secret | None:
     if value is None or isinstance(value, Secret):
         return value or None
     return Secret(value) if value else None
+
+
+def endpoint_reachable(endpoint: str, timeout: float = 1.0) -> bool:
+    """Is the engine or account behind a :attr:`StreamingClient.endpoint` (stored in the log) still there?
+
+    A local engine answers ``GET /healthz`` without a key. HeyGen cannot be asked about another account's
+    sessions without that account's key, so its endpoints count as reachable (their sessions stay open
+    until a dashboard using that key reconciles them).
+    """
+    url = endpoint.split("#", 1)[0]
+    host = urlsplit(url).hostname or ""
+    if host == "heygen.com" or host.endswith(".heygen.com"):
+        return True
+    try:
+        reply = requests.get(f"{url}/healthz", timeout=timeout)
+        return reply.ok and reply.json().get("status") == "ok"
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
 
 
 def _int_code(value: Any) -> int | None:
@@ -153,6 +172,21 @@ class StreamingClient:
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
         self._sleep: Callable[[float], None] = time.sleep
+
+    @property
+    def endpoint(self) -> str:
+        """Which provider account or engine this client speaks to, as stored with each session in the
+        usage log: the base URL (without user:password) and a one-way fingerprint of the API key.
+
+        Two dashboards (or the app and the command line) can share one log while using different engines
+        or HeyGen accounts; reconciliation must only close sessions of the endpoint it listed.
+        """
+        parts = urlsplit(self.base_url)
+        url = f"{parts.scheme}://{self.host}{parts.path}"
+        if self._api_key is None:
+            return url
+        digest = hashlib.sha256(b"avatar-ops endpoint\0" + self._api_key.reveal().encode()).hexdigest()
+        return f"{url}#key-{digest[:12]}"
 
     def __repr__(self) -> str:
         auth = "api_key" if self._api_key else "token" if self._token else "none"

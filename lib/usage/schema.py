@@ -43,6 +43,11 @@ MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # 2: which provider account or engine each session lives on (see StreamingClient.endpoint); NULL for
+    # sessions logged before, which reconcile against whichever endpoint is current, as they always did.
+    """
+    ALTER TABLE sessions ADD COLUMN endpoint TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

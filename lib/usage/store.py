@@ -13,7 +13,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +59,7 @@ class UsageLogError(RuntimeError):
 
 _SESSION_COLUMNS = (
     "session_id, provider, avatar_id, voice_id, quality, video_encoding, started_by_dashboard, "
-    "created_at, connected_at, ended_at, end_reason, last_seen, speaking_s"
+    "created_at, connected_at, ended_at, end_reason, last_seen, speaking_s, endpoint"
 )
 
 
@@ -78,6 +78,7 @@ class SessionRow:
     end_reason: str | None
     last_seen: float | None
     speaking_s: float | None
+    endpoint: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> SessionRow:
@@ -113,6 +114,9 @@ class Reconciliation:
     """Open in the log and still active on the provider."""
     closed_but_active: list[str] = field(default_factory=list)
     """Closed in the log yet still active on the provider (a stop that did not take): still billing."""
+    elsewhere: list[SessionRow] = field(default_factory=list)
+    """Open in the log on another engine or account that is still reachable (or cannot be checked): left
+    open for whoever uses that endpoint to reconcile."""
 
 
 @dataclass(frozen=True)
@@ -287,15 +291,19 @@ class UsageLog:
         video_encoding: str | None = None,
         started_by_dashboard: bool = True,
         created_at: Timestamp = None,
+        endpoint: str | None = None,
     ) -> bool:
-        """Record a session right after ``streaming.new``; False if the id is already in the log."""
+        """Record a session right after ``streaming.new``; False if the id is already in the log.
+
+        ``endpoint`` is the client's :attr:`StreamingClient.endpoint`: which engine or account it is on.
+        """
         at = to_unix(created_at)
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, quality, "
-                "video_encoding, started_by_dashboard, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "video_encoding, started_by_dashboard, created_at, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (session_id, provider, avatar_id, voice_id, quality, video_encoding,
-                 int(started_by_dashboard), at),
+                 int(started_by_dashboard), at, endpoint),
             )
             if cur.rowcount == 0:
                 return False
@@ -401,9 +409,36 @@ class UsageLog:
             ).fetchall()
         return [(at, kind, json.loads(details) if details else None) for at, kind, details in rows]
 
-    def reconcile(self, active_session_ids: Iterable[str], provider: str) -> Reconciliation:
-        """Align the log with the provider's ``streaming.list`` (after a crash or on every refresh)."""
+    def reconcile(
+        self,
+        active_session_ids: Iterable[str],
+        provider: str,
+        endpoint: str | None = None,
+        *,
+        reachable: Callable[[str], bool] | None = None,
+    ) -> Reconciliation:
+        """Align the log with the provider's ``streaming.list`` (after a crash or on every refresh).
+
+        ``active_session_ids`` is what ``endpoint`` listed. Open sessions logged on another endpoint are not
+        in that list: they are closed as lost only if ``reachable(their_endpoint)`` says that endpoint is
+        gone, else kept open and returned as ``elsewhere``. Without an ``endpoint`` (or for sessions logged
+        without one) every open session of ``provider`` is compared with the list.
+        """
         active = set(active_session_ids)
+        verdicts: dict[str, bool] = {}
+
+        def compared(row: SessionRow) -> bool:
+            return endpoint is None or row.endpoint is None or row.endpoint == endpoint
+
+        def gone_elsewhere(row: SessionRow) -> bool:
+            assert row.endpoint is not None
+            if reachable is None:
+                return False
+            if row.endpoint not in verdicts:
+                verdicts[row.endpoint] = reachable(row.endpoint)
+            return not verdicts[row.endpoint]
+
+
         with self._write() as conn:
             open_rows = [
                 SessionRow.from_row(r)
@@ -414,8 +449,12 @@ class UsageLog:
                 )
             ]
             lost: list[SessionRow] = []
+            elsewhere: list[SessionRow] = []
             for row in open_rows:
                 if row.session_id in active:
+                    continue
+                if not compared(row) and not gone_elsewhere(row):
+                    elsewhere.append(row)
                     continue
                 end = row.last_seen if row.last_seen is not None else row.created_at
                 self._close(conn, row.session_id, EndReason.LOST, end)
@@ -439,6 +478,7 @@ class UsageLog:
             orphans=[sid for sid in ids if sid not in known],
             still_open=[sid for sid in ids if known.get(sid) is False],
             closed_but_active=[sid for sid in ids if known.get(sid) is True],
+            elsewhere=elsewhere,
         )
 
     def import_history(self, rows: Iterable[HistoryRow | Mapping[str, Any]], provider: str = "heygen") -> int:
