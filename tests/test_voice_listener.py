@@ -371,7 +371,26 @@ def test_interim_text_grows_while_the_user_speaks_and_stops_at_the_final(bank: V
     assert seconds == sorted(seconds) and seconds[-1] < float(recorder.transcripts()[0].text.split()[1])
 
 
-def test_no_interim_text_without_a_callback(bank: VoiceBank) -> None:
+def test_interim_text_can_be_read_without_a_callback(bank: VoiceBank) -> None:
+    stt, recorder = CountingSTT(), Recorder()
+    text = "Please turn on the lights in the kitchen and then close all of the blinds in the living room."
+    seen: list[str] = []
+    with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=stt, interim=True) as listener:
+        feeder = threading.Thread(target=push_all, args=(listener, np.concatenate(
+            [silence_48k(0.3), speech_48k(bank, text), silence_48k(1.0)])), kwargs={"realtime": True})
+        feeder.start()
+        while feeder.is_alive() or not recorder.transcript.is_set():
+            if (now := listener.partial) is not None and now not in seen:
+                seen.append(now)
+            if recorder.transcript.wait(0.02):
+                break
+        feeder.join()
+        time.sleep(0.2)
+        assert listener.partial is None
+    assert seen and all(t.startswith("heard") for t in seen), seen
+
+
+def test_no_interim_text_unless_asked_for(bank: VoiceBank) -> None:
     stt, recorder = CountingSTT(), Recorder()
     text = "Please turn on the lights in the kitchen and then close all of the blinds in the living room."
     with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=stt) as listener:

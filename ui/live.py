@@ -121,7 +121,7 @@ class LiveChat:
         if self.listener is None:
             self.listener = VoiceListener(on_transcript=lambda t: self._voice_pool.submit(self._voice_turn, t),
                                           on_speech_start=lambda: self._voice_pool.submit(self._barge_in),
-                                          on_partial=lambda _text: None,  # read as .partial by the page
+                                          interim=True,  # read as .partial by the page
                                           stt=resources.speech_to_text())
         return self.listener
 

@@ -114,6 +114,7 @@ class VoiceListener:
         on_transcript: Callable[[Transcript], None],
         on_speech_start: Callable[[], None] | None = None,
         *,
+        interim: bool = False,
         on_partial: Callable[[str], None] | None = None,
         stt: Transcriber | None = None,
         detector: UtteranceDetector | None = None,
@@ -124,6 +125,8 @@ class VoiceListener:
         self._on_transcript = on_transcript
         self._on_speech_start = on_speech_start
         self._on_partial = on_partial
+        # Interim text costs model time while the user is still speaking: only for callers that show it.
+        self._interim = interim or on_partial is not None
         self._partial: str | None = None
         self._final_starts: deque[float] = deque(maxlen=8)  # speech starts already transcribed for good
         self._stt = stt
@@ -177,7 +180,8 @@ class VoiceListener:
 
     @property
     def partial(self) -> str | None:
-        """What the speaker has said so far, while they are still speaking (None otherwise)."""
+        """What the speaker has said so far, while they are still speaking (None otherwise); only with
+        ``interim=True`` or an ``on_partial`` callback."""
         return self._partial
 
     def push(self, frame: av.AudioFrame) -> None:
@@ -291,7 +295,7 @@ class VoiceListener:
                 events = detector.flush()
             for event in events:
                 self._handle(event, anchor_time - anchor_position)
-            if self._on_partial is not None and detector.in_speech:
+            if self._interim and detector.in_speech:
                 last_partial = self._offer_partial(detector, last_partial, anchor_time - anchor_position)
 
     def _offer_partial(self, detector: UtteranceDetector, last: float, clock_offset: float) -> float:
@@ -377,10 +381,11 @@ class VoiceListener:
                 speech_ms = (utterance.ended_at - utterance.started_at) * 1000
                 if text and not stale and not is_hallucination(text, speech_ms):
                     self._partial = text
-                    try:
-                        self._on_partial(text)  # type: ignore[misc]  # partial jobs exist only with a callback
-                    except Exception:
-                        log.exception("on_partial failed")
+                    if self._on_partial is not None:
+                        try:
+                            self._on_partial(text)
+                        except Exception:
+                            log.exception("on_partial failed")
                 continue
             guess = None
             with self._utterance_cond:
