@@ -3,10 +3,12 @@
 Chromium's fake microphone plays a WAV spoken by the engine's own TTS: a question, a pause while the avatar
 gives a long answer, then a second question in the middle of that answer. The user sees their words in the
 transcript, hears the answer from the knowledge base, and speaking again cuts the avatar off (barge-in).
+A long request shows interim text while it is being spoken.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -175,3 +177,50 @@ def test_spoken_question_is_answered_and_speaking_again_interrupts(
     assert len(turns) == 2, turns
     assert all(t["stt_latency_ms"] > 0 and t["audio_ms"] > 500 for t in turns), turns
 
+
+
+LONG_REQUEST = ("Please tell me, in as much detail as you can, how I connect my laptop to the guest network "
+                "in the large meeting room on the third floor.")
+
+
+@pytest.fixture(scope="module")
+def long_request_wav(voices: VoiceBank, tmp_path_factory: pytest.TempPathFactory) -> SpokenWav:
+    wav = spoken_wav(tmp_path_factory.mktemp("voice") / "long.wav", [LEAD_IN_S, LONG_REQUEST, 20.0], voices)
+    assert wav.said[0].end - wav.said[0].start > 5.0, wav  # long enough for several interim texts
+    return wav
+
+
+def test_interim_text_shows_while_the_user_is_still_speaking(app: AppServer, long_request_wav: SpokenWav) -> None:
+    with launch_chromium_with_mic(long_request_wav.path, loop=False) as browser:
+        page = open_app(browser, app.url)
+        go_to(page, "Live chat")
+        set_knowledge_base(page, KNOWLEDGE_BASE)
+        enable_voice(page, barge_in=False)
+        frame = webrtc_frame(page)
+        click_start(page)
+        wait_video_playing(frame, timeout=40)
+
+        # Interim text is the last user message, in italics and ending in "…", until the words are final.
+        interim: list[tuple[float, str]] = []
+        final: str | None = None
+        deadline = time.monotonic() + 60
+        while final is None and time.monotonic() < deadline:
+            said = [t.strip() for t in texts(page, USER)]
+            if said and said[-1].endswith("…"):
+                if not interim or interim[-1][1] != said[-1]:
+                    interim.append((time.monotonic(), said[-1]))
+                    if len(interim) == 2:
+                        screenshot(page, "live-chat-voice-interim.png", full_page=False)
+            elif said:
+                final = said[-1]
+            page.wait_for_timeout(100)
+        assert final is not None and "guest network" in final.lower(), (final, interim, app.log_tail())
+        assert interim, "no interim text was shown while the user spoke"
+        assert all(len(text) > 3 and not text.endswith(". …") for _, text in interim), interim
+        print(f"interim texts before the final one: {[text for _, text in interim]}")
+        screenshot(page, "live-chat-voice-final.png")
+        # Once final, the interim line is gone: one user message, the final words.
+        page.wait_for_timeout(1500)
+        said = [t.strip() for t in texts(page, USER)]
+        assert len(said) == 1 and not said[0].endswith("…"), said
+        no_exceptions(page)

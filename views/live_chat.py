@@ -204,7 +204,9 @@ def transcript() -> None:
             st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …"))
     if hearing := chat.hearing():
         with st.chat_message("user", avatar=":material/mic:"):
-            st.markdown("_" + hearing.replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_") + " …_")
+            # Whisper ends even unfinished text with a full stop: drop it, the ellipsis says "still talking".
+            words = hearing.rstrip(" .").replace("\\", "\\\\").replace("*", "\\*").replace("_", "\\_")
+            st.markdown(f"_{words} …_")
     if current.speaking:
         st.caption(":material/graphic_eq: the avatar is speaking")
 
