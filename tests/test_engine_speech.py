@@ -16,6 +16,10 @@ from lib.heygen.models import NewSessionRequest
 from tests.rtc_helpers import LiveSession, open_session, wait_for
 
 SPEECH_RMS = 300  # int16 RMS: speech is in the thousands, idle audio is exactly zero
+# Interrupt to last speech packet as the test hears it: besides the engine this counts the HTTP round
+# trip and this process's own WebRTC receive backlog, 0.1-0.2 s idle and up to 0.36 s on a busy 2-core
+# machine. A broken interrupt keeps talking for the rest of the 10 s sentence.
+STOP_WITHIN_S = 0.5
 
 
 async def _ready(client, **kwargs) -> LiveSession:
@@ -142,8 +146,8 @@ async def test_interrupt_stops_audio_and_mouth_at_once(client):
         await asyncio.sleep(1.0)
         span = _speech_span(live, called)
         last_speech = span[1] if span else called
-        assert last_speech - called < 0.25, f"speech went on {last_speech - called:.3f} s after interrupt"
-        changes, pairs = _mouth_changes(live, called + 0.25, time.monotonic())
+        assert last_speech - called < STOP_WITHIN_S, f"speech went on {last_speech - called:.3f} s after interrupt"
+        changes, pairs = _mouth_changes(live, called + STOP_WITHIN_S, time.monotonic())
         assert pairs > 10 and changes <= 1, (changes, pairs)
         stop = [e for _, e in live.received.events if e["type"] == "avatar_stop_talking"]
         assert stop and stop[-1]["duration_ms"] < result.duration_ms
