@@ -118,6 +118,23 @@ def test_session_gone_from_the_provider_is_shown_lost_and_closed_at_its_last_hea
     assert listed(at) == []
 
 
+def test_sessions_of_another_live_engine_sharing_the_log_are_counted_not_closed(
+    db: Path, engine: EngineProcess
+) -> None:
+    with UsageLog(db) as log:
+        # Logged by a second dashboard whose engine is up (it answers /healthz) but has another key.
+        log.open_session("other-dashboards", "local", "anna_office", created_at=time.time() - 60,
+                         endpoint=f"{engine.url}#key-other")
+
+    at = run_page()
+
+    assert any("1 more session(s)" in c.value and "another engine" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
+    assert not any("lost" in i.value for i in at.info)
+    with UsageLog(db) as log:
+        assert log.get_session("other-dashboards").is_open  # type: ignore[union-attr]
+
+
 def test_provider_error_is_actionable_and_the_page_stays_usable(
     engine: EngineProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
