@@ -81,9 +81,10 @@ def _as_secret(value: Secret | str | None) -> Secret | None:
 def endpoint_reachable(endpoint: str, timeout: float = 1.0) -> bool:
     """Is the engine or account behind a :attr:`StreamingClient.endpoint` (stored in the log) still there?
 
-    A local engine answers ``GET /healthz`` without a key. HeyGen cannot be asked about another account's
-    sessions without that account's key, so its endpoints count as reachable (their sessions stay open
-    until a dashboard using that key reconciles them).
+    A local engine answers ``GET /healthz`` without a key; it is gone when the connection is refused or
+    something else answers there. HeyGen cannot be asked about another account's sessions without that
+    account's key, so its endpoints count as reachable (their sessions stay open until a dashboard using
+    that key reconciles them).
     """
     url = endpoint.split("#", 1)[0]
     host = urlsplit(url).hostname or ""
@@ -92,6 +93,8 @@ def endpoint_reachable(endpoint: str, timeout: float = 1.0) -> bool:
     try:
         reply = requests.get(f"{url}/healthz", timeout=timeout)
         return reply.ok and reply.json().get("status") == "ok"
+    except requests.Timeout:
+        return True  # no answer is not "gone": a slow or firewalled engine keeps its sessions open
     except (requests.RequestException, ValueError, AttributeError):
         return False
 
