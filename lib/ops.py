@@ -28,12 +28,12 @@ from lib.heygen.client import StreamingClient, endpoint_reachable
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import ActiveSession
 from lib.usage.credits import Pricing
-from lib.usage.store import EndReason, SessionRow, UsageLog
+from lib.usage.store import EndReason, EventKind, SessionRow, UsageLog
 
 Origin = Literal["dashboard", "elsewhere", "orphan"]
 StopOutcome = Literal["stopped", "already_gone", "failed"]
 
-FORCE_STOP_EVENT = "force_stop"
+FORCE_STOP_EVENT = EventKind.FORCE_STOP
 _GONE_STATES = ("closing", "closed")
 ORIGIN_LABELS: dict[str, str] = {"dashboard": "Dashboard", "elsewhere": "Elsewhere", "orphan": "Orphan ⚠"}
 OUTCOME_LABELS: dict[str, str] = {"stopped": "stopped", "already_gone": "already gone", "failed": "failed"}

@@ -228,6 +228,28 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
             second.stop()
 
 
+def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
+    """The Sessions page (or the command line) stops a session a Live chat tab is showing."""
+    from lib import ops
+    from lib.usage.credits import PRESETS, Pricing
+
+    link = _link(client, usage, video_stall_timeout=1.5)
+    assert link.wait_connected(20), link.error
+    session_id = link.session_id
+    snapshot = ops.take_snapshot(client, usage, "local", Pricing(PRESETS["heygen_current"]))
+    results = ops.force_stop(client, usage, "local", snapshot.by_id([session_id]))
+    assert [r.outcome for r in results] == ["stopped"]
+
+    assert _wait(lambda: link.state is LinkState.DISCONNECTED, 15), (link.state, link.error)
+    assert "force-stopped" in (link.error or "")
+    assert link.finished.wait(5)
+    time.sleep(1.5)  # long enough for a reconnect to have opened a new session
+    assert link.session_id == session_id and link.reconnects == 0
+    assert client.list() == []
+    assert usage.was_force_stopped(session_id)
+    assert usage.open_sessions() == []
+
+
 def test_connection_quality_is_measured_from_webrtc_stats(client, usage):
     link = _link(client, usage)
     assert link.wait_connected(20), link.error

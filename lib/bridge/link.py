@@ -27,7 +27,7 @@ from lib.bridge.quality import LinkQuality, QualityMeter
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
-from lib.usage.store import EventKind, UsageLog
+from lib.usage.store import EndReason, EventKind, UsageLog
 
 log = logging.getLogger("avatar_ops.bridge")
 
@@ -415,6 +415,14 @@ class AvatarLink:
             await asyncio.sleep(delay)
             if self._stopping:
                 return
+            if attempt == 1 and previous is not None and await asyncio.to_thread(self._force_stopped, previous):
+                # Someone stopped it on purpose (to end its cost): a new session would undo that.
+                self.error = ("This session was force-stopped from the Sessions page or the command line. "
+                              "Press Reconnect for a new one.")
+                self.state = LinkState.DISCONNECTED
+                self._log_event(EventKind.ERROR, {"error": "force-stopped elsewhere; not reconnecting"})
+                await self._shutdown(EndReason.FORCE_STOPPED)
+                return
             try:
                 await self._establish()
             except asyncio.CancelledError:
@@ -436,6 +444,15 @@ class AvatarLink:
                      f"Check that {self.client.provider_label} is running, then press Reconnect."
         self.state = LinkState.DISCONNECTED
         await self._shutdown("disconnected")
+
+    def _force_stopped(self, session_id: str) -> bool:
+        if self.usage is None:
+            return False
+        try:
+            return self.usage.was_force_stopped(session_id)
+        except Exception:  # an unreadable log must not stop a reconnect
+            log.exception("could not read the usage log")
+            return False
 
     async def _release(self, reason: str) -> None:
         """Close the current media and provider session (not the link: a reconnect may follow)."""

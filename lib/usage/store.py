@@ -40,6 +40,7 @@ class EventKind(StrEnum):
     ERROR = "error"
     STOP = "stop"
     CLOSED = "closed"
+    FORCE_STOP = "force_stop"  # from the Sessions page or the command line, with its outcome
 
 
 class EndReason(StrEnum):
@@ -400,6 +401,13 @@ class UsageLog:
         with self._connection() as conn:
             rows = conn.execute(sql + " ORDER BY created_at", params).fetchall()
         return [SessionRow.from_row(r) for r in rows]
+
+    def was_force_stopped(self, session_id: str) -> bool:
+        """Did the Sessions page or the command line stop this session (whatever closed it in the log first)?"""
+        with self._connection() as conn:
+            rows = conn.execute("SELECT details FROM events WHERE session_id = ? AND kind = ?",
+                                (session_id, EventKind.FORCE_STOP)).fetchall()
+        return any(json.loads(details or "{}").get("outcome") == "stopped" for (details,) in rows)
 
     def events(self, session_id: str) -> list[tuple[float, str, dict[str, Any] | None]]:
         """``(at, kind, details)`` of one session, oldest first."""
