@@ -195,6 +195,13 @@ def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_
     assert log.get_session(mine).is_open  # type: ignore[union-attr]
     assert log.get_session("crashed-engines").end_reason == EndReason.LOST  # type: ignore[union-attr]
 
+    # Stopping it from here is refused with where it runs, not reported as "already gone".
+    code, out, err = cli("sessions", "stop", "other-dashboards", "--json")
+    assert code == ExitCode.NOT_FOUND
+    [result] = json.loads(out)["results"]
+    assert result["outcome"] == "elsewhere" and engine.url in result["message"] and "key-" not in result["message"]
+    assert log.get_session("other-dashboards").is_open  # type: ignore[union-attr]
+
 
 def test_engine_down_is_a_provider_error_and_leaves_the_log_alone(cli, log: UsageLog) -> None:
     log.open_session("still-open", "local", created_at=time.time() - 60)

@@ -95,17 +95,22 @@ def sessions_list(settings: Settings, *, as_json: bool) -> ExitCode:
 @dataclass(frozen=True)
 class Outcome:
     session_id: str
-    outcome: str  # stopped | already_gone | failed | not_found | would_stop
+    outcome: str  # stopped | already_gone | failed | not_found | elsewhere | would_stop
     message: str
 
 
 def _pick_by_id(snapshot: ops.Snapshot, log: UsageLog, ids: list[str]) -> tuple[list[ops.LiveSession], list[Outcome]]:
     """Listed ids become targets. An unlisted id needs no call: the snapshot just reconciled it in the log."""
     listed = {s.session_id: s for s in snapshot.sessions}
+    elsewhere = {row.session_id: row for row in snapshot.elsewhere}
     targets, settled = [], []
     for sid in dict.fromkeys(ids):
         if sid in listed:
             targets.append(listed[sid])
+        elif sid in elsewhere:
+            where = (elsewhere[sid].endpoint or "").split("#", 1)[0]
+            settled.append(Outcome(sid, "elsewhere", f"Runs on another engine or account ({where}); not stopped. "
+                                   "Point --engine-url (or the HeyGen key) at it to stop it."))
         elif log.get_session(sid) is not None:
             settled.append(Outcome(sid, "already_gone", "Not active on the provider; the usage log has it closed."))
         else:
@@ -146,7 +151,7 @@ def sessions_stop(
         provider.close()
     results = done + settled
     failed = [r for r in results if r.outcome == "failed"]
-    missing = [r for r in results if r.outcome == "not_found"]
+    missing = [r for r in results if r.outcome in ("not_found", "elsewhere")]
     if as_json:
         print(output.to_json({"provider": provider.name, "dry_run": dry_run,
                               "results": [asdict(r) for r in results]}))
@@ -160,8 +165,8 @@ def sessions_stop(
               "run `sessions list` and retry.", file=sys.stderr)
         return ExitCode.STOP_FAILED
     if missing:
-        print(f"error: {len(missing)} session id(s) not found: {', '.join(r.session_id for r in missing)}.",
-              file=sys.stderr)
+        print(f"error: {len(missing)} session id(s) not found on {provider.label}: "
+              f"{', '.join(r.session_id for r in missing)}.", file=sys.stderr)
         return ExitCode.NOT_FOUND
     return ExitCode.OK
 

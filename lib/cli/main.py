@@ -31,7 +31,8 @@ exit codes:
   1  at least one session failed to stop (it may still be billing)
   2  usage or configuration error (bad arguments or setting, no engine or key configured, unusable log)
   3  provider error: unreachable, key rejected, unexpected answer
-  4  a session id given to `sessions stop` is neither active on the provider nor in the usage log
+  4  a session id given to `sessions stop` is not active on this provider (unknown, or it runs on
+     another engine or account sharing the usage log)
   If both 1 and 4 apply, 1 is returned.
 """
 
