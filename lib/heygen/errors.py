@@ -91,11 +91,12 @@ class Unauthorized(HeyGenError):
         else:
             what = "the API key is missing or wrong"
         if self.is_heygen:
-            fix = "Set HEYGEN_API_KEY or add heygen_api_key to .streamlit/secrets.toml, then reload."
+            fix = "Set HEYGEN_API_KEY (or heygen_api_key in .streamlit/secrets.toml) and try again."
         else:
+            # Worded for both the dashboard and the command line, which share this message.
             fix = (
-                "Set ENGINE_API_KEY to that engine's key (or unset ENGINE_URL to use the embedded engine), "
-                "then reload."
+                "Set ENGINE_API_KEY to that engine's key and try again (the dashboard can instead start its "
+                "own engine: unset ENGINE_URL)."
             )
         if self.code in (401056, 401057):
             fix = f"Start a new session to get a fresh token. If that fails too: {fix[0].lower()}{fix[1:]}"
