@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lib.bridge.link import AvatarLink, LinkOptions, LinkState, to_mono_s16
+from lib.heygen.errors import MissingParameter
 from lib.heygen.models import NewSessionRequest
 from lib.usage.store import UsageLog
 
@@ -54,8 +55,12 @@ def test_link_relays_video_audio_events_and_stops(client, usage):
     before = link.frames_received
     time.sleep(1.0)
     assert link.frames_received - before >= 20
+    with pytest.raises(MissingParameter, match="Type some text"):
+        link.send("   ", "repeat")
+    assert link.transcript() == []  # a refused message leaves no (empty) bubble
     link.send("Hello there, nice to meet you.", "repeat")
     assert _wait(lambda: any(t.role == "avatar" and t.done for t in link.transcript()), 15)
+    assert [t.text for t in link.transcript() if t.role == "user"] == ["Hello there, nice to meet you."]
     said = [t.text for t in link.transcript() if t.role == "avatar"]
     assert said == ["Hello there, nice to meet you."]
     assert link.last_task_to_talk_ms is not None and link.last_task_to_talk_ms < 2000
@@ -95,6 +100,12 @@ def test_interrupt_clears_local_audio_too(client, usage):
     link.interrupt()
     assert audio.cleared == 1
     assert _wait(lambda: not link.speaking, 2)
+    # What the avatar had begun to say stays in the conversation, marked as cut off.
+    [answer] = [t for t in link.transcript() if t.role == "avatar"]
+    assert answer.text.startswith("This sentence") and answer.interrupted and answer.done
+    link.send("Short one.", "repeat")
+    assert _wait(lambda: sum(t.done for t in link.transcript() if t.role == "avatar") == 2, 10)
+    assert not link.transcript()[-1].interrupted
     link.stop()
 
 

@@ -20,6 +20,10 @@ Second: report any spill right away, even a small one.
 That is all for today. Thank you for listening."""
 
 
+PENDING_SCRIPT_KEY = "pending_script"
+MAX_MESSAGE_CHARS = 10_000  # one streaming task's text (HeyGen's and the local engine's limit)
+
+
 def _store() -> ScriptStore:
     return ScriptStore(resources.usage_log())
 
@@ -41,7 +45,10 @@ def script_editor() -> str:
             st.session_state["script_uploaded"] = upload.file_id
         except ValueError as exc:
             st.error(str(exc))
-    text = st.text_area("Script", key="script_text", height=180, value=EXAMPLE_SCRIPT,
+    if PENDING_SCRIPT_KEY in st.session_state:  # a chat message too long for one task
+        st.session_state["script_text"] = st.session_state.pop(PENDING_SCRIPT_KEY)
+    st.session_state.setdefault("script_text", EXAMPLE_SCRIPT)
+    text = st.text_area("Script", key="script_text", height=180,
                         help="One segment per paragraph or list item; `[pause 3s]` adds a pause.")
     name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
     name = name_col.text_input("Save as", key="script_name", placeholder="e.g. Safety training")

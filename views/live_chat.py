@@ -15,6 +15,7 @@ from lib.bridge.link import LinkState
 from lib.heygen.errors import HeyGenError
 from lib.live_status import status_rows
 from ui import live, resources, script_panel
+from ui.script_panel import MAX_MESSAGE_CHARS, PENDING_SCRIPT_KEY
 
 # HeyGen refused or is unreachable: these are worth offering the local engine for.
 FALLBACK_ERRORS = {"ProviderUnavailable", "Unauthorized", "NoApiAccess", "Forbidden", "ConcurrencyLimit",
@@ -201,7 +202,8 @@ def transcript() -> None:
     for turn in current.transcript():
         with st.chat_message("user" if turn.role == "user" else "assistant",
                              avatar=":material/person:" if turn.role == "user" else ":material/face:"):
-            st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …"))
+            st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …")
+                        + (" _(interrupted)_" if turn.interrupted else ""))
     if hearing := chat.hearing():
         with st.chat_message("user", avatar=":material/mic:"):
             # Whisper ends even unfinished text with a full stop: drop it, the ellipsis says "still talking".
@@ -218,10 +220,15 @@ with side_col, st.container(border=True):
 with conversation:
     transcript()
 
-prompt = st.chat_input("Type a message for the avatar", disabled=not (link and link.state is LinkState.CONNECTED),
-                       max_chars=10_000)
+# No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
+prompt = st.chat_input("Type a message for the avatar", disabled=not (link and link.state is LinkState.CONNECTED))
 if prompt and link is not None:
-    try:
-        link.send(prompt, task_type)
-    except (HeyGenError, RuntimeError) as exc:
-        st.error(str(exc))
+    if len(prompt) > MAX_MESSAGE_CHARS:
+        st.session_state[PENDING_SCRIPT_KEY] = prompt
+        st.error(f"That message has {len(prompt):,} characters; one message can hold {MAX_MESSAGE_CHARS:,}. "
+                 "It is waiting in the **Script** tab, which delivers long text piece by piece.")
+    else:
+        try:
+            link.send(prompt, task_type)
+        except (HeyGenError, RuntimeError) as exc:
+            st.error(str(exc))

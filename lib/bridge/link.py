@@ -65,6 +65,7 @@ class Turn:
     task_id: str | None = None
     at: float = field(default_factory=time.time)
     done: bool = False
+    interrupted: bool = False  # the avatar was cut off: text is what it had begun to say
 
 
 @dataclass(frozen=True)
@@ -191,12 +192,16 @@ class AvatarLink:
     # --- actions ------------------------------------------------------------------------------
     def send(self, text: str, task_type: str = "talk") -> TaskResult:
         session_id = self._require_live()
+        turn = Turn("user", text)
         with self._lock:
-            self._turns.append(Turn("user", text))
+            self._turns.append(turn)  # before the call: the answer's events may arrive before it returns
         self._last_sent_at = self._activity_at = time.monotonic()
         try:
             result = self.client.task(session_id, text, task_type=task_type, task_mode="async")
         except HeyGenError as exc:
+            with self._lock:
+                # Refused (e.g. empty text): the error says why; no bubble for words never sent.
+                self._turns[:] = [t for t in self._turns if t is not turn]
             self._log_event(EventKind.ERROR, {"action": "task", "error": str(exc)})
             raise
         with self._lock:
@@ -215,6 +220,10 @@ class AvatarLink:
         if self._audio_clear is not None:
             self._audio_clear()  # drop what the browser has not heard yet, too
         self.client.interrupt(session_id)
+        with self._lock:
+            for turn in self._turns:
+                if turn.role == "avatar" and not turn.done:
+                    turn.interrupted = True
         self.awaiting_answer = False
         self._activity_at = time.monotonic()
         self._log_event(EventKind.INTERRUPT, None)
