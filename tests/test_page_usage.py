@@ -5,7 +5,7 @@ from __future__ import annotations
 import calendar
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -147,6 +147,15 @@ def test_stack_selector_regroups_minutes_per_day(db: Path) -> None:
     assert spec["encoding"]["color"]["field"] == "quality"
     assert per_day.groupby("quality")["minutes"].sum().round(4).to_dict() == {
         "high": round(390 / 60, 4), "low": round(620 / 60, 4)}
+
+
+def test_minutes_per_day_spans_the_chosen_dates(db: Path) -> None:
+    """One day of data is one narrow bar in the period, not one bar across the whole chart."""
+    seed(db)
+    at = run_page()
+    spec, _ = charts(at)[0]
+    day_after = MARCH[1] + timedelta(days=1)
+    assert spec["encoding"]["x"]["scale"]["domain"] == [f"{MARCH[0]}T00:00:00", f"{day_after}T00:00:00"]
 
 
 def test_local_estimate_toggle_prices_local_sessions(db: Path) -> None:

@@ -76,7 +76,7 @@ flt = q.UsageFilter(date_from, date_to, tuple(providers), tuple(avatars), tuple(
 pricing_cols = st.columns([3, 2])
 with pricing_cols[0].expander(
     f"Pricing: {pricing.model.label} · {fmt_money(pricing.price_per_credit)} per credit · "
-    f"budget {pricing.monthly_budget_credits:g} credits/month"
+    f"budget {pricing.monthly_budget_credits:g} credit{'' if pricing.monthly_budget_credits == 1 else 's'}/month"
 ), st.form("pricing"):
     keys = list(PRESETS)
     preset = st.selectbox("Credit model", keys, index=keys.index(pricing.model.key) if pricing.model.key in keys
@@ -138,7 +138,7 @@ else:
         st.subheader("Minutes per day", anchor=False)
         by = st.radio("Stack by", list(charts.GROUP_TITLES), format_func=charts.GROUP_TITLES.get,
                       horizontal=True, key="usage_by", label_visibility="collapsed")
-        st.altair_chart(charts.minutes_per_day_chart(data["per_day"], by), width="stretch")
+        st.altair_chart(charts.minutes_per_day_chart(data["per_day"], by, (date_from, date_to)), width="stretch")
     with right.container(border=True):
         st.subheader("Session durations", anchor=False)
         st.altair_chart(charts.duration_chart(data["durations"]), width="stretch")

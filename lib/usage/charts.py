@@ -5,6 +5,8 @@ Pure functions: a DataFrame in, an ``alt.Chart`` out; the page only places them.
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 import altair as alt
 import pandas as pd
 
@@ -23,14 +25,24 @@ BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected",
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
 
 
-def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar") -> alt.Chart:
-    """Stacked bars: minutes per day, one colour per avatar / quality / provider."""
+def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar", period: tuple[date, date] | None = None) -> alt.Chart:
+    """Stacked bars: minutes per day, one colour per avatar / quality / provider.
+
+    With ``period`` (inclusive local dates) the axis spans the whole period, so days without sessions show as
+    gaps and a single day of data is one narrow bar rather than one bar across the chart."""
     title = GROUP_TITLES.get(by, by.title())
+    days = df["day"].nunique() if len(df) else 0
+    scale = alt.Undefined
+    if period is not None:
+        start, end = period
+        days = (end - start).days + 1
+        # Naive ISO times, like the day column Altair sends: both are read as the browser's local midnight.
+        scale = alt.Scale(domain=[f"{start.isoformat()}T00:00:00", f"{(end + timedelta(days=1)).isoformat()}T00:00:00"])
     return (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("yearmonthdate(day):T", title="Day", axis=day_axis(df["day"].nunique() if len(df) else 0)),
+            x=alt.X("yearmonthdate(day):T", title="Day", axis=day_axis(days), scale=scale),
             y=alt.Y("sum(minutes):Q", title="Minutes", stack="zero"),
             color=alt.Color(f"{by}:N", title=title),
             tooltip=[
