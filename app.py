@@ -5,10 +5,12 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.heygen.errors import HeyGenError
+from lib.log_limits import limit_logger
 from ui import live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
 resources.settled_heap()
+limit_logger("streamlit_webrtc.source")  # one "callback is too slow" warning a minute, with a count
 
 pages = st.navigation([
     st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
