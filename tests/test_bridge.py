@@ -138,6 +138,7 @@ class FakeHeyGen:
     """HeyGen's v2 answers, from their documented shapes: a LiveKit room instead of an SDP offer."""
 
     provider_label = "HeyGen"
+    endpoint = "https://api.heygen.com#key-0123456789ab"
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []

@@ -137,6 +137,7 @@ class AvatarLink:
         self._turns: list[Turn] = []
         self._events: deque[tuple[float, dict[str, Any]]] = deque(maxlen=500)
         self._task_sent: dict[str, float] = {}
+        self._interrupted_tasks: set[str] = set()  # their words may still arrive after the interrupt
         self._last_sent_at: float | None = None
         self._watched_at = time.monotonic()
         self._activity_at = time.monotonic()
@@ -221,6 +222,7 @@ class AvatarLink:
             self._audio_clear()  # drop what the browser has not heard yet, too
         self.client.interrupt(session_id)
         with self._lock:
+            self._interrupted_tasks.update(self._task_sent)
             for turn in self._turns:
                 if turn.role == "avatar" and not turn.done:
                     turn.interrupted = True
@@ -528,7 +530,8 @@ class AvatarLink:
             elif kind == "avatar_talking_message":
                 turn = next((t for t in reversed(self._turns) if t.role == "avatar" and t.task_id == task_id), None)
                 if turn is None:
-                    self._turns.append(Turn("avatar", event.get("message", ""), task_id))
+                    self._turns.append(Turn("avatar", event.get("message", ""), task_id,
+                                            interrupted=task_id in self._interrupted_tasks))
                 else:
                     turn.text = f"{turn.text} {event.get('message', '')}".strip()
             elif kind in ("avatar_stop_talking", "avatar_end_message"):
