@@ -218,14 +218,23 @@ class AvatarLink:
 
     def interrupt(self) -> None:
         session_id = self._require_live()
+        # Marked before the call: the stop events can arrive on the media thread before the call returns.
+        with self._lock:
+            earlier = set(self._interrupted_tasks)
+            self._interrupted_tasks.update(self._task_sent)
+            cut = [t for t in self._turns if t.role == "avatar" and not t.done]
+            for turn in cut:
+                turn.interrupted = True
         if self._audio_clear is not None:
             self._audio_clear()  # drop what the browser has not heard yet, too
-        self.client.interrupt(session_id)
-        with self._lock:
-            self._interrupted_tasks.update(self._task_sent)
-            for turn in self._turns:
-                if turn.role == "avatar" and not turn.done:
-                    turn.interrupted = True
+        try:
+            self.client.interrupt(session_id)
+        except HeyGenError:
+            with self._lock:
+                self._interrupted_tasks = earlier
+                for turn in cut:
+                    turn.interrupted = False
+            raise
         self.awaiting_answer = False
         self._activity_at = time.monotonic()
         self._log_event(EventKind.INTERRUPT, None)
