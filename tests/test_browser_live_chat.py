@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page
@@ -15,15 +14,12 @@ from tests.browser import (
     CHAT_PLACEHOLDER,
     WEBRTC_IFRAME,
     AppServer,
-    chromium_missing,
     click_start,
     engine_events,
     go_to,
     heard_audio,
-    launch_chromium,
     no_exceptions,
     open_app,
-    run_app,
     screenshot,
     send_chat,
     start_audio_probe,
@@ -35,20 +31,6 @@ from tests.browser import (
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ASSISTANT = "[data-testid='stChatMessage']:has([aria-label='Chat message from assistant'])"
-
-
-@pytest.fixture(scope="module")
-def app(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    if reason := chromium_missing():
-        pytest.skip(reason)
-    with run_app(engine, tmp_path_factory.mktemp("app")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def browser(app: AppServer) -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
 
 
 

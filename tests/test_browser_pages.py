@@ -13,7 +13,7 @@ from playwright.sync_api import Browser
 from lib.engine.launcher import EngineProcess
 from lib.heygen import NewSessionRequest, StreamingClient
 from lib.usage.store import EndReason, UsageLog
-from tests.browser import chromium_missing, launch_chromium, no_exceptions, open_page, run_app
+from tests.browser import chromium_missing, no_exceptions, open_page, run_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -40,12 +40,6 @@ def app(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
     seed(data / "usage.db", time.time())
     with run_app(engine, data) as server:
         yield server.url
-
-
-@pytest.fixture(scope="module")
-def browser(app: str) -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
 
 
 def test_deep_link_on_a_fresh_server_goes_through_the_app(app: str, browser: Browser) -> None:

@@ -16,14 +16,11 @@ from lib.heygen import StreamingClient
 from lib.usage.store import UsageLog
 from tests.browser import (
     AppServer,
-    chromium_missing,
     click_start,
     engine_events,
     go_to,
-    launch_chromium,
     no_exceptions,
     open_app,
-    run_app,
     screenshot,
     send_chat,
     video_state,
@@ -66,17 +63,8 @@ def own_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProce
 
 
 @pytest.fixture(scope="module")
-def app(own_engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    if reason := chromium_missing():
-        pytest.skip(reason)
-    with run_app(own_engine, tmp_path_factory.mktemp("recovery-app")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def browser(app: AppServer) -> Iterator[Browser]:
-    with launch_chromium() as chromium:
-        yield chromium
+def app_engine(own_engine: EngineProcess) -> EngineProcess:
+    return own_engine
 
 
 

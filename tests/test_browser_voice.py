@@ -9,7 +9,6 @@ A long request shows interim text while it is being spoken.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,13 +21,11 @@ from lib.heygen import StreamingClient
 from lib.usage.store import UsageLog
 from tests.browser import (
     AppServer,
-    chromium_missing,
     click_start,
     engine_events,
     go_to,
     no_exceptions,
     open_app,
-    run_app,
     screenshot,
     wait_for,
     wait_video_playing,
@@ -87,14 +84,6 @@ def full_answer_ms(voices: VoiceBank) -> float:
     sentences = list(Responder(KNOWLEDGE_BASE).answer(QUESTION))
     assert len(sentences) == 3, sentences  # the knowledge base gives the long answer this test needs
     return sum(chunk.duration_ms for s in sentences for chunk in voices.synthesize(s))
-
-
-@pytest.fixture(scope="module")
-def app(engine: EngineProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
-    if reason := chromium_missing():
-        pytest.skip(reason)
-    with run_app(engine, tmp_path_factory.mktemp("voice-app")) as server:
-        yield server
 
 
 
