@@ -5,7 +5,14 @@ from __future__ import annotations
 import streamlit as st
 
 from lib.bridge.link import AvatarLink, LinkState
-from lib.scripts import TERMINAL_STATES, RunnerState, ScriptRunner, ScriptStore, decode_script, parse_script
+from lib.scripts import (
+    TERMINAL_STATES,
+    RunnerState,
+    ScriptRunner,
+    ScriptStore,
+    decode_script,
+    parse_script,
+)
 from ui import resources
 from ui.live import LiveChat
 
@@ -20,8 +27,7 @@ Second: report any spill right away, even a small one.
 That is all for today. Thank you for listening."""
 
 
-PENDING_SCRIPT_KEY = "pending_script"
-MAX_MESSAGE_CHARS = 10_000  # one streaming task's text (HeyGen's and the local engine's limit)
+PENDING_SCRIPT_KEY = "pending_script"  # a chat message too long for one task, handed to the Script tab
 
 
 def _store() -> ScriptStore:
@@ -45,7 +51,7 @@ def script_editor() -> str:
             st.session_state["script_uploaded"] = upload.file_id
         except ValueError as exc:
             st.error(str(exc))
-    if PENDING_SCRIPT_KEY in st.session_state:  # a chat message too long for one task
+    if PENDING_SCRIPT_KEY in st.session_state:
         st.session_state["script_text"] = st.session_state.pop(PENDING_SCRIPT_KEY)
     st.session_state.setdefault("script_text", EXAMPLE_SCRIPT)
     text = st.text_area("Script", key="script_text", height=180,

@@ -14,8 +14,9 @@ from streamlit_webrtc import (
 from lib.bridge.link import LinkState
 from lib.heygen.errors import HeyGenError
 from lib.live_status import status_rows
+from lib.scripts import MAX_SEGMENT_CHARS
 from ui import live, resources, script_panel
-from ui.script_panel import MAX_MESSAGE_CHARS, PENDING_SCRIPT_KEY
+from ui.script_panel import PENDING_SCRIPT_KEY
 
 # HeyGen refused or is unreachable: these are worth offering the local engine for.
 FALLBACK_ERRORS = {"ProviderUnavailable", "Unauthorized", "NoApiAccess", "Forbidden", "ConcurrencyLimit",
@@ -223,9 +224,9 @@ with conversation:
 # No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
 prompt = st.chat_input("Type a message for the avatar", disabled=not (link and link.state is LinkState.CONNECTED))
 if prompt and link is not None:
-    if len(prompt) > MAX_MESSAGE_CHARS:
+    if len(prompt) > MAX_SEGMENT_CHARS:
         st.session_state[PENDING_SCRIPT_KEY] = prompt
-        st.error(f"That message has {len(prompt):,} characters; one message can hold {MAX_MESSAGE_CHARS:,}. "
+        st.error(f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
                  "It is waiting in the **Script** tab, which delivers long text piece by piece.")
     else:
         try:
