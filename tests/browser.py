@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from playwright.sync_api import Browser, Frame, Page, sync_playwright
 
-from lib.engine.launcher import EngineProcess, free_port
+from lib.engine.launcher import EngineProcess, free_port, start_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -79,6 +80,17 @@ def app_env(engine: EngineProcess, data_dir: Path, extra: dict[str, str] | None 
            **(extra or {})}
     env.pop("HEYGEN_API_KEY", None)  # a developer's real key must never reach a test run
     return env
+
+
+@contextmanager
+def running_engine(tmp_path_factory: pytest.TempPathFactory, name: str = "engine") -> Iterator[EngineProcess]:
+    """A real local engine on a free loopback port, with its history in a fresh temporary folder."""
+    history = tmp_path_factory.mktemp(name) / "history.db"
+    proc = start_engine(extra_args=["--history-db", str(history), "--session-budget", "6"])
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 @contextmanager

@@ -7,21 +7,19 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from lib.engine.launcher import EngineProcess, start_engine
+from lib.engine.launcher import EngineProcess
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
-from tests.browser import AppServer, chromium_missing, launch_chromium, run_app
+from tests.browser import AppServer, chromium_missing, launch_chromium, run_app, running_engine
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    """One real local engine for the whole run, on a free loopback port."""
-    history = tmp_path_factory.mktemp("engine") / "history.db"
-    proc = start_engine(extra_args=["--history-db", str(history), "--session-budget", "6"])
-    yield proc
-    proc.stop()
+    """One real local engine for the whole run."""
+    with running_engine(tmp_path_factory) as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Frame, Page
 
-from lib.engine.launcher import EngineProcess, start_engine
+from lib.engine.launcher import EngineProcess
 from lib.heygen import StreamingClient
 from lib.usage.store import UsageLog
 from tests.browser import (
@@ -21,6 +21,7 @@ from tests.browser import (
     go_to,
     no_exceptions,
     open_app,
+    running_engine,
     screenshot,
     send_chat,
     video_state,
@@ -56,10 +57,8 @@ LOST_MESSAGE = re.compile(r"No video from the avatar|Reconnecting \(attempt \d+ 
 @pytest.fixture(scope="module")
 def own_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
     """An engine only this module uses: the test kills and restarts it."""
-    history = tmp_path_factory.mktemp("recovery-engine") / "history.db"
-    proc = start_engine(extra_args=["--history-db", str(history), "--session-budget", "6"])
-    yield proc
-    proc.stop()
+    with running_engine(tmp_path_factory, "recovery-engine") as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

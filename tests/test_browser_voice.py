@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page
+from playwright.sync_api import Browser, Frame, Page
 
 from lib.engine.launcher import EngineProcess
 from lib.engine.responder import Responder
@@ -90,6 +90,20 @@ def full_answer_ms(voices: VoiceBank) -> float:
 
 
 
+def start_voice_chat(browser: Browser, app: AppServer, *, barge_in: bool,
+                     record_peer_connections: bool = False) -> tuple[Page, Frame]:
+    """Live chat with the knowledge base and the microphone on, START pressed, the avatar's video playing:
+    from here the fake microphone's WAV is what the page hears."""
+    page = open_app(browser, app.url, record_peer_connections=record_peer_connections)
+    go_to(page, "Live chat")
+    set_knowledge_base(page, KNOWLEDGE_BASE)
+    enable_voice(page, barge_in=barge_in)
+    frame = webrtc_frame(page)
+    click_start(page)
+    wait_video_playing(frame, timeout=40)
+    return page, frame
+
+
 def user_tasks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in events if e["type"] == "user_talking_message"]
 
@@ -106,13 +120,7 @@ def test_spoken_question_is_answered_and_speaking_again_interrupts(
         app: AppServer, engine: EngineProcess, client: StreamingClient, conversation_wav: SpokenWav,
         full_answer_ms: float) -> None:
     with launch_chromium_with_mic(conversation_wav.path, loop=False) as browser:
-        page = open_app(browser, app.url, record_peer_connections=True)
-        go_to(page, "Live chat")
-        set_knowledge_base(page, KNOWLEDGE_BASE)
-        enable_voice(page, barge_in=True)
-        frame = webrtc_frame(page)
-        click_start(page)
-        wait_video_playing(frame, timeout=40)
+        page, frame = start_voice_chat(browser, app, barge_in=True, record_peer_connections=True)
         start_audio_timeline(frame)
         session_id = wait_for(client.list, timeout=15)[0].session_id
 
@@ -181,13 +189,7 @@ def long_request_wav(voices: VoiceBank, tmp_path_factory: pytest.TempPathFactory
 
 def test_interim_text_shows_while_the_user_is_still_speaking(app: AppServer, long_request_wav: SpokenWav) -> None:
     with launch_chromium_with_mic(long_request_wav.path, loop=False) as browser:
-        page = open_app(browser, app.url)
-        go_to(page, "Live chat")
-        set_knowledge_base(page, KNOWLEDGE_BASE)
-        enable_voice(page, barge_in=False)
-        frame = webrtc_frame(page)
-        click_start(page)
-        wait_video_playing(frame, timeout=40)
+        page, _ = start_voice_chat(browser, app, barge_in=False)
 
         # Interim text is the last user message, in italics and ending in "…", until the words are final.
         interim: list[tuple[float, str]] = []
