@@ -33,9 +33,9 @@ engine: deps
 
 lint: deps
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
-test: deps browser-deps
-	$(BIN)/ruff check .
+test: deps browser-deps lint
 	$(BIN)/python -m pytest
 
 bench: deps browser-deps

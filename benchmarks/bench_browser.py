@@ -38,7 +38,7 @@ from playwright.sync_api import Browser, Frame, Page
 from lib.engine.avatars import get_kit
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.heygen.client import StreamingClient
-from tests.browser import (
+from tests.support.browser import (
     chromium_missing,
     click_start,
     inbound_rtp,
@@ -58,8 +58,18 @@ PIXEL_DELTA = 50
 THRESHOLD_FLOOR = 60.0
 EARLIEST_BEFORE_TALK_MS = 100.0
 AVATAR_ID = "anna_office"  # the page's default avatar; quality "low" = 854×480
-PROMPTS = ["Hello there", "What can you do?", "Is it offline?", "How are sessions billed?", "Tell me about usage",
-           "Hello again", "What is Avatar Ops?", "Can I stop a session?", "Thanks", "Good morning"]
+PROMPTS = [
+    "Hello there",
+    "What can you do?",
+    "Is it offline?",
+    "How are sessions billed?",
+    "Tell me about usage",
+    "Hello again",
+    "What is Avatar Ops?",
+    "Can I stop a session?",
+    "Thanks",
+    "Good morning",
+]
 
 # Watches the component from before START: the click, the first frame shown, the first non-placeholder frame.
 FIRST_FRAME_PROBE = """
@@ -162,9 +172,14 @@ def percentile(values: list[float], q: float) -> float:
 def figure(values: list[float], goal_ms: float | None = None) -> dict[str, Any]:
     if not values:
         return {"value": None, "unit": "ms", "runs": 0}
-    out: dict[str, Any] = {"value": round(statistics.median(values), 1), "unit": "ms",
-                           "p95": round(percentile(values, 95), 1), "min": round(min(values), 1),
-                           "max": round(max(values), 1), "runs": len(values)}
+    out: dict[str, Any] = {
+        "value": round(statistics.median(values), 1),
+        "unit": "ms",
+        "p95": round(percentile(values, 95), 1),
+        "min": round(min(values), 1),
+        "max": round(max(values), 1),
+        "runs": len(values),
+    }
     if goal_ms is not None:
         out["goal"] = f"median <= {goal_ms:.0f} ms"
         out["meets_goal"] = statistics.median(values) <= goal_ms
@@ -190,7 +205,8 @@ def first_frame_run(browser: Browser, url: str, client: StreamingClient) -> dict
     try:
         frame = webrtc_frame(page)
         page.frame_locator('iframe[title="streamlit_webrtc.component.webrtc_streamer"]').get_by_role(
-            "button", name="START").wait_for(timeout=30_000)
+            "button", name="START"
+        ).wait_for(timeout=30_000)
         frame.evaluate(FIRST_FRAME_PROBE)
         click_start(page)
         st = wait_until(lambda: (s := frame.evaluate("() => window.__ff")) and s["avatar"] and s, timeout=30)
@@ -219,8 +235,12 @@ def rebase_when_idle(frame: Frame, threshold: float, timeout: float = 10.0) -> b
 
 
 def engine_events(engine: EngineProcess, session_id: str, after: int = 0) -> list[dict[str, Any]]:
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id, "after": after},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
+    response = requests.get(
+        f"{engine.url}/v1/streaming.events",
+        params={"session_id": session_id, "after": after},
+        headers={"X-Api-Key": engine.api_key.reveal()},
+        timeout=5,
+    )
     response.raise_for_status()
     return response.json()["data"]["events"]
 
@@ -231,8 +251,9 @@ def task_times(engine: EngineProcess, session_id: str, after: int) -> tuple[floa
     task = next((e for e in events if e["type"] == "user_talking_message"), None)
     if task is None:
         return None, None
-    talk = next((e for e in events if e["type"] == "avatar_start_talking" and e.get("task_id") == task["task_id"]),
-                None)
+    talk = next(
+        (e for e in events if e["type"] == "avatar_start_talking" and e.get("task_id") == task["task_id"]), None
+    )
     return task["at"] * 1000, talk["at"] * 1000 if talk else None
 
 
@@ -250,8 +271,9 @@ def jitter_buffers(before: dict[str, dict[str, float]], after: dict[str, dict[st
     return out
 
 
-def lip_runs(browser: Browser, url: str, engine: EngineProcess, client: StreamingClient, tasks: int,
-             calibrate_s: float) -> dict[str, Any]:
+def lip_runs(
+    browser: Browser, url: str, engine: EngineProcess, client: StreamingClient, tasks: int, calibrate_s: float
+) -> dict[str, Any]:
     page: Page = open_app(browser, url, viewport=(1280, 900), record_peer_connections=True)
     try:
         page.evaluate(KEYDOWN_PROBE)
@@ -261,8 +283,9 @@ def lip_runs(browser: Browser, url: str, engine: EngineProcess, client: Streamin
         page.get_by_text("Time to first frame").wait_for(timeout=15_000)  # the avatar itself, not the placeholder
         time.sleep(1.0)
         session_id = wait_until(client.list, 10)[0].session_id
-        size = frame.evaluate("() => [document.querySelector('video').videoWidth, "
-                              "document.querySelector('video').videoHeight]")
+        size = frame.evaluate(
+            "() => [document.querySelector('video').videoWidth, document.querySelector('video').videoHeight]"
+        )
         rect = get_kit(AVATAR_ID, size[0], size[1]).mouth_rect()
         frame.evaluate(MOUTH_PROBE, [list(rect), PIXEL_DELTA])
         stats_start = inbound_rtp(frame)
@@ -272,8 +295,10 @@ def lip_runs(browser: Browser, url: str, engine: EngineProcess, client: Streamin
         idle = [f[2] for f in calibration]
         threshold = max(THRESHOLD_FLOOR, 1.5 * max(idle) + 20)
         playout = [f[0] - f[1] for f in calibration if f[1] is not None]
-        log(f"video {size[0]}×{size[1]}, mouth {rect}, idle changed-pixel max {max(idle)} over {len(idle)} frames, "
-            f"threshold {threshold:.0f}")
+        log(
+            f"video {size[0]}×{size[1]}, mouth {rect}, idle changed-pixel max {max(idle)} over {len(idle)} frames, "
+            f"threshold {threshold:.0f}"
+        )
         runs: list[dict[str, float]] = []
         misses: list[str] = []
         early = 0
@@ -289,38 +314,59 @@ def lip_runs(browser: Browser, url: str, engine: EngineProcess, client: Streamin
             wait_until(lambda seq=seq: task_times(engine, session_id, seq)[1], 8, 0.1)
             task_at, talk_at = task_times(engine, session_id, seq)
             if sent is None or task_at is None or talk_at is None:
-                misses.append(f"run {k}: Enter {'seen' if sent else 'not seen'}, engine task "
-                              f"{'seen' if task_at else 'not seen'}, talking {'seen' if talk_at else 'not seen'}")
+                misses.append(
+                    f"run {k}: Enter {'seen' if sent else 'not seen'}, engine task "
+                    f"{'seen' if task_at else 'not seen'}, talking {'seen' if talk_at else 'not seen'}"
+                )
                 log(misses[-1])
             else:
                 # The mouth cannot move before the engine starts talking: a change above the threshold before
                 # then is an artefact (re-encoding of a swayed picture), counted, not taken.
                 not_before = max(sent, talk_at - EARLIEST_BEFORE_TALK_MS)
                 early += sum(1 for f in mouth_frames(frame) if sent < f[0] < not_before and f[2] >= threshold)
-                moved = wait_until(lambda t=not_before: next(
-                    (f for f in mouth_frames(frame) if f[0] > t and f[2] >= threshold), None), 8)
+                moved = wait_until(
+                    lambda t=not_before: next((f for f in mouth_frames(frame) if f[0] > t and f[2] >= threshold), None),
+                    8,
+                )
                 if moved is None:
                     misses.append(f"run {k}: the engine talked but no mouth motion was seen")
                     log(misses[-1])
                 else:
-                    run = {"task_to_mouth_ms": moved[0] - sent, "app_ms": task_at - sent,
-                           "engine_ms": talk_at - task_at, "media_ms": moved[0] - talk_at,
-                           "received_ms": (moved[1] - sent) if moved[1] else float("nan")}
+                    run = {
+                        "task_to_mouth_ms": moved[0] - sent,
+                        "app_ms": task_at - sent,
+                        "engine_ms": talk_at - task_at,
+                        "media_ms": moved[0] - talk_at,
+                        "received_ms": (moved[1] - sent) if moved[1] else float("nan"),
+                    }
                     runs.append(run)
                     time.sleep(0.5)
-                    talking_playout += [f[0] - f[1] for f in mouth_frames(frame)
-                                        if f[1] is not None and moved[0] <= f[0] <= moved[0] + 500]
+                    talking_playout += [
+                        f[0] - f[1]
+                        for f in mouth_frames(frame)
+                        if f[1] is not None and moved[0] <= f[0] <= moved[0] + 500
+                    ]
                     log(f"run {k}: " + ", ".join(f"{key} {value:.0f}" for key, value in run.items()))
             page.get_by_role("button", name="Interrupt").click()
             # The next run starts from a quiet avatar: the engine has stopped and its last frames have arrived.
             wait_until(lambda: not any(s.speaking for s in client.list()), 10, 0.2)
         stats_end = inbound_rtp(frame)
-        return {"runs": runs, "misses": misses, "early_triggers": early, "threshold": threshold,
-                "idle_max": max(idle), "idle_frames": len(idle), "idle_fps": round(len(idle) / calibrate_s, 1),
-                "browser_playout_delay_ms": {"idle": figure(playout), "talking": figure(talking_playout)},
-                "browser_inbound": {"idle": jitter_buffers(stats_start, stats_idle),
-                                    "task_runs": jitter_buffers(stats_idle, stats_end)},
-                "video": size, "mouth_rect": list(rect)}
+        return {
+            "runs": runs,
+            "misses": misses,
+            "early_triggers": early,
+            "threshold": threshold,
+            "idle_max": max(idle),
+            "idle_frames": len(idle),
+            "idle_fps": round(len(idle) / calibrate_s, 1),
+            "browser_playout_delay_ms": {"idle": figure(playout), "talking": figure(talking_playout)},
+            "browser_inbound": {
+                "idle": jitter_buffers(stats_start, stats_idle),
+                "task_runs": jitter_buffers(stats_idle, stats_end),
+            },
+            "video": size,
+            "mouth_rect": list(rect),
+        }
     finally:
         page.close()
         wait_no_sessions(client)
@@ -331,15 +377,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = start_engine(extra_args=["--history-db", str(work / "history.db"), "--session-budget", "6"])
     started = time.monotonic()
     try:
-        with (StreamingClient(engine.url, engine.api_key, backoff=0) as client,
-              run_app(engine, work / "app") as app, launch_chromium() as browser):
+        with (
+            StreamingClient(engine.url, engine.api_key, backoff=0) as client,
+            run_app(engine, work / "app") as app,
+            launch_chromium() as browser,
+        ):
             log("warm-up START (not counted)")
             cold = first_frame_run(browser, app.url, client)
             starts = []
             for i in range(args.runs):
                 starts.append(first_frame_run(browser, app.url, client))
-                log(f"START run {i}: first frame {starts[-1]['first_frame_ms']:.0f} ms, "
-                    f"avatar {starts[-1]['first_avatar_frame_ms']:.0f} ms")
+                log(
+                    f"START run {i}: first frame {starts[-1]['first_frame_ms']:.0f} ms, "
+                    f"avatar {starts[-1]['first_avatar_frame_ms']:.0f} ms"
+                )
             lips = lip_runs(browser, app.url, engine, client, args.tasks, args.calibrate)
     finally:
         engine.stop()
@@ -351,7 +402,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "browser",
         "what": "headless Debian Chromium → streamlit run app.py → local engine, all on loopback; "
-                "times measured in the page (requestVideoFrameCallback)",
+        "times measured in the page (requestVideoFrameCallback)",
         "start_to_first_frame": figure(col(starts, "first_frame_ms"), FIRST_FRAME_GOAL_MS),
         "start_to_first_avatar_frame": figure(col(starts, "first_avatar_frame_ms"), FIRST_FRAME_GOAL_MS),
         "cold_start": {k: round(v, 1) for k, v in cold.items()},

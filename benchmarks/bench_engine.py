@@ -64,16 +64,26 @@ def percentile(values: Iterable[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))]
 
 
-def figure(values: list[float], unit: str, *, goal: str | None = None,
-           meets: Callable[[float], bool] | None = None, p95_goal: str | None = None,
-           p95_meets: Callable[[float], bool] | None = None, digits: int = 1) -> dict[str, Any]:
+def figure(
+    values: list[float],
+    unit: str,
+    *,
+    goal: str | None = None,
+    meets: Callable[[float], bool] | None = None,
+    p95_goal: str | None = None,
+    p95_meets: Callable[[float], bool] | None = None,
+    digits: int = 1,
+) -> dict[str, Any]:
     """Median (the value goals apply to) with p95, spread and run count; goal and meets_goal when there is one."""
     if not values:
         return {"value": None, "unit": unit, "runs": 0, **({"goal": goal, "meets_goal": False} if goal else {})}
     out: dict[str, Any] = {
-        "value": round(statistics.median(values), digits), "unit": unit,
-        "p95": round(percentile(values, 95), digits), "min": round(min(values), digits),
-        "max": round(max(values), digits), "runs": len(values),
+        "value": round(statistics.median(values), digits),
+        "unit": unit,
+        "p95": round(percentile(values, 95), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": len(values),
     }
     if goal is not None and meets is not None:
         out["goal"] = goal
@@ -159,8 +169,14 @@ def watch_packets(conn: DirectConnection, received: Received) -> None:
         handle = receiver._handle_rtp_packet
         arrivals = received.packet_arrival[kind]
 
-        async def spy(packet: Any, arrival_time_ms: int, _handle: Any = handle, _arrivals: dict = arrivals,
-                      _kind: str = kind, _receiver: Any = receiver) -> None:
+        async def spy(
+            packet: Any,
+            arrival_time_ms: int,
+            _handle: Any = handle,
+            _arrivals: dict = arrivals,
+            _kind: str = kind,
+            _receiver: Any = receiver,
+        ) -> None:
             _arrivals.setdefault(packet.timestamp, time.monotonic())
             await _handle(packet, arrival_time_ms=arrival_time_ms)
             if _kind not in received.rtp_origin:
@@ -182,16 +198,26 @@ class Live:
     first_frame_ms: float | None = None  # streaming.new call → first decoded video frame
 
 
-async def open_session(client: StreamingClient, quality: str, *, mouth_box: tuple[int, int, int, int] | None = None,
-                       packets: bool = False, first_frame_timeout: float = 8.0) -> Live:
+async def open_session(
+    client: StreamingClient,
+    quality: str,
+    *,
+    mouth_box: tuple[int, int, int, int] | None = None,
+    packets: bool = False,
+    first_frame_timeout: float = 8.0,
+) -> Live:
     loop = asyncio.get_running_loop()
     request = NewSessionRequest(quality=quality, activity_idle_timeout=300)
     created = time.monotonic()
     session = await loop.run_in_executor(None, client.new, request)
     new_ms = (time.monotonic() - created) * 1000
     received = Received(mouth_box=mouth_box)
-    conn = DirectConnection(on_video=received.on_video, on_audio=received.on_audio, on_event=received.on_event,
-                            ice_servers=session.ice_servers)
+    conn = DirectConnection(
+        on_video=received.on_video,
+        on_audio=received.on_audio,
+        on_event=received.on_event,
+        ice_servers=session.ice_servers,
+    )
     live = Live(session.session_id, conn, received, new_ms, created)
     try:
         answer = await conn.answer(session.sdp)
@@ -218,8 +244,12 @@ async def close_session(client: StreamingClient, live: Live) -> None:
 
 def engine_events(engine: EngineProcess, session_id: str, after: int = 0) -> dict[str, Any]:
     """The engine's extension endpoint: server-side events (wall-clock ``at``) and render stats."""
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id, "after": after},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=10)
+    response = requests.get(
+        f"{engine.url}/v1/streaming.events",
+        params={"session_id": session_id, "after": after},
+        headers={"X-Api-Key": engine.api_key.reveal()},
+        timeout=10,
+    )
     response.raise_for_status()
     return response.json()["data"]
 
@@ -271,8 +301,7 @@ async def measure_idle_engine(engine: EngineProcess, seconds: float) -> dict[str
 # ---------------------------------------------------------------- per quality
 
 
-async def hold_and_measure(engine: EngineProcess, sessions: list[Live], settle: float,
-                           window: float) -> dict[str, Any]:
+async def hold_and_measure(engine: EngineProcess, sessions: list[Live], settle: float, window: float) -> dict[str, Any]:
     """Received fps per session (frames counted in the window), server-side fps, CPU."""
     loop = asyncio.get_running_loop()
     await asyncio.sleep(settle)
@@ -289,8 +318,9 @@ async def hold_and_measure(engine: EngineProcess, sessions: list[Live], settle: 
         "received_fps": [s.received.fps(start, end) for s in sessions],
         "server_fps": [(a["frames"] - b["frames"]) / span for a, b in zip(after, before, strict=True)],
         # Rendered but never encoded: the sender was still busy when newer frames replaced them.
-        "dropped_frames": sum(a["dropped_video_frames"] - b["dropped_video_frames"]
-                              for a, b in zip(after, before, strict=True)),
+        "dropped_frames": sum(
+            a["dropped_video_frames"] - b["dropped_video_frames"] for a, b in zip(after, before, strict=True)
+        ),
         # Neither the engine nor this receiver: other people's work on the shared machine.
         "others_pct": max(0.0, cpu["machine_pct"] - cpu["engine_pct"] - cpu["client_pct"]),
         **cpu,
@@ -301,8 +331,15 @@ def _server_stats(engine: EngineProcess, sessions: list[Live]) -> list[dict[str,
     return [engine_events(engine, s.session_id, after=10**9)["stats"] for s in sessions]
 
 
-async def bench_quality(engine: EngineProcess, client: StreamingClient, quality: str, idle_cpu: float,
-                        runs: int, held_runs: int, window: float) -> dict[str, Any]:
+async def bench_quality(
+    engine: EngineProcess,
+    client: StreamingClient,
+    quality: str,
+    idle_cpu: float,
+    runs: int,
+    held_runs: int,
+    window: float,
+) -> dict[str, Any]:
     log(f"{quality}: cold session (builds the avatar kit at this size if needed)")
     cold = await open_session(client, quality)
     await close_session(client, cold)
@@ -322,8 +359,10 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
             loop_cpu.append(m["engine_loop_thread_pct"])
             client_cpu.append(m["client_pct"])
             others.append(m["others_pct"])
-            log(f"{quality} run {run + 1}: new {live.new_ms:.0f} ms, first frame {live.first_frame_ms or -1:.0f} ms, "
-                f"{fps[-1]:.1f} fps received, engine CPU {cpu[-1]:.0f} % over idle")
+            log(
+                f"{quality} run {run + 1}: new {live.new_ms:.0f} ms, first frame {live.first_frame_ms or -1:.0f} ms, "
+                f"{fps[-1]:.1f} fps received, engine CPU {cpu[-1]:.0f} % over idle"
+            )
         else:
             log(f"{quality} run {run + 1}: new {live.new_ms:.0f} ms, first frame {live.first_frame_ms or -1:.0f} ms")
         await close_session(client, live)
@@ -332,28 +371,40 @@ async def bench_quality(engine: EngineProcess, client: StreamingClient, quality:
     width, height = QUALITIES[quality]
     return {
         "resolution": f"{width}x{height}",
-        "new_ms": {**figure(new_ms, "ms", goal=f"<= {NEW_GOAL_MS:.0f} ms", meets=lambda v: v <= NEW_GOAL_MS),
-                   "cold_ms": round(cold.new_ms, 1)},
+        "new_ms": {
+            **figure(new_ms, "ms", goal=f"<= {NEW_GOAL_MS:.0f} ms", meets=lambda v: v <= NEW_GOAL_MS),
+            "cold_ms": round(cold.new_ms, 1),
+        },
         "create_to_first_frame_ms": {
-            **figure(first_ms, "ms", goal=f"<= {FIRST_FRAME_GOAL_MS:.0f} ms",
-                     meets=lambda v: v <= FIRST_FRAME_GOAL_MS),
+            **figure(first_ms, "ms", goal=f"<= {FIRST_FRAME_GOAL_MS:.0f} ms", meets=lambda v: v <= FIRST_FRAME_GOAL_MS),
             "cold_ms": round(cold.first_frame_ms, 1) if cold.first_frame_ms else None,
-            "failed_runs": runs - len(first_ms)},
-        "received_fps": figure(fps, "fps", goal=f"25 fps (>= {FPS_TARGET_MIN} received over {window:.0f} s)",
-                               meets=lambda v: v >= FPS_TARGET_MIN, digits=2),
+            "failed_runs": runs - len(first_ms),
+        },
+        "received_fps": figure(
+            fps,
+            "fps",
+            goal=f"25 fps (>= {FPS_TARGET_MIN} received over {window:.0f} s)",
+            meets=lambda v: v >= FPS_TARGET_MIN,
+            digits=2,
+        ),
         "server_render_fps": figure(server_fps, "fps", digits=2),
-        "cpu_per_session_pct": figure(cpu, "% of one core (engine, minus idle engine)",
-                                      goal=f"<= {CPU_GOAL_PCT[quality]:.0f} %",
-                                      meets=lambda v, g=CPU_GOAL_PCT[quality]: v <= g),
+        "cpu_per_session_pct": figure(
+            cpu,
+            "% of one core (engine, minus idle engine)",
+            goal=f"<= {CPU_GOAL_PCT[quality]:.0f} %",
+            meets=lambda v, g=CPU_GOAL_PCT[quality]: v <= g,
+        ),
         "engine_loop_thread_pct": figure(loop_cpu, "% of one core: the engine's event-loop thread alone"),
         "client_cpu_pct": figure(client_cpu, "% of one core (this benchmark's receiver)"),
-        "others_cpu_pct": figure(others, "% of one core used by other processes on this shared machine "
-                                 "(2 cores = 200 %)"),
+        "others_cpu_pct": figure(
+            others, "% of one core used by other processes on this shared machine (2 cores = 200 %)"
+        ),
     }
 
 
-async def bench_concurrency(engine: EngineProcess, client: StreamingClient, quality: str, cap: int,
-                            window: float) -> dict[str, Any]:
+async def bench_concurrency(
+    engine: EngineProcess, client: StreamingClient, quality: str, cap: int, window: float
+) -> dict[str, Any]:
     sessions: list[Live] = []
     steps: list[dict[str, Any]] = []
     best, stopped_by = 0, "cap"
@@ -376,21 +427,27 @@ async def bench_concurrency(engine: EngineProcess, client: StreamingClient, qual
                 if holds:
                     break
                 log(f"{quality} × {count}: min {looks[-1]:.1f} fps (others use {m['others_pct']:.0f} % CPU)")
-            steps.append({
-                "sessions": count, "min_received_fps": looks[-1], "looks": looks,
-                "median_received_fps": round(statistics.median(m["received_fps"]), 2),
-                "min_server_fps": round(min(m["server_fps"]), 2),
-                "server_dropped_frames": m["dropped_frames"],
-                "engine_cpu_pct": round(m["engine_pct"], 1),
-                "engine_loop_thread_pct": round(m["engine_loop_thread_pct"], 1),
-                "client_cpu_pct": round(m["client_pct"], 1),
-                "machine_cpu_pct": round(m["machine_pct"], 1),
-                "others_cpu_pct": round(m["others_pct"], 1),
-                "engine_rss_mb": round(psutil.Process(engine.process.pid).memory_info().rss / 1e6, 1),
-            })
-            log(f"{quality} × {count}: min {steps[-1]['min_received_fps']} fps received "
+            steps.append(
+                {
+                    "sessions": count,
+                    "min_received_fps": looks[-1],
+                    "looks": looks,
+                    "median_received_fps": round(statistics.median(m["received_fps"]), 2),
+                    "min_server_fps": round(min(m["server_fps"]), 2),
+                    "server_dropped_frames": m["dropped_frames"],
+                    "engine_cpu_pct": round(m["engine_pct"], 1),
+                    "engine_loop_thread_pct": round(m["engine_loop_thread_pct"], 1),
+                    "client_cpu_pct": round(m["client_pct"], 1),
+                    "machine_cpu_pct": round(m["machine_pct"], 1),
+                    "others_cpu_pct": round(m["others_pct"], 1),
+                    "engine_rss_mb": round(psutil.Process(engine.process.pid).memory_info().rss / 1e6, 1),
+                }
+            )
+            log(
+                f"{quality} × {count}: min {steps[-1]['min_received_fps']} fps received "
                 f"(server {steps[-1]['min_server_fps']}, {m['dropped_frames']} dropped), engine CPU "
-                f"{steps[-1]['engine_cpu_pct']} % (loop thread {steps[-1]['engine_loop_thread_pct']} %)")
+                f"{steps[-1]['engine_cpu_pct']} % (loop thread {steps[-1]['engine_loop_thread_pct']} %)"
+            )
             if not holds:
                 stopped_by = "fps_below_24"
                 break
@@ -399,8 +456,13 @@ async def bench_concurrency(engine: EngineProcess, client: StreamingClient, qual
         for live in sessions:
             await close_session(client, live)
         await asyncio.sleep(0.5)
-    result: dict[str, Any] = {"value": best, "unit": "sessions holding >= 24 fps received", "stopped_by": stopped_by,
-                              "cap": cap, "steps": steps}
+    result: dict[str, Any] = {
+        "value": best,
+        "unit": "sessions holding >= 24 fps received",
+        "stopped_by": stopped_by,
+        "cap": cap,
+        "steps": steps,
+    }
     if quality in CONCURRENCY_GOAL:
         result["goal"] = f">= {CONCURRENCY_GOAL[quality]}"
         result["meets_goal"] = best >= CONCURRENCY_GOAL[quality]
@@ -434,19 +496,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             idle = await measure_idle_engine(engine, 3.0)
             log(f"idle engine: {idle['engine_pct']:.1f} % CPU (machine {idle['machine_pct']:.0f} % of one core)")
             result["engine"] = {
-                "startup_s": round(startup_s, 2), "idle_cpu_pct": round(idle["engine_pct"], 1),
+                "startup_s": round(startup_s, 2),
+                "idle_cpu_pct": round(idle["engine_pct"], 1),
                 "idle_rss_mb": round(psutil.Process(engine.process.pid).memory_info().rss / 1e6, 1),
                 "machine_cpu_pct_while_idle": round(idle["machine_pct"], 1),
             }
             per_quality: dict[str, Any] = {}
             for quality in qualities:
-                per_quality[quality] = await bench_quality(engine, client, quality, idle["engine_pct"], args.runs,
-                                                           args.held_runs, args.window)
+                per_quality[quality] = await bench_quality(
+                    engine, client, quality, idle["engine_pct"], args.runs, args.held_runs, args.window
+                )
             for quality in qualities:
                 log(f"{quality}: concurrency")
                 cap = min(CONCURRENCY_CAP[quality], args.max_sessions or CONCURRENCY_CAP[quality])
                 per_quality[quality]["max_concurrent_sessions"] = await bench_concurrency(
-                    engine, client, quality, cap, args.concurrency_window)
+                    engine, client, quality, cap, args.concurrency_window
+                )
             result["qualities"] = per_quality
     finally:
         engine.stop()

@@ -73,13 +73,19 @@ TEXTS = [
     "You can ask me anything about our products.",
     "Of course, I would be happy to explain.",
 ]
-LONG_TEXT = ("Let me tell you a little story about our company, which started in a small garage twenty years "
-             "ago and has since grown into a team of hundreds of people working all around the world.")
-CPU_TEXT = ("Thank you for joining us today. I will walk you through the new features of our product. "
-            "First, the dashboard shows all of your sessions on one page.")
-RTF_TEXT = ("Welcome to Avatar Ops. This avatar runs entirely on your own computer, without a graphics card. "
-            "It listens to your questions, answers them from your knowledge base, and speaks with a "
-            "natural voice. Its lips follow every sound it makes. You can interrupt it at any time.")
+LONG_TEXT = (
+    "Let me tell you a little story about our company, which started in a small garage twenty years "
+    "ago and has since grown into a team of hundreds of people working all around the world."
+)
+CPU_TEXT = (
+    "Thank you for joining us today. I will walk you through the new features of our product. "
+    "First, the dashboard shows all of your sessions on one page."
+)
+RTF_TEXT = (
+    "Welcome to Avatar Ops. This avatar runs entirely on your own computer, without a graphics card. "
+    "It listens to your questions, answers them from your knowledge base, and speaks with a "
+    "natural voice. Its lips follow every sound it makes. You can interrupt it at any time."
+)
 PEERS = {
     "LiveTalking": {"react_s": "~4 (users)", "interrupt_s": "2-3"},
     "OpenAvatarChat_LiteAvatar": {"react_s": "~2.2 (RTX 4090)"},
@@ -107,7 +113,7 @@ def mouth_change(crop: np.ndarray, ref: np.ndarray) -> float:
     best = float("inf")
     for dy in range(-MAX_SWAY, MAX_SWAY + 1, 2):
         for dx in range(-m, m + 1, 2):
-            shifted = ref[m + dy:m + dy + h, m + dx:m + dx + w].astype(np.int16)
+            shifted = ref[m + dy : m + dy + h, m + dx : m + dx + w].astype(np.int16)
             best = min(best, float((np.abs(core - shifted) > 30).mean() * 100))
     return best
 
@@ -159,8 +165,9 @@ async def speak_once(engine: EngineProcess, client: StreamingClient, live: Live,
     await wait_event(rec, "avatar_stop_talking", result.task_id, call_mono, timeout=20)
     await asyncio.sleep(0.25)  # the last frames are still on their way
     data = await loop.run_in_executor(None, engine_events, engine, live.session_id)
-    started = next((e for e in data["events"] if e["type"] == "avatar_start_talking"
-                    and e.get("task_id") == result.task_id), None)
+    started = next(
+        (e for e in data["events"] if e["type"] == "avatar_start_talking" and e.get("task_id") == result.task_id), None
+    )
 
     v = _first(rec.video_times, call_mono, lambda i: scale.moved(rec.crops[i]))
     a = _first(rec.audio_times, call_mono, lambda i: rec.audio_rms[i] >= AUDIO_ONSET_RMS)
@@ -217,8 +224,9 @@ async def interrupt_once(engine: EngineProcess, client: StreamingClient, live: L
     await asyncio.sleep(SETTLE_S)
     window_end = time.monotonic()
     data = await loop.run_in_executor(None, engine_events, engine, live.session_id)
-    stopped = next((e for e in data["events"] if e["type"] == "avatar_stop_talking"
-                    and e.get("task_id") == task_id), None)
+    stopped = next(
+        (e for e in data["events"] if e["type"] == "avatar_stop_talking" and e.get("task_id") == task_id), None
+    )
     if not speaking or max(speaking) < AUDIO_ONSET_RMS * 4:
         log("interrupt run skipped: the avatar was not audibly speaking when interrupted")
         return None
@@ -228,8 +236,10 @@ async def interrupt_once(engine: EngineProcess, client: StreamingClient, live: L
     silent = _settled(audio, lambda i: rec.audio_rms[i] <= SILENT_RMS)
     closed = _settled(video, lambda i: not scale.moved(rec.crops[i]))
     if silent is None or closed is None:
-        log(f"interrupt run: {'audio' if silent is None else 'mouth'} did not settle within {SETTLE_S} s "
-            f"(machine stall?); counted as {SETTLE_S * 1000:.0f} ms")
+        log(
+            f"interrupt run: {'audio' if silent is None else 'mouth'} did not settle within {SETTLE_S} s "
+            f"(machine stall?); counted as {SETTLE_S * 1000:.0f} ms"
+        )
         return InterruptTimes(SETTLE_S * 1000, SETTLE_S * 1000, None, None, None, settled=False)
     return InterruptTimes(
         silent_decoded_ms=(rec.audio_times[silent] - call_mono) * 1000,
@@ -262,8 +272,10 @@ async def start_long_speech(client: StreamingClient, live: Live) -> str | None:
     submitted = time.monotonic()
     result = await loop.run_in_executor(None, lambda: client.task(live.session_id, LONG_TEXT, "repeat", "async"))
     deadline = submitted + 10
-    while time.monotonic() < deadline and _first(rec.audio_times, submitted,
-                                                 lambda i: rec.audio_rms[i] >= AUDIO_ONSET_RMS) is None:
+    while (
+        time.monotonic() < deadline
+        and _first(rec.audio_times, submitted, lambda i: rec.audio_rms[i] >= AUDIO_ONSET_RMS) is None
+    ):
         await asyncio.sleep(0.01)
     return result.task_id
 
@@ -279,8 +291,9 @@ def _settled(indices: list[int], quiet: Any) -> int | None:
 # ---------------------------------------------------------------- CPU and TTS
 
 
-async def speaking_cpu(engine: EngineProcess, client: StreamingClient, live: Live,
-                       idle_engine: float) -> dict[str, Any]:
+async def speaking_cpu(
+    engine: EngineProcess, client: StreamingClient, live: Live, idle_engine: float
+) -> dict[str, Any]:
     """Engine CPU over one whole utterance, task call to its last speaking frame: synthesis runs ahead of
     playback (front-loaded), so a short window in the first seconds would overstate it."""
     loop = asyncio.get_running_loop()
@@ -292,9 +305,14 @@ async def speaking_cpu(engine: EngineProcess, client: StreamingClient, live: Liv
     finished = await wait_event(rec, "avatar_stop_talking", result.task_id, since, timeout=40)
     cpu = meter.stop()
     end = time.monotonic()
-    return {"engine_pct": cpu["engine_pct"] - idle_engine, "client_pct": cpu["client_pct"],
-            "machine_pct": cpu["machine_pct"], "fps": rec.fps(since, end),
-            "seconds": end - since, "finished": finished}
+    return {
+        "engine_pct": cpu["engine_pct"] - idle_engine,
+        "client_pct": cpu["client_pct"],
+        "machine_pct": cpu["machine_pct"],
+        "fps": rec.fps(since, end),
+        "seconds": end - since,
+        "finished": finished,
+    }
 
 
 async def idle_session_cpu(engine: EngineProcess, live: Live, idle_engine: float, window: float) -> float:
@@ -325,11 +343,12 @@ def tts_speed(runs: int) -> dict[str, Any]:
         espeak.append((time.perf_counter() - t) / audio_s)
     one_thread = piper_one_thread_rtf(runs)
     return {
-        "piper_rtf": {**figure(rtf, "synthesis seconds per audio second", digits=3),
-                      "threads": PIPER_THREADS,
-                      "reference": "0.07 with 2 threads on an idle 2-core machine (engine-notes)"},
-        "piper_rtf_1_thread": figure(one_thread, "synthesis seconds per audio second, same voice, 1 thread",
-                                     digits=3),
+        "piper_rtf": {
+            **figure(rtf, "synthesis seconds per audio second", digits=3),
+            "threads": PIPER_THREADS,
+            "reference": "0.07 with 2 threads on an idle 2-core machine (engine-notes)",
+        },
+        "piper_rtf_1_thread": figure(one_thread, "synthesis seconds per audio second, same voice, 1 thread", digits=3),
         "piper_first_sentence_ms": figure(first_ms, "ms from synthesize() to the first sentence's audio"),
         "espeak_rtf": figure(espeak, "synthesis seconds per audio second", digits=4),
         "piper_load_s": round(load_s, 2),
@@ -365,21 +384,27 @@ async def measure(engine: EngineProcess, client: StreamingClient, args: argparse
         for n in range(args.tasks):
             t = await speak_once(engine, client, live, TEXTS[n % len(TEXTS)])
             tasks.append(t)
-            log(f"task {n + 1}: server {t.server_ms or -1:.0f} ms, lips leave server {t.lips_packet_ms or -1:.0f} ms, "
+            log(
+                f"task {n + 1}: server {t.server_ms or -1:.0f} ms, lips leave server {t.lips_packet_ms or -1:.0f} ms, "
                 f"audio {t.audio_packet_ms or -1:.0f} ms (decoded: lips {t.lips_decoded_ms or -1:.0f}, "
-                f"audio {t.audio_decoded_ms or -1:.0f})")
+                f"audio {t.audio_decoded_ms or -1:.0f})"
+            )
             await asyncio.sleep(0.6)  # idle frames: the next task's mouth reference
         speaking = await speaking_cpu(engine, client, live, idle_engine)
-        log(f"speaking: engine CPU {speaking['engine_pct']:.0f} % over idle engine for {speaking['seconds']:.1f} s, "
-            f"{speaking['fps']:.1f} fps")
+        log(
+            f"speaking: engine CPU {speaking['engine_pct']:.0f} % over idle engine for {speaking['seconds']:.1f} s, "
+            f"{speaking['fps']:.1f} fps"
+        )
         await asyncio.sleep(0.6)
         interrupts: list[InterruptTimes] = []
         for n in range(args.interrupts):
             it = await interrupt_once(engine, client, live)
             if it is not None:
                 interrupts.append(it)
-                log(f"interrupt {n + 1}: silent {it.silent_decoded_ms:.0f} ms, mouth closed {it.closed_decoded_ms:.0f} "
-                    f"ms (decoded; packets {it.silent_packet_ms or -1:.0f} / {it.closed_packet_ms or -1:.0f} ms)")
+                log(
+                    f"interrupt {n + 1}: silent {it.silent_decoded_ms:.0f} ms, mouth closed {it.closed_decoded_ms:.0f} "
+                    f"ms (decoded; packets {it.silent_packet_ms or -1:.0f} / {it.closed_packet_ms or -1:.0f} ms)"
+                )
             await asyncio.sleep(0.5)
         barge_in: list[float] = []
         for n in range(args.barge_ins):
@@ -393,44 +418,72 @@ async def measure(engine: EngineProcess, client: StreamingClient, args: argparse
     return report(tasks, interrupts, barge_in, speaking, idle_cpu)
 
 
-def report(tasks: list[TaskTimes], interrupts: list[InterruptTimes], barge_in: list[float],
-           speaking: dict[str, Any], idle_cpu: float) -> dict[str, Any]:
+def report(
+    tasks: list[TaskTimes],
+    interrupts: list[InterruptTimes],
+    barge_in: list[float],
+    speaking: dict[str, Any],
+    idle_cpu: float,
+) -> dict[str, Any]:
     # ITU-R BT.1359 sign: + = sound ahead of the picture, − = sound behind it.
-    offsets_packet = [t.lips_packet_ms - t.audio_packet_ms for t in tasks
-                      if t.audio_packet_ms is not None and t.lips_packet_ms is not None]
-    offsets_decoded = [t.lips_decoded_ms - t.audio_decoded_ms for t in tasks
-                       if t.audio_decoded_ms is not None and t.lips_decoded_ms is not None]
+    offsets_packet = [
+        t.lips_packet_ms - t.audio_packet_ms
+        for t in tasks
+        if t.audio_packet_ms is not None and t.lips_packet_ms is not None
+    ]
+    offsets_decoded = [
+        t.lips_decoded_ms - t.audio_decoded_ms
+        for t in tasks
+        if t.audio_decoded_ms is not None and t.lips_decoded_ms is not None
+    ]
     lo, hi = OFFSET_GOAL_MS
     return {
         "task_to_first_lip_frame_leaves_server_ms": {
-            **figure(_values(tasks, "lips_packet_ms"), "ms: task HTTP call → first mouth-moving frame's first "
-                     "RTP packet at the client (loopback)",
-                     goal=f"<= {FIRST_LIPS_GOAL_MS:.0f} ms", meets=lambda v: v <= FIRST_LIPS_GOAL_MS,
-                     p95_goal=f"<= {FIRST_LIPS_P95_GOAL_MS:.0f} ms", p95_meets=lambda v: v <= FIRST_LIPS_P95_GOAL_MS),
-            "failed_detections": sum(t.lips_packet_ms is None for t in tasks)},
+            **figure(
+                _values(tasks, "lips_packet_ms"),
+                "ms: task HTTP call → first mouth-moving frame's first RTP packet at the client (loopback)",
+                goal=f"<= {FIRST_LIPS_GOAL_MS:.0f} ms",
+                meets=lambda v: v <= FIRST_LIPS_GOAL_MS,
+                p95_goal=f"<= {FIRST_LIPS_P95_GOAL_MS:.0f} ms",
+                p95_meets=lambda v: v <= FIRST_LIPS_P95_GOAL_MS,
+            ),
+            "failed_detections": sum(t.lips_packet_ms is None for t in tasks),
+        },
         "task_to_first_speaking_frame_server_ms": figure(
-            _values(tasks, "server_ms"), "ms: engine stats last_task_latency_ms (task submitted → first "
-            "speaking frame pushed)"),
+            _values(tasks, "server_ms"),
+            "ms: engine stats last_task_latency_ms (task submitted → first speaking frame pushed)",
+        ),
         "task_http_to_avatar_start_talking_ms": figure(
-            _values(tasks, "event_ms"), "ms: task HTTP call → avatar_start_talking event time at the engine"),
-        "task_to_first_lip_frame_decoded_ms": figure(_values(tasks, "lips_decoded_ms"),
-                                                     "ms: task HTTP call → that frame decoded at the client"),
+            _values(tasks, "event_ms"), "ms: task HTTP call → avatar_start_talking event time at the engine"
+        ),
+        "task_to_first_lip_frame_decoded_ms": figure(
+            _values(tasks, "lips_decoded_ms"), "ms: task HTTP call → that frame decoded at the client"
+        ),
         "task_to_first_speech_audio_client_ms": {
-            **figure(_values(tasks, "audio_decoded_ms"), "ms: task HTTP call → first speech audio decoded at "
-                     "the client"),
-            "at_packet_arrival": figure(_values(tasks, "audio_packet_ms"), "ms")},
+            **figure(
+                _values(tasks, "audio_decoded_ms"), "ms: task HTTP call → first speech audio decoded at the client"
+            ),
+            "at_packet_arrival": figure(_values(tasks, "audio_packet_ms"), "ms"),
+        },
         "task_http_call_ms": figure([t.http_ms for t in tasks], "ms: async task call round trip"),
         "av_offset_at_sender_ms": figure(
-            offsets_packet, "ms: first mouth-moving video frame − first speech audio packet, at RTP packet "
+            offsets_packet,
+            "ms: first mouth-moving video frame − first speech audio packet, at RTP packet "
             "arrival; ITU-R BT.1359 sign: + = sound ahead of picture, − = sound behind picture",
-            goal=f"{lo:.0f} … +{hi:.0f} ms", meets=lambda v: lo <= v <= hi),
+            goal=f"{lo:.0f} … +{hi:.0f} ms",
+            meets=lambda v: lo <= v <= hi,
+        ),
         "av_offset_decoded_aiortc_ms": figure(
-            offsets_decoded, "ms: the same at decoded-frame arrival (aiortc's jitter buffers hold audio 40 ms "
-            "longer than video)"),
+            offsets_decoded,
+            "ms: the same at decoded-frame arrival (aiortc's jitter buffers hold audio 40 ms longer than video)",
+        ),
         "interrupt_to_silent_and_mouth_closed_ms": {
-            **figure([i.both_decoded_ms for i in interrupts], "ms: interrupt HTTP call → audio silent and mouth "
-                     "closed, decoded at the client (later of the two)",
-                     goal=f"<= {INTERRUPT_GOAL_MS:.0f} ms", meets=lambda v: v <= INTERRUPT_GOAL_MS),
+            **figure(
+                [i.both_decoded_ms for i in interrupts],
+                "ms: interrupt HTTP call → audio silent and mouth closed, decoded at the client (later of the two)",
+                goal=f"<= {INTERRUPT_GOAL_MS:.0f} ms",
+                meets=lambda v: v <= INTERRUPT_GOAL_MS,
+            ),
             f"unsettled_runs_counted_as_{SETTLE_S * 1000:.0f}": sum(not i.settled for i in interrupts),
             "audio_silent_decoded": figure(_values(interrupts, "silent_decoded_ms"), "ms"),
             "mouth_closed_decoded": figure(_values(interrupts, "closed_decoded_ms"), "ms"),
@@ -439,16 +492,21 @@ def report(tasks: list[TaskTimes], interrupts: list[InterruptTimes], barge_in: l
             "engine_avatar_stop_talking_event": figure(_values(interrupts, "event_ms"), "ms"),
         },
         "barge_in_task_to_first_speaking_frame_server_ms": figure(
-            barge_in, "ms: engine stats for a task sent right after interrupting a long answer 0.3 s into it "
-            "(compare task_to_first_speaking_frame_server_ms)"),
+            barge_in,
+            "ms: engine stats for a task sent right after interrupting a long answer 0.3 s into it "
+            "(compare task_to_first_speaking_frame_server_ms)",
+        ),
         "cpu_per_speaking_session_pct": {
             "value": round(speaking["engine_pct"], 1),
             "unit": "% of one core: engine incl. TTS over a whole utterance, minus idle engine",
             "goal": f"<= {CPU_GOAL_PCT[QUALITY]:.0f} % (part-1 budget, 480p)",
             "meets_goal": speaking["engine_pct"] <= CPU_GOAL_PCT[QUALITY],
-            "idle_session_pct": round(idle_cpu, 1), "utterance_s": round(speaking["seconds"], 1),
+            "idle_session_pct": round(idle_cpu, 1),
+            "utterance_s": round(speaking["seconds"], 1),
             "received_fps_while_speaking": round(speaking["fps"], 2),
-            "client_cpu_pct": round(speaking["client_pct"], 1), "machine_cpu_pct": round(speaking["machine_pct"], 1)},
+            "client_cpu_pct": round(speaking["client_pct"], 1),
+            "machine_cpu_pct": round(speaking["machine_pct"], 1),
+        },
     }
 
 

@@ -75,11 +75,22 @@ def generate(path: Path, seed: int = 42) -> float:
     for i in range(SESSIONS):
         start = float(created[i])
         end = start + float(duration[i])
-        rows.append((
-            f"bench-{i:07d}", str(provider[i]), AVATARS[avatar[i]], VOICES[voice[i]], QUALITIES[quality[i]],
-            "VP8", 1, start, start + 1.5, None if is_open[i] else end,
-            None if is_open[i] else str(reason[i]), end,
-        ))
+        rows.append(
+            (
+                f"bench-{i:07d}",
+                str(provider[i]),
+                AVATARS[avatar[i]],
+                VOICES[voice[i]],
+                QUALITIES[quality[i]],
+                "VP8",
+                1,
+                start,
+                start + 1.5,
+                None if is_open[i] else end,
+                None if is_open[i] else str(reason[i]),
+                end,
+            )
+        )
     conn.executemany(
         "INSERT INTO sessions (session_id, provider, avatar_id, voice_id, quality, video_encoding, "
         "started_by_dashboard, created_at, connected_at, ended_at, end_reason, last_seen) "
@@ -131,16 +142,13 @@ def cached_anchor(path: Path) -> float | None:
     return float(json.loads(row[0]))
 
 
-def page_queries(
-    log: UsageLog, flt: UsageFilter, pricing: Pricing, today: date, now: float
-) -> dict[str, float]:
+def page_queries(log: UsageLog, flt: UsageFilter, pricing: Pricing, today: date, now: float) -> dict[str, float]:
     """Everything the Usage page draws for one filter; returns milliseconds per query."""
     steps: list[tuple[str, Callable[[], object]]] = [
         ("kpis", lambda: kpis(log, flt, pricing, now=now)),
         ("minutes_per_day", lambda: minutes_per_day(log, flt, pricing, by="avatar", now=now)),
         ("duration_distribution", lambda: duration_distribution(log, flt, now=now)),
-        ("cumulative_credits",
-         lambda: cumulative_credits(log, today, pricing, flt=flt, today=today, now=now)),
+        ("cumulative_credits", lambda: cumulative_credits(log, today, pricing, flt=flt, today=today, now=now)),
         ("sessions_by_hour", lambda: sessions_by_hour(log, flt, now=now)),
         ("sessions_table", lambda: sessions_table(log, flt, pricing, limit=1000, now=now)),
     ]
@@ -192,8 +200,14 @@ def main(argv: list[str] | None = None) -> int:
         **result,
         "per_query_median_ms": per_query,
         "goal_ms": 1000,
-        "dataset": {"sessions": SESSIONS, "events": EVENTS, "days": DAYS, "path": str(args.path),
-                    "size_mb": round(args.path.stat().st_size / 1e6, 1), "generate_s": generate_s},
+        "dataset": {
+            "sessions": SESSIONS,
+            "events": EVENTS,
+            "days": DAYS,
+            "path": str(args.path),
+            "size_mb": round(args.path.stat().st_size / 1e6, 1),
+            "generate_s": generate_s,
+        },
     }
     print(json.dumps(output, indent=2))
     return 0

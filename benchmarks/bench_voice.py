@@ -37,8 +37,16 @@ from lib.engine.tts import VoiceBank
 from lib.heygen.client import StreamingClient
 from lib.usage.store import UsageLog
 from lib.voice.vad import UtteranceDetector
-from tests.browser import chromium_missing, click_start, go_to, open_app, run_app, wait_video_playing, webrtc_frame
-from tests.voice_fixtures import (
+from tests.support.browser import (
+    chromium_missing,
+    click_start,
+    go_to,
+    open_app,
+    run_app,
+    wait_video_playing,
+    webrtc_frame,
+)
+from tests.support.voice import (
     AudioTimeline,
     Span,
     audio_timeline,
@@ -69,9 +77,16 @@ The fire exit is at the end of the east corridor.
 The help desk is on extension four hundred.
 
 Meeting rooms are booked in the shared calendar."""
-QUESTIONS = ["What is the Wi-Fi password?", "Where is the printer?", "When does the office open?",
-             "Where can visitors park?", "When is lunch served?", "Where is the fire exit?",
-             "What is the help desk extension?", "How do I book a meeting room?"]
+QUESTIONS = [
+    "What is the Wi-Fi password?",
+    "Where is the printer?",
+    "When does the office open?",
+    "Where can visitors park?",
+    "When is lunch served?",
+    "Where is the fire exit?",
+    "What is the help desk extension?",
+    "How do I book a meeting room?",
+]
 LEAD_IN_S = 6.0  # the session connects while the microphone plays this (the file starts at START)
 PAUSE_S = 10.0  # after each question: room for the 2-5 s latency (more under load) and a ~3 s answer
 MIC_LEVEL, AVATAR_LEVEL = 0.01, 0.005  # block RMS that counts as sound (full scale 1)
@@ -81,14 +96,19 @@ VAD_END_SILENCE_MS = inspect.signature(UtteranceDetector).parameters["end_silenc
 
 
 def engine_events(engine: EngineProcess, session_id: str) -> list[dict[str, Any]]:
-    response = requests.get(f"{engine.url}/v1/streaming.events", params={"session_id": session_id},
-                            headers={"X-Api-Key": engine.api_key.reveal()}, timeout=5)
+    response = requests.get(
+        f"{engine.url}/v1/streaming.events",
+        params={"session_id": session_id},
+        headers={"X-Api-Key": engine.api_key.reveal()},
+        timeout=5,
+    )
     response.raise_for_status()
     return response.json()["data"]["events"]
 
 
-def measure(timeline: AudioTimeline, events: list[dict[str, Any]], voice_turns: list[dict[str, Any]]
-            ) -> list[dict[str, Any]]:
+def measure(
+    timeline: AudioTimeline, events: list[dict[str, Any]], voice_turns: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """One row per question the page sent: its latency, or why it does not count."""
     questions = [s for s in sound_spans(timeline.mic, MIC_LEVEL, WORD_GAP_S) if s.end - s.start > 0.5]
     voice = sound_spans(timeline.avatar, AVATAR_LEVEL, WORD_GAP_S)
@@ -119,13 +139,20 @@ def measure(timeline: AudioTimeline, events: list[dict[str, Any]], voice_turns: 
             row["skipped"] = "the avatar did not answer it"
             continue
         if any(done is None or done["at"] > end_at for done in earlier_done) or any(
-                v.start <= question.end < v.end + WORD_GAP_S for v in voice):
+            v.start <= question.end < v.end + WORD_GAP_S for v in voice
+        ):
             row["skipped"] = "the avatar was still speaking when the question ended"
             continue
         # The answer's own voice: not a late tail of an earlier answer, so not before the engine began it.
         talk_on_page_clock = talk["at"] - (end_at - question.end)
-        reply: Span | None = next((v for v in voice if v.start > question.end and v.start < next_start
-                                   and v.start > talk_on_page_clock - 1.0), None)
+        reply: Span | None = next(
+            (
+                v
+                for v in voice
+                if v.start > question.end and v.start < next_start and v.start > talk_on_page_clock - 1.0
+            ),
+            None,
+        )
         if reply is None:
             row["skipped"] = "its answer was not heard in the page before the next question"
             continue
@@ -147,8 +174,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"{len(questions)} questions, {wav.duration:.0f} s of microphone audio")
     engine = start_engine(extra_args=["--history-db", str(work / "history.db"), "--session-budget", "6"])
     try:
-        with (StreamingClient(engine.url, engine.api_key, backoff=0) as client,
-              run_app(engine, work / "app") as app, launch_chromium_with_mic(wav.path, loop=False) as browser):
+        with (
+            StreamingClient(engine.url, engine.api_key, backoff=0) as client,
+            run_app(engine, work / "app") as app,
+            launch_chromium_with_mic(wav.path, loop=False) as browser,
+        ):
             page = open_app(browser, app.url, record_peer_connections=True)
             go_to(page, "Live chat")
             set_knowledge_base(page, KNOWLEDGE_BASE)
@@ -182,12 +212,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "voice",
         "method": "headless Debian Chromium, fake microphone playing a TTS-made WAV → streamlit run app.py "
-                  "(hands-free voice input, Silero VAD + Whisper tiny.en) → local engine, all on loopback. In the "
-                  "component's iframe one Web Audio context taps the microphone track the page sends and the "
-                  "avatar audio it plays (~11 ms blocks); a run is end of the question's sound on the microphone "
-                  "track → first sound of the avatar's voice in the page, counted when the avatar was silent at "
-                  "the end of the question; the first question is a warm-up. Breakdown from the engine's event "
-                  "times and the usage log (same machine's clock). Excludes sound-card latency on both ends.",
+        "(hands-free voice input, Silero VAD + Whisper tiny.en) → local engine, all on loopback. In the "
+        "component's iframe one Web Audio context taps the microphone track the page sends and the "
+        "avatar audio it plays (~11 ms blocks); a run is end of the question's sound on the microphone "
+        "track → first sound of the avatar's voice in the page, counted when the avatar was silent at "
+        "the end of the question; the first question is a warm-up. Breakdown from the engine's event "
+        "times and the usage log (same machine's clock). Excludes sound-card latency on both ends.",
         "end_of_speech_to_avatar_voice": figure(col("end_to_voice_ms"), GOAL_MS),
         "breakdown": {
             "end_of_speech_to_engine_task": figure(col("end_to_engine_task_ms")),
@@ -197,20 +227,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "engine_start_talking_to_voice_in_page": figure(col("start_talking_to_voice_in_page_ms")),
             "browser_jitter_buffer_mean_ms": {
                 kind: round(ms, 1) if (ms := after.mean_ms_since(buffers_before[kind])) is not None else None
-                for kind, after in buffers_after.items() if kind in buffers_before},
+                for kind, after in buffers_after.items()
+                if kind in buffers_before
+            },
             "notes": "the first, third and fourth add up to the total. vad_end_of_speech_to_text is the usage "
-                     "log's stt_latency_ms: from where the VAD put the end of speech (slightly before the sound "
-                     "ends) to the text, so it includes the VAD's end silence wait and Whisper. The jitter "
-                     "buffer figures are the page's mean receive buffering over the whole listening period.",
+            "log's stt_latency_ms: from where the VAD put the end of speech (slightly before the sound "
+            "ends) to the text, so it includes the VAD's end silence wait and Whisper. The jitter "
+            "buffer figures are the page's mean receive buffering over the whole listening period.",
         },
         "warm_up_run": {k: round(v, 1) if isinstance(v, float) else v for k, v in rows[0].items()} if rows else None,
         "runs": [{k: round(v, 1) if isinstance(v, float) else v for k, v in r.items()} for r in rows[1:]],
         "questions_sent": len(questions),
         "questions_sent_by_page": len(rows),
         "page_audio_clock_rate": round(timeline.clock_rate, 4),
-        "warning": None if timeline.clock_rate > 0.98 else (
+        "warning": None
+        if timeline.clock_rate > 0.98
+        else (
             f"the page's audio clock ran {100 * (1 - timeline.clock_rate):.0f}% slow: Chromium was starved of CPU "
-            "(see load_average_1m), so the page heard both sides late and these figures are unreliable"),
+            "(see load_average_1m), so the page heard both sides late and these figures are unreliable"
+        ),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
         "seconds": round(time.monotonic() - started, 1),

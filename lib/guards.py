@@ -34,9 +34,11 @@ class BudgetStatus:
     def message(self, pricing: Pricing) -> str:
         used = f"{self.used_credits:.1f} of {self.budget_credits:.0f} credits ({self.fraction:.0%})"
         if self.level is BudgetLevel.OVER:
-            return (f"This month's estimated usage has reached the budget: {used}, about "
-                    f"${pricing.cost(self.used_credits):.2f}. New sessions are refused; raise the budget on the "
-                    "Usage page, or override once for this session (the override is logged).")
+            return (
+                f"This month's estimated usage has reached the budget: {used}, about "
+                f"${pricing.cost(self.used_credits):.2f}. New sessions are refused; raise the budget on the "
+                "Usage page, or override once for this session (the override is logged)."
+            )
         return f"This month's estimated usage is at {used} of the budget."
 
 

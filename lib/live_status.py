@@ -30,8 +30,9 @@ def audio_leg_summary(stats: PlayoutStats) -> str:
     return " · ".join(parts)
 
 
-def status_rows(link: AvatarLink, pricing: Pricing, provider: str,
-                playout: PlayoutStats | None = None) -> list[tuple[str, str]]:
+def status_rows(
+    link: AvatarLink, pricing: Pricing, provider: str, playout: PlayoutStats | None = None
+) -> list[tuple[str, str]]:
     rows = [("State", STATE_LABELS[link.state])]
     if link.state is LinkState.CONNECTED:
         activity = "speaking" if link.speaking else "listening" if link.listening else "idle"

@@ -183,8 +183,9 @@ def take_snapshot(
     except HeyGenError as exc:
         return Snapshot(provider, time.time() if now is None else now, error=str(exc))
     at = time.time() if now is None else now
-    reconciliation = log.reconcile((s.session_id for s in active), provider, client.endpoint,
-                                   reachable=endpoint_reachable)
+    reconciliation = log.reconcile(
+        (s.session_id for s in active), provider, client.endpoint, reachable=endpoint_reachable
+    )
     for session_id in reconciliation.still_open:
         log.heartbeat(session_id, at=at)
     rows = {row.session_id: row for row in log.open_sessions(provider)}
@@ -227,14 +228,21 @@ def force_stop(
         row = log.get_session(target.session_id)
         if row is None and result.outcome == "stopped":
             log.open_session(
-                target.session_id, provider, target.avatar_id, target.voice_id, target.quality,
-                target.video_encoding, started_by_dashboard=False,
-                created_at=target.created_at if target.created_at is not None else at, endpoint=client.endpoint,
+                target.session_id,
+                provider,
+                target.avatar_id,
+                target.voice_id,
+                target.quality,
+                target.video_encoding,
+                started_by_dashboard=False,
+                created_at=target.created_at if target.created_at is not None else at,
+                endpoint=client.endpoint,
             )
             row = log.get_session(target.session_id)
         if row is not None:
-            log.record_event(target.session_id, FORCE_STOP_EVENT,
-                             {"outcome": result.outcome, "message": result.message}, at=at)
+            log.record_event(
+                target.session_id, FORCE_STOP_EVENT, {"outcome": result.outcome, "message": result.message}, at=at
+            )
             if result.outcome == "stopped":
                 log.close_session(target.session_id, EndReason.FORCE_STOPPED, at=at)
             elif result.outcome == "already_gone" and row.is_open:
@@ -271,13 +279,19 @@ def capacity(
     HeyGen: sessions against a limit the user enters (HeyGen does not report it)."""
     if provider == "local":
         used = sum(QUALITY_UNITS.get(s.quality or "medium", 2) for s in sessions)
-        return Capacity(used, float(engine_budget), "units",
-                        f"{len(sessions)} session(s); 480p = 1 unit, 720p = 2, 1080p = 4.")
+        return Capacity(
+            used, float(engine_budget), "units", f"{len(sessions)} session(s); 480p = 1 unit, 720p = 2, 1080p = 4."
+        )
     if heygen_limit:
-        return Capacity(len(sessions), float(heygen_limit), "sessions",
-                        "Limit as entered below (HeyGen does not report it).")
-    return Capacity(len(sessions), None, "sessions",
-                    "HeyGen does not report its concurrency limit (trial keys: 3). Enter yours below.")
+        return Capacity(
+            len(sessions), float(heygen_limit), "sessions", "Limit as entered below (HeyGen does not report it)."
+        )
+    return Capacity(
+        len(sessions),
+        None,
+        "sessions",
+        "HeyGen does not report its concurrency limit (trial keys: 3). Enter yours below.",
+    )
 
 
 def stopped_today(log: UsageLog, tz: str = "UTC", *, now: float | None = None) -> StopCounts:
@@ -288,16 +302,27 @@ def stopped_today(log: UsageLog, tz: str = "UTC", *, now: float | None = None) -
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     with log.read() as conn:
         forced, ended = conn.execute(
-            "SELECT COALESCE(SUM(end_reason = ?), 0), COUNT(*) FROM sessions "
-            "WHERE ended_at >= ? AND end_reason != ?",
+            "SELECT COALESCE(SUM(end_reason = ?), 0), COUNT(*) FROM sessions WHERE ended_at >= ? AND end_reason != ?",
             (str(EndReason.FORCE_STOPPED), midnight, str(EndReason.IMPORTED)),
         ).fetchone()
     return StopCounts(int(forced), int(ended))
 
 
 TABLE_COLUMNS = (
-    "session_id", "started_by", "status", "avatar", "voice", "quality", "started", "age_min", "idle_s",
-    "idle_left_s", "duration_left_min", "credits", "cost", "note",
+    "session_id",
+    "started_by",
+    "status",
+    "avatar",
+    "voice",
+    "quality",
+    "started",
+    "age_min",
+    "idle_s",
+    "idle_left_s",
+    "duration_left_min",
+    "credits",
+    "cost",
+    "note",
 )
 
 
@@ -311,22 +336,24 @@ def sessions_frame(snapshot: Snapshot, tz: str = "UTC") -> pd.DataFrame:
         elif s.is_orphan:
             note = "Not started by this dashboard and not in the usage log."
         left = s.duration_left_s
-        rows.append({
-            "session_id": s.session_id,
-            "started_by": ORIGIN_LABELS[s.origin],
-            "status": s.status or "unknown",
-            "avatar": s.avatar_id,
-            "voice": s.voice_id,
-            "quality": s.quality,
-            "started": s.created_at,
-            "age_min": None if s.age_s is None else s.age_s / 60,
-            "idle_s": s.idle_s,
-            "idle_left_s": s.idle_left_s,
-            "duration_left_min": None if left is None else left / 60,
-            "credits": s.credits,
-            "cost": s.cost,
-            "note": note,
-        })
+        rows.append(
+            {
+                "session_id": s.session_id,
+                "started_by": ORIGIN_LABELS[s.origin],
+                "status": s.status or "unknown",
+                "avatar": s.avatar_id,
+                "voice": s.voice_id,
+                "quality": s.quality,
+                "started": s.created_at,
+                "age_min": None if s.age_s is None else s.age_s / 60,
+                "idle_s": s.idle_s,
+                "idle_left_s": s.idle_left_s,
+                "duration_left_min": None if left is None else left / 60,
+                "credits": s.credits,
+                "cost": s.cost,
+                "note": note,
+            }
+        )
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     df["started"] = pd.to_datetime(df["started"], unit="s", utc=True).dt.tz_convert(tz)
     for column in ("age_min", "idle_s", "idle_left_s", "duration_left_min", "credits", "cost"):

@@ -37,8 +37,12 @@ class Health:
 
 def heygen_provider(settings: Settings) -> Provider:
     if not settings.heygen_api_key:
-        raise HeyGenError(None, "", user_message="No HeyGen API key is configured. Set HEYGEN_API_KEY "
-                          "or add heygen_api_key to .streamlit/secrets.toml.")
+        raise HeyGenError(
+            None,
+            "",
+            user_message="No HeyGen API key is configured. Set HEYGEN_API_KEY "
+            "or add heygen_api_key to .streamlit/secrets.toml.",
+        )
     client = StreamingClient(settings.heygen_base_url, settings.heygen_api_key, provider_label="HeyGen")
     return Provider("heygen", "HeyGen", client)
 
@@ -48,11 +52,19 @@ def local_provider(settings: Settings) -> Provider:
     if settings.engine_url:
         client = StreamingClient(settings.engine_url, settings.engine_api_key, provider_label="Local engine")
         return Provider("local", "Local engine", client)
-    engine = start_engine(settings.engine_host, settings.engine_port,
-                          settings.engine_api_key or None,
-                          extra_args=["--session-budget", str(settings.engine_session_budget),
-                                      "--max-duration", str(settings.engine_max_duration),
-                                      "--history-db", str(settings.data_dir / "engine-history.db")])
+    engine = start_engine(
+        settings.engine_host,
+        settings.engine_port,
+        settings.engine_api_key or None,
+        extra_args=[
+            "--session-budget",
+            str(settings.engine_session_budget),
+            "--max-duration",
+            str(settings.engine_max_duration),
+            "--history-db",
+            str(settings.data_dir / "engine-history.db"),
+        ],
+    )
     client = StreamingClient(engine.url, engine.api_key, provider_label="Local engine")
     return Provider("local", "Local engine", client, engine)
 
@@ -75,5 +87,3 @@ def check_health(provider: Provider) -> Health:
     except HeyGenError as exc:
         return Health(False, str(exc))
     return Health(True, "Connected", round((time.perf_counter() - started) * 1000, 1))
-
-

@@ -46,10 +46,15 @@ class ChatSetup:
 
     def request(self, idle_timeout: int, provider: str) -> NewSessionRequest:
         # HeyGen's current transport is a LiveKit room; the local engine speaks direct WebRTC.
-        return NewSessionRequest(avatar_id=self.avatar_id, voice_id=self.voice_id, quality=self.quality,
-                                 video_encoding=self.video_encoding, knowledge_base=self.knowledge_base or None,
-                                 activity_idle_timeout=idle_timeout,
-                                 version="v2" if provider == "heygen" else None)
+        return NewSessionRequest(
+            avatar_id=self.avatar_id,
+            voice_id=self.voice_id,
+            quality=self.quality,
+            video_encoding=self.video_encoding,
+            knowledge_base=self.knowledge_base or None,
+            activity_idle_timeout=idle_timeout,
+            version="v2" if provider == "heygen" else None,
+        )
 
 
 class LiveChat:
@@ -80,22 +85,31 @@ class LiveChat:
         self.release("replaced")
         settings = resources.settings()
         provider = resources.provider()
-        admission = admit_session(resources.budget_status(), resources.pricing(), provider.name,
-                                  override=self.budget_override)
+        admission = admit_session(
+            resources.budget_status(), resources.pricing(), provider.name, override=self.budget_override
+        )
         if not admission.allowed:
             self.refused = admission.message
             return None
         self.refused = None
         gc_pauses.settle()  # the page's imports are done: take them (and closed sessions' garbage) out of later GCs
-        options = LinkOptions(request=setup.request(settings.idle_timeout, provider.name),
-                              watcher_timeout=settings.watcher_timeout,
-                              max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
-                              open_events=admission.open_events)
+        options = LinkOptions(
+            request=setup.request(settings.idle_timeout, provider.name),
+            watcher_timeout=settings.watcher_timeout,
+            max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
+            open_events=admission.open_events,
+        )
         with self._lock:
             self.setup = setup
             self.playout = PlayoutBuffer(AUDIO_RATE)  # fresh figures for the status panel, too
-            self.link = AvatarLink(provider.client, provider.name, resources.usage_log(), options,
-                                   audio_out=self.playout.push, audio_clear=self.playout.clear)
+            self.link = AvatarLink(
+                provider.client,
+                provider.name,
+                resources.usage_log(),
+                options,
+                audio_out=self.playout.push,
+                audio_clear=self.playout.clear,
+            )
             return self.link
 
     def release(self, reason: str) -> None:
@@ -119,10 +133,12 @@ class LiveChat:
     def voice_listener(self) -> VoiceListener:
         """The microphone listener of this tab (created on first use; the Whisper model is shared)."""
         if self.listener is None:
-            self.listener = VoiceListener(on_transcript=lambda t: self._voice_pool.submit(self._voice_turn, t),
-                                          on_speech_start=lambda: self._voice_pool.submit(self._barge_in),
-                                          interim=True,  # read as .partial by the page
-                                          stt=resources.speech_to_text())
+            self.listener = VoiceListener(
+                on_transcript=lambda t: self._voice_pool.submit(self._voice_turn, t),
+                on_speech_start=lambda: self._voice_pool.submit(self._barge_in),
+                interim=True,  # read as .partial by the page
+                stt=resources.speech_to_text(),
+            )
         return self.listener
 
     def hearing(self) -> str | None:
@@ -139,8 +155,14 @@ class LiveChat:
             self.voice_error = str(exc)
             return
         self.last_voice_end = transcript.ended_at
-        link.record(EventKind.VOICE_TURN, {"chars": len(transcript.text), "audio_ms": round(transcript.audio_ms),
-                                           "stt_latency_ms": round(transcript.latency_ms)})
+        link.record(
+            EventKind.VOICE_TURN,
+            {
+                "chars": len(transcript.text),
+                "audio_ms": round(transcript.audio_ms),
+                "stt_latency_ms": round(transcript.latency_ms),
+            },
+        )
 
     def _barge_in(self) -> None:
         link = self.link

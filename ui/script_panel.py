@@ -43,8 +43,9 @@ def script_editor() -> str:
         chosen = pick.selectbox("Saved scripts", names, key="script_pick")
         if load.button("Load", use_container_width=True):
             st.session_state["script_text"] = store.load(chosen)
-    upload = st.file_uploader("Or upload a script (.txt, .md, .yaml)", type=["txt", "md", "yaml", "yml"],
-                              key="script_upload")
+    upload = st.file_uploader(
+        "Or upload a script (.txt, .md, .yaml)", type=["txt", "md", "yaml", "yml"], key="script_upload"
+    )
     if upload is not None and st.session_state.get("script_uploaded") != upload.file_id:
         try:
             st.session_state["script_text"] = decode_script(upload.getvalue())
@@ -54,8 +55,12 @@ def script_editor() -> str:
     if PENDING_SCRIPT_KEY in st.session_state:
         st.session_state["script_text"] = st.session_state.pop(PENDING_SCRIPT_KEY)
     st.session_state.setdefault("script_text", EXAMPLE_SCRIPT)
-    text = st.text_area("Script", key="script_text", height=180,
-                        help="One segment per paragraph or list item; `[pause 3s]` adds a pause.")
+    text = st.text_area(
+        "Script",
+        key="script_text",
+        height=180,
+        help="One segment per paragraph or list item; `[pause 3s]` adds a pause.",
+    )
     name_col, save_col = st.columns([3, 1], vertical_alignment="bottom")
     name = name_col.text_input("Save as", key="script_name", placeholder="e.g. Safety training")
     if save_col.button("Save", use_container_width=True, disabled=not name.strip()):
@@ -79,8 +84,11 @@ def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: f
     runner = chat.runner if chat.runner is not None and chat.runner.link is link else None
     state = runner.status().state if runner else None
     cols = st.columns(5)
-    if cols[0].button("Start" if state in (None, *TERMINAL_STATES) else "Resume",
-                      disabled=not live or state is RunnerState.RUNNING, use_container_width=True):
+    if cols[0].button(
+        "Start" if state in (None, *TERMINAL_STATES) else "Resume",
+        disabled=not live or state is RunnerState.RUNNING,
+        use_container_width=True,
+    ):
         if state is RunnerState.PAUSED:
             runner.resume()
         else:
@@ -91,18 +99,15 @@ def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: f
                 return
             chat.runner = ScriptRunner(link, segments, default_pause_s=pause)
             chat.runner.start()
-    if cols[1].button("Pause", disabled=state is not RunnerState.RUNNING,
-                      use_container_width=True):
+    if cols[1].button("Pause", disabled=state is not RunnerState.RUNNING, use_container_width=True):
         runner.pause()
-    if cols[2].button("Skip", disabled=state not in (RunnerState.RUNNING,
-                                                                                 RunnerState.PAUSED),
-                      use_container_width=True):
+    if cols[2].button(
+        "Skip", disabled=state not in (RunnerState.RUNNING, RunnerState.PAUSED), use_container_width=True
+    ):
         runner.skip()
-    if cols[3].button("Restart", disabled=runner is None or not live,
-                      use_container_width=True):
+    if cols[3].button("Restart", disabled=runner is None or not live, use_container_width=True):
         runner.restart()
-    if cols[4].button("Stop", disabled=state in (None, *TERMINAL_STATES),
-                      use_container_width=True):
+    if cols[4].button("Stop", disabled=state in (None, *TERMINAL_STATES), use_container_width=True):
         runner.stop()
 
 
@@ -113,9 +118,14 @@ def script_progress(chat: LiveChat) -> None:
         return
     status = runner.status()
     n, m = status.progress
-    label = {RunnerState.RUNNING: "pausing after this segment…" if status.pausing else "delivering",
-             RunnerState.PAUSED: "paused", RunnerState.FINISHED: "finished", RunnerState.STOPPED: "stopped",
-             RunnerState.FAILED: "failed", RunnerState.IDLE: "ready"}[status.state]
+    label = {
+        RunnerState.RUNNING: "pausing after this segment…" if status.pausing else "delivering",
+        RunnerState.PAUSED: "paused",
+        RunnerState.FINISHED: "finished",
+        RunnerState.STOPPED: "stopped",
+        RunnerState.FAILED: "failed",
+        RunnerState.IDLE: "ready",
+    }[status.state]
     st.progress(n / m if status.state is not RunnerState.FINISHED else 1.0, text=f"Segment {n} of {m} · {label}")
     if status.error:
         st.error(status.error)

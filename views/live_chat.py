@@ -19,8 +19,16 @@ from ui import live, resources, script_panel
 from ui.script_panel import PENDING_SCRIPT_KEY
 
 # HeyGen refused or is unreachable: these are worth offering the local engine for.
-FALLBACK_ERRORS = {"ProviderUnavailable", "Unauthorized", "NoApiAccess", "Forbidden", "ConcurrencyLimit",
-                   "RateLimited", "ConnectionError", None}
+FALLBACK_ERRORS = {
+    "ProviderUnavailable",
+    "Unauthorized",
+    "NoApiAccess",
+    "Forbidden",
+    "ConcurrencyLimit",
+    "RateLimited",
+    "ConnectionError",
+    None,
+}
 
 settings = resources.settings()
 provider = resources.provider_or_stop()
@@ -28,16 +36,19 @@ chat = live.live_chat()
 link = chat.link
 
 st.title("Live chat")
-st.caption(f"Provider: {provider.label}. Press **START** under the video: the avatar session is created, "
-           "connected and shown in one go. It is stopped when you press STOP, leave this page or close the tab.")
+st.caption(
+    f"Provider: {provider.label}. Press **START** under the video: the avatar session is created, "
+    "connected and shown in one go. It is stopped when you press STOP, leave this page or close the tab."
+)
 
 video_col, side_col = st.columns([3, 2], gap="large")
 
 with side_col:
     catalogue = live.catalogue()
     if catalogue is None:
-        if provider.name == "heygen" and st.button("Continue on the local engine", icon=":material/computer:",
-                                                   help="Runs the built-in avatar on this machine."):
+        if provider.name == "heygen" and st.button(
+            "Continue on the local engine", icon=":material/computer:", help="Runs the built-in avatar on this machine."
+        ):
             resources.use_local_fallback(True)
             st.rerun()
         st.stop()
@@ -53,30 +64,63 @@ with side_col:
         voice_ids = [v.voice_id for v in voice_list]
         voice_labels = {v.voice_id: f"{v.name} · {v.language}" for v in voice_list}
         default_voice = chosen.default_voice if chosen and chosen.default_voice in voice_ids else None
-        voice_id = st.selectbox("Voice", voice_ids, format_func=voice_labels.get, disabled=locked,
-                                index=voice_ids.index(default_voice) if default_voice else 0, key="voice_id")
+        voice_id = st.selectbox(
+            "Voice",
+            voice_ids,
+            format_func=voice_labels.get,
+            disabled=locked,
+            index=voice_ids.index(default_voice) if default_voice else 0,
+            key="voice_id",
+        )
         q_col, e_col = st.columns(2)
-        quality = q_col.selectbox("Quality", ["low", "medium", "high"], key="quality", disabled=locked,
-                                  format_func={"low": "Low · 480p", "medium": "Medium · 720p",
-                                               "high": "High · 1080p"}.get)
+        quality = q_col.selectbox(
+            "Quality",
+            ["low", "medium", "high"],
+            key="quality",
+            disabled=locked,
+            format_func={"low": "Low · 480p", "medium": "Medium · 720p", "high": "High · 1080p"}.get,
+        )
         encoding = e_col.selectbox("Video encoding", ["VP8", "H264"], key="encoding", disabled=locked)
-        task_type = st.radio("When you type", ["talk", "repeat"], horizontal=True, key="task_type",
-                             format_func={"talk": "the avatar answers", "repeat": "the avatar repeats it"}.get)
-        knowledge_base = st.text_area("Knowledge base", key="knowledge_base", disabled=locked, height=120,
-                                      value=live.SAMPLE_KNOWLEDGE_BASE,
-                                      help="What the avatar answers from when it answers (talk tasks).")
-        max_minutes = st.number_input("Stop the session after (minutes)", min_value=0.0, max_value=600.0,
-                                      value=float(settings.session_max_minutes), step=5.0, key="max_minutes",
-                                      disabled=locked, help="A cost guard: warns a minute before. 0 = no cap.")
+        task_type = st.radio(
+            "When you type",
+            ["talk", "repeat"],
+            horizontal=True,
+            key="task_type",
+            format_func={"talk": "the avatar answers", "repeat": "the avatar repeats it"}.get,
+        )
+        knowledge_base = st.text_area(
+            "Knowledge base",
+            key="knowledge_base",
+            disabled=locked,
+            height=120,
+            value=live.SAMPLE_KNOWLEDGE_BASE,
+            help="What the avatar answers from when it answers (talk tasks).",
+        )
+        max_minutes = st.number_input(
+            "Stop the session after (minutes)",
+            min_value=0.0,
+            max_value=600.0,
+            value=float(settings.session_max_minutes),
+            step=5.0,
+            key="max_minutes",
+            disabled=locked,
+            help="A cost guard: warns a minute before. 0 = no cap.",
+        )
 
     with st.expander("Voice input", icon=":material/mic:"):
-        voice_on = st.toggle("Talk to the avatar with the microphone", key="voice_on", disabled=locked,
-                             help="Your words are recognised on this server, offline, and sent as a message. "
-                                  "Choose before pressing START.")
-        voice_mode = st.radio("Mode", ["hands-free", "push-to-talk"], horizontal=True, key="voice_mode",
-                              disabled=not voice_on)
-        chat.barge_in = st.checkbox("Speaking interrupts the avatar (barge-in)", value=True, key="barge_in",
-                                    disabled=not voice_on)
+        voice_on = st.toggle(
+            "Talk to the avatar with the microphone",
+            key="voice_on",
+            disabled=locked,
+            help="Your words are recognised on this server, offline, and sent as a message. "
+            "Choose before pressing START.",
+        )
+        voice_mode = st.radio(
+            "Mode", ["hands-free", "push-to-talk"], horizontal=True, key="voice_mode", disabled=not voice_on
+        )
+        chat.barge_in = st.checkbox(
+            "Speaking interrupts the avatar (barge-in)", value=True, key="barge_in", disabled=not voice_on
+        )
 
 setup = live.ChatSetup(avatar_id, voice_id, quality, encoding, task_type, knowledge_base, max_minutes)
 
@@ -92,8 +136,11 @@ with video_col:
         source_audio_track=audio_track,
         sink_audio_track=mic,
         rtc_configuration={"iceServers": []},  # loopback/LAN: never wait on an unreachable STUN server
-        media_stream_constraints={"video": False, "audio": {"echoCancellation": True, "noiseSuppression": True,
-                                                            "autoGainControl": True}} if voice_on
+        media_stream_constraints={
+            "video": False,
+            "audio": {"echoCancellation": True, "noiseSuppression": True, "autoGainControl": True},
+        }
+        if voice_on
         else {"video": True, "audio": True},
         desired_playing_state=False if chat.user_stopped else None,
         video_html_attrs={"autoPlay": True, "controls": False, "style": {"width": "100%", "borderRadius": "8px"}},
@@ -120,14 +167,22 @@ with video_col:
                 link.interrupt()
         except HeyGenError as exc:
             st.error(str(exc))
-    if b2.button("Stop session", icon=":material/stop_circle:", disabled=link is None or not link.live,
-                 use_container_width=True, type="primary"):
+    if b2.button(
+        "Stop session",
+        icon=":material/stop_circle:",
+        disabled=link is None or not link.live,
+        use_container_width=True,
+        type="primary",
+    ):
         chat.release("stopped")
         chat.user_stopped = True
         st.rerun()
     can_reconnect = link is not None and link.state in (LinkState.FAILED, LinkState.DISCONNECTED)
-    if can_reconnect and ctx.state.playing and b3.button("Reconnect", icon=":material/refresh:",
-                                                         use_container_width=True):
+    if (
+        can_reconnect
+        and ctx.state.playing
+        and b3.button("Reconnect", icon=":material/refresh:", use_container_width=True)
+    ):
         link = chat.start(setup)
         st.rerun()
 
@@ -144,23 +199,30 @@ with video_col:
             listener.set_enabled(talking)
         else:
             listener.set_enabled(True)
-            st.caption(":material/mic: Listening: just speak. " + (
-                "Speaking while the avatar talks interrupts it." if chat.barge_in else ""))
+            st.caption(
+                ":material/mic: Listening: just speak. "
+                + ("Speaking while the avatar talks interrupts it." if chat.barge_in else "")
+            )
         if listener.error or chat.voice_error:
             st.warning(listener.error or chat.voice_error)
     if link is not None and link.error:
         st.error(link.error)
         if link.error_kind == "ConcurrencyLimit":
             st.page_link("views/sessions.py", label="Open Sessions to stop running sessions", icon=":material/dns:")
-        if provider.name == "heygen" and link.error_kind in FALLBACK_ERRORS and st.button(
-                "Continue on the local engine", icon=":material/computer:",
-                help="Runs the built-in avatar on this machine: no key, no credits."):
+        if (
+            provider.name == "heygen"
+            and link.error_kind in FALLBACK_ERRORS
+            and st.button(
+                "Continue on the local engine",
+                icon=":material/computer:",
+                help="Runs the built-in avatar on this machine: no key, no credits.",
+            )
+        ):
             chat.release("fallback")
             resources.use_local_fallback(True)
             st.rerun()
 
-    mode = st.segmented_control("Mode", ["Chat", "Script"], default="Chat", key="mode",
-                                label_visibility="collapsed")
+    mode = st.segmented_control("Mode", ["Chat", "Script"], default="Chat", key="mode", label_visibility="collapsed")
     if mode == "Script":
         with st.container(border=True):
             script_text = script_panel.script_editor()
@@ -201,10 +263,15 @@ def transcript() -> None:
         st.caption("The conversation shows here.")
         return
     for turn in current.transcript():
-        with st.chat_message("user" if turn.role == "user" else "assistant",
-                             avatar=":material/person:" if turn.role == "user" else ":material/face:"):
-            st.markdown(turn.text + ("" if turn.done or turn.role == "user" or not current.live else " …")
-                        + (" _(interrupted)_" if turn.interrupted else ""))
+        with st.chat_message(
+            "user" if turn.role == "user" else "assistant",
+            avatar=":material/person:" if turn.role == "user" else ":material/face:",
+        ):
+            st.markdown(
+                turn.text
+                + ("" if turn.done or turn.role == "user" or not current.live else " …")
+                + (" _(interrupted)_" if turn.interrupted else "")
+            )
     if hearing := chat.hearing():
         with st.chat_message("user", avatar=":material/mic:"):
             # Whisper ends even unfinished text with a full stop: drop it, the ellipsis says "still talking".
@@ -226,8 +293,10 @@ prompt = st.chat_input("Type a message for the avatar", disabled=not (link and l
 if prompt and link is not None:
     if len(prompt) > MAX_SEGMENT_CHARS:
         st.session_state[PENDING_SCRIPT_KEY] = prompt
-        st.error(f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
-                 "It is waiting in the **Script** tab, which delivers long text piece by piece.")
+        st.error(
+            f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
+            "It is waiting in the **Script** tab, which delivers long text piece by piece."
+        )
     else:
         try:
             link.send(prompt, task_type)

@@ -27,8 +27,9 @@ def load_options(db: str) -> dict[str, list[str]]:
 
 
 @st.cache_data(ttl=CACHE_TTL_S, show_spinner="Loading usage…")
-def load_usage(db: str, flt: q.UsageFilter, pricing: Pricing, by: str, local_estimate: bool,
-               month: date, today: date) -> dict[str, Any]:
+def load_usage(
+    db: str, flt: q.UsageFilter, pricing: Pricing, by: str, local_estimate: bool, month: date, today: date
+) -> dict[str, Any]:
     log = resources.usage_log()
     est = {"include_local_estimate": local_estimate}
     return {
@@ -74,18 +75,27 @@ flt = q.UsageFilter(date_from, date_to, tuple(providers), tuple(avatars), tuple(
 
 # -- pricing ----------------------------------------------------------------------------------
 pricing_cols = st.columns([3, 2])
-with pricing_cols[0].expander(
-    f"Pricing: {pricing.model.label} · {fmt_money(pricing.price_per_credit)} per credit · "
-    f"budget {pricing.monthly_budget_credits:g} credit{'' if pricing.monthly_budget_credits == 1 else 's'}/month"
-), st.form("pricing"):
+with (
+    pricing_cols[0].expander(
+        f"Pricing: {pricing.model.label} · {fmt_money(pricing.price_per_credit)} per credit · "
+        f"budget {pricing.monthly_budget_credits:g} credit{'' if pricing.monthly_budget_credits == 1 else 's'}/month"
+    ),
+    st.form("pricing"),
+):
     keys = list(PRESETS)
-    preset = st.selectbox("Credit model", keys, index=keys.index(pricing.model.key) if pricing.model.key in keys
-                          else 0, format_func=lambda k: PRESETS[k].label)
+    preset = st.selectbox(
+        "Credit model",
+        keys,
+        index=keys.index(pricing.model.key) if pricing.model.key in keys else 0,
+        format_func=lambda k: PRESETS[k].label,
+    )
     st.caption(PRESETS[preset].description)
-    price = st.number_input("Price per credit ($)", min_value=0.0, value=float(pricing.price_per_credit),
-                            step=0.01, format="%.4f")
-    budget = st.number_input("Monthly budget (credits)", min_value=0.0,
-                             value=float(pricing.monthly_budget_credits), step=10.0)
+    price = st.number_input(
+        "Price per credit ($)", min_value=0.0, value=float(pricing.price_per_credit), step=0.01, format="%.4f"
+    )
+    budget = st.number_input(
+        "Monthly budget (credits)", min_value=0.0, value=float(pricing.monthly_budget_credits), step=10.0
+    )
     if st.form_submit_button("Save pricing"):
         log.save_pricing(Pricing(PRESETS[preset], price, budget))
         st.session_state["pricing_saved"] = True
@@ -93,11 +103,20 @@ with pricing_cols[0].expander(
 if st.session_state.pop("pricing_saved", False):
     st.toast("Pricing saved.", icon=":material/check:")
 local_estimate = pricing_cols[1].toggle(
-    "Price local sessions as HeyGen", value=False,
-    help="Local-engine sessions cost no credits. Turn this on to see what they would cost on HeyGen.")
+    "Price local sessions as HeyGen",
+    value=False,
+    help="Local-engine sessions cost no credits. Turn this on to see what they would cost on HeyGen.",
+)
 
-data = load_usage(db, flt, pricing, st.session_state.get("usage_by", "avatar"), local_estimate,
-                  min(date_to, today).replace(day=1), today)
+data = load_usage(
+    db,
+    flt,
+    pricing,
+    st.session_state.get("usage_by", "avatar"),
+    local_estimate,
+    min(date_to, today).replace(day=1),
+    today,
+)
 report: q.KpiReport = data["kpis"]
 cur, before = report.current, report.previous
 
@@ -106,29 +125,58 @@ period = f"{date_from:%b %d} – {date_to:%b %d}"
 prev = flt.previous()
 vs = f" Change is against {prev.date_from:%b %d} – {prev.date_to:%b %d}." if prev else ""
 k = st.columns(4) + st.columns(4)[:3]
-k[0].metric("Sessions", f"{cur.sessions:,}", fmt_change(report.change("sessions")),
-            help=f"Sessions created {period} ({cur.open_sessions} still open).{vs}")
-k[1].metric("Total minutes", f"{cur.total_minutes:,.1f}", fmt_change(report.change("total_minutes")),
-            help=f"From streaming.new until closed.{vs}")
-k[2].metric("Est. credits", fmt_credits(cur.credits), fmt_change(report.change("credits")),
-            delta_color="inverse", help=f"{pricing.model.label}: {pricing.model.description}{vs}")
-k[3].metric("Est. cost", fmt_money(cur.cost), fmt_change(report.change("cost")), delta_color="inverse",
-            help=f"Credits × {fmt_money(pricing.price_per_credit)}.{vs}")
-k[4].metric("Avg duration", fmt_duration(cur.avg_duration_s), fmt_change(report.change("avg_duration_s")),
-            delta_color="off")
-k[5].metric("p95 duration", fmt_duration(cur.p95_duration_s), fmt_change(report.change("p95_duration_s")),
-            delta_color="off", help="95 % of sessions were at most this long.")
+k[0].metric(
+    "Sessions",
+    f"{cur.sessions:,}",
+    fmt_change(report.change("sessions")),
+    help=f"Sessions created {period} ({cur.open_sessions} still open).{vs}",
+)
+k[1].metric(
+    "Total minutes",
+    f"{cur.total_minutes:,.1f}",
+    fmt_change(report.change("total_minutes")),
+    help=f"From streaming.new until closed.{vs}",
+)
+k[2].metric(
+    "Est. credits",
+    fmt_credits(cur.credits),
+    fmt_change(report.change("credits")),
+    delta_color="inverse",
+    help=f"{pricing.model.label}: {pricing.model.description}{vs}",
+)
+k[3].metric(
+    "Est. cost",
+    fmt_money(cur.cost),
+    fmt_change(report.change("cost")),
+    delta_color="inverse",
+    help=f"Credits × {fmt_money(pricing.price_per_credit)}.{vs}",
+)
+k[4].metric(
+    "Avg duration", fmt_duration(cur.avg_duration_s), fmt_change(report.change("avg_duration_s")), delta_color="off"
+)
+k[5].metric(
+    "p95 duration",
+    fmt_duration(cur.p95_duration_s),
+    fmt_change(report.change("p95_duration_s")),
+    delta_color="off",
+    help="95 % of sessions were at most this long.",
+)
 used = pricing.budget_fraction(cur.credits)
 used_before = pricing.budget_fraction(before.credits) if before else None
-k[6].metric("Budget used", "—" if used is None else f"{used:.1%}",
-            budget_change(used, used_before),
-            delta_color="inverse",
-            help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.")
+k[6].metric(
+    "Budget used",
+    "—" if used is None else f"{used:.1%}",
+    budget_change(used, used_before),
+    delta_color="inverse",
+    help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.",
+)
 
 if cur.sessions == 0:
     if q.date_span(log) is None:
-        st.info("The usage log is empty. Sessions appear here as soon as one is started on the **Live chat** "
-                "page" + (", or import HeyGen's session history below." if settings.provider == "heygen" else "."))
+        st.info(
+            "The usage log is empty. Sessions appear here as soon as one is started on the **Live chat** "
+            "page" + (", or import HeyGen's session history below." if settings.provider == "heygen" else ".")
+        )
     else:
         st.info("No sessions match these filters. Widen the date range or clear a filter.")
 else:
@@ -136,8 +184,14 @@ else:
     left, right = st.columns(2)
     with left.container(border=True):
         st.subheader("Minutes per day", anchor=False)
-        by = st.radio("Stack by", list(charts.GROUP_TITLES), format_func=charts.GROUP_TITLES.get,
-                      horizontal=True, key="usage_by", label_visibility="collapsed")
+        by = st.radio(
+            "Stack by",
+            list(charts.GROUP_TITLES),
+            format_func=charts.GROUP_TITLES.get,
+            horizontal=True,
+            key="usage_by",
+            label_visibility="collapsed",
+        )
         st.altair_chart(charts.minutes_per_day_chart(data["per_day"], by, (date_from, date_to)), width="stretch")
     with right.container(border=True):
         st.subheader("Session durations", anchor=False)
@@ -151,9 +205,11 @@ else:
         projected = budget_df["projected"].dropna()
         if not projected.empty and pricing.monthly_budget_credits > 0:
             end = float(projected.iloc[-1])
-            st.caption(f"Projected to month end: **{fmt_credits(end)} credits** "
-                       f"({end / pricing.monthly_budget_credits:.0%} of the budget, "
-                       f"{fmt_money(pricing.cost(end))}).")
+            st.caption(
+                f"Projected to month end: **{fmt_credits(end)} credits** "
+                f"({end / pricing.monthly_budget_credits:.0%} of the budget, "
+                f"{fmt_money(pricing.cost(end))})."
+            )
         elif not projected.empty:
             st.caption(f"Projected to month end: **{fmt_credits(float(projected.iloc[-1]))} credits**.")
         st.altair_chart(charts.budget_chart(budget_df), width="stretch")
@@ -168,14 +224,34 @@ else:
     shown = f"newest {len(table):,} of {cur.sessions:,}" if cur.sessions > len(table) else f"{len(table):,}"
     st.caption(f"Showing {shown} sessions. The CSV has all of them.")
     st.dataframe(
-        table, hide_index=True, width="stretch",
-        column_order=("created", "ended", "status", "end_reason", "provider", "avatar_id", "voice_id",
-                      "quality", "started_by_dashboard", "duration_s", "credits", "cost", "tasks", "session_id"),
+        table,
+        hide_index=True,
+        width="stretch",
+        column_order=(
+            "created",
+            "ended",
+            "status",
+            "end_reason",
+            "provider",
+            "avatar_id",
+            "voice_id",
+            "quality",
+            "started_by_dashboard",
+            "duration_s",
+            "credits",
+            "cost",
+            "tasks",
+            "session_id",
+        ),
         column_config={
             "created": st.column_config.DatetimeColumn("Created", format="YYYY-MM-DD HH:mm:ss"),
             "ended": st.column_config.DatetimeColumn("Ended", format="YYYY-MM-DD HH:mm:ss"),
-            "status": "Status", "end_reason": "End reason", "provider": "Provider", "avatar_id": "Avatar",
-            "voice_id": "Voice", "quality": "Quality",
+            "status": "Status",
+            "end_reason": "End reason",
+            "provider": "Provider",
+            "avatar_id": "Avatar",
+            "voice_id": "Voice",
+            "quality": "Quality",
             "started_by_dashboard": st.column_config.CheckboxColumn("By dashboard"),
             "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.0f"),
             "credits": st.column_config.NumberColumn("Credits", format="%.2f"),
@@ -185,8 +261,11 @@ else:
         },
     )
     st.download_button(
-        "Download CSV", data=lambda: load_csv(db, flt, pricing, local_estimate),
-        file_name=f"sessions_{date_from}_{date_to}.csv", mime="text/csv", icon=":material/download:",
+        "Download CSV",
+        data=lambda: load_csv(db, flt, pricing, local_estimate),
+        file_name=f"sessions_{date_from}_{date_to}.csv",
+        mime="text/csv",
+        icon=":material/download:",
         on_click="ignore",
     )
 
@@ -194,14 +273,17 @@ else:
 if settings.provider == "heygen":
     message = st.session_state.pop("import_message", None)
     with st.expander("Import HeyGen session history", expanded=message is not None):
-        st.caption("Adds sessions from HeyGen's history (`/v2/streaming.list`) for the selected dates, so the "
-                   "cost includes sessions started elsewhere. Sessions already in the log are kept as logged.")
+        st.caption(
+            "Adds sessions from HeyGen's history (`/v2/streaming.list`) for the selected dates, so the "
+            "cost includes sessions started elsewhere. Sessions already in the log are kept as logged."
+        )
         if st.button("Import history"):
             try:
                 client = resources.provider_or_stop().client
                 start = time.monotonic()
                 # The filter's local days as exact instants: a bare date_to would mean its midnight.
                 lo, hi = flt.bounds()
+                assert lo is not None and hi is not None  # the import form always has both dates
                 rows = [
                     HistoryRow(h.session_id, h.created_at.timestamp(), h.duration, h.avatar_id, h.voice_name)
                     for h in client.list_history(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
@@ -214,11 +296,14 @@ if settings.provider == "heygen":
                 st.cache_data.clear()
                 st.session_state["import_message"] = (
                     f"Imported {added:,} new sessions ({len(rows) - added:,} already in the log) in "
-                    f"{time.monotonic() - start:.1f} s.")
+                    f"{time.monotonic() - start:.1f} s."
+                )
                 st.rerun()  # redraw the figures above with the imported sessions
         if message:
             st.success(message)
 
 month_days = calendar.monthrange(today.year, today.month)[1]
-st.caption(f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; estimates use the credit model above, "
-           f"not HeyGen's invoice. Today is day {today.day} of {month_days}.")
+st.caption(
+    f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; estimates use the credit model above, "
+    f"not HeyGen's invoice. Today is day {today.day} of {month_days}."
+)

@@ -31,17 +31,25 @@ def rtc_configuration(ice_servers: list[dict[str, Any]] | None) -> RTCConfigurat
     for server in ice_servers or []:
         urls = server.get("urls") or server.get("url")
         if urls:
-            servers.append(RTCIceServer(urls=urls, username=server.get("username"),
-                                        credential=server.get("credential")))
+            servers.append(
+                RTCIceServer(urls=urls, username=server.get("username"), credential=server.get("credential"))
+            )
     return RTCConfiguration(iceServers=servers)
 
 
 class DirectConnection:
     """One peer connection to an avatar. Runs on the caller's asyncio loop."""
 
-    def __init__(self, *, on_video: FrameCallback, on_audio: FrameCallback, on_event: EventCallback,
-                 on_state: StateCallback | None = None, ice_servers: list[dict[str, Any]] | None = None,
-                 upstream_audio: MediaStreamTrack | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_video: FrameCallback,
+        on_audio: FrameCallback,
+        on_event: EventCallback,
+        on_state: StateCallback | None = None,
+        ice_servers: list[dict[str, Any]] | None = None,
+        upstream_audio: MediaStreamTrack | None = None,
+    ) -> None:
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._on_video = on_video
         self._on_audio = on_audio
@@ -71,7 +79,8 @@ class DirectConnection:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
             while True:
                 frame = await track.recv()
-                sink(frame)
+                if isinstance(frame, av.frame.Frame):  # a receiver decodes: never a Packet here
+                    sink(frame)
 
     def _datachannel(self, channel: Any) -> None:
         @channel.on("message")

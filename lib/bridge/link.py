@@ -106,8 +106,16 @@ def _link_closed() -> None:
 
 
 class AvatarLink:
-    def __init__(self, client: StreamingClient, provider: str, usage: UsageLog | None, options: LinkOptions,
-                 *, audio_out: AudioOut | None = None, audio_clear: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: StreamingClient,
+        provider: str,
+        usage: UsageLog | None,
+        options: LinkOptions,
+        *,
+        audio_out: AudioOut | None = None,
+        audio_clear: Callable[[], None] | None = None,
+    ) -> None:
         _link_opened()
         self.client = client
         self.provider = provider
@@ -208,8 +216,10 @@ class AvatarLink:
         with self._lock:
             self._task_sent[result.task_id] = self._last_sent_at
             self.awaiting_answer = True
-        self._log_event(EventKind.TASK, {"task_id": result.task_id, "task_type": task_type,
-                                         "chars": len(text), "duration_ms": result.duration_ms})
+        self._log_event(
+            EventKind.TASK,
+            {"task_id": result.task_id, "task_type": task_type, "chars": len(text), "duration_ms": result.duration_ms},
+        )
         return result
 
     def record(self, kind: str, details: dict[str, Any] | None = None) -> None:
@@ -290,8 +300,11 @@ class AvatarLink:
         if isinstance(exc, ConnectionError):  # LiveKit could not join the room
             return f"{exc}. Check the network and try again.", "ConnectionError"
         if isinstance(exc, TimeoutError):
-            return (f"No video arrived from {self.client.provider_label} within "
-                    f"{self.options.connect_timeout:.0f} s. Check the provider's status and try again.", None)
+            return (
+                f"No video arrived from {self.client.provider_label} within "
+                f"{self.options.connect_timeout:.0f} s. Check the provider's status and try again.",
+                None,
+            )
         log.error("connecting to the avatar failed", exc_info=exc)
         return f"Could not connect to the avatar ({type(exc).__name__}). Try again.", None
 
@@ -309,8 +322,12 @@ class AvatarLink:
         """Direct WebRTC when the provider sent an SDP offer (local engine, HeyGen legacy); a LiveKit room
         when it sent a room URL and token (HeyGen ``version: "v2"``)."""
         session = self.session
-        callbacks = {"on_video": self._on_video, "on_audio": self._on_audio, "on_event": self._on_event,
-                     "on_state": self._on_state}
+        callbacks = {
+            "on_video": self._on_video,
+            "on_audio": self._on_audio,
+            "on_event": self._on_event,
+            "on_state": self._on_state,
+        }
         if session.sdp is not None:
             conn = DirectConnection(**callbacks, ice_servers=session.ice_servers)
             self._conn = conn
@@ -324,16 +341,26 @@ class AvatarLink:
             await asyncio.to_thread(self.client.start, session.session_id)  # as HeyGen's SDK: start, then join
             await room.connect(session.url, session.access_token, timeout=self.options.connect_timeout)
         else:
-            raise HeyGenError(None, "", user_message=(
-                f"{self.client.provider_label} answered with neither a WebRTC offer nor a LiveKit room."))
+            raise HeyGenError(
+                None,
+                "",
+                user_message=(f"{self.client.provider_label} answered with neither a WebRTC offer nor a LiveKit room."),
+            )
 
     def _log_open(self) -> None:
         if self.usage is None or self.session is None:
             return
         req = self.options.request
-        self.usage.open_session(self.session.session_id, self.provider, req.avatar_id or req.avatar_name or "",
-                                req.voice_id or "", req.quality or "", req.video_encoding or "VP8",
-                                started_by_dashboard=True, endpoint=self.client.endpoint)
+        self.usage.open_session(
+            self.session.session_id,
+            self.provider,
+            req.avatar_id or req.avatar_name or "",
+            req.voice_id or "",
+            req.quality or "",
+            req.video_encoding or "VP8",
+            started_by_dashboard=True,
+            endpoint=self.client.endpoint,
+        )
         for kind, details in self.options.open_events:
             self._log_event(kind, details)
 
@@ -437,8 +464,10 @@ class AvatarLink:
                 return
             if attempt == 1 and previous is not None and await asyncio.to_thread(self._force_stopped, previous):
                 # Someone stopped it on purpose (to end its cost): a new session would undo that.
-                self.error = ("This session was force-stopped from the Sessions page or the command line. "
-                              "Press Reconnect for a new one.")
+                self.error = (
+                    "This session was force-stopped from the Sessions page or the command line. "
+                    "Press Reconnect for a new one."
+                )
                 self.state = LinkState.DISCONNECTED
                 self._log_event(EventKind.ERROR, {"error": "force-stopped elsewhere; not reconnecting"})
                 await self._shutdown(EndReason.FORCE_STOPPED)
@@ -456,12 +485,21 @@ class AvatarLink:
             self.reconnects += 1
             downtime_ms = round((time.monotonic() - lost_at) * 1000)
             self.error = None
-            self._log_event(EventKind.RECONNECT, {"attempt": attempt, "downtime_ms": downtime_ms,
-                                                  "previous_session_id": previous, "reconnects": self.reconnects})
+            self._log_event(
+                EventKind.RECONNECT,
+                {
+                    "attempt": attempt,
+                    "downtime_ms": downtime_ms,
+                    "previous_session_id": previous,
+                    "reconnects": self.reconnects,
+                },
+            )
             self._went_live()
             return
-        self.error = f"Could not reconnect after {self.options.reconnect_attempts} attempts. " \
-                     f"Check that {self.client.provider_label} is running, then press Reconnect."
+        self.error = (
+            f"Could not reconnect after {self.options.reconnect_attempts} attempts. "
+            f"Check that {self.client.provider_label} is running, then press Reconnect."
+        )
         self.state = LinkState.DISCONNECTED
         await self._shutdown("disconnected")
 
@@ -539,8 +577,11 @@ class AvatarLink:
             elif kind == "avatar_talking_message":
                 turn = next((t for t in reversed(self._turns) if t.role == "avatar" and t.task_id == task_id), None)
                 if turn is None:
-                    self._turns.append(Turn("avatar", event.get("message", ""), task_id,
-                                            interrupted=task_id in self._interrupted_tasks))
+                    self._turns.append(
+                        Turn(
+                            "avatar", event.get("message", ""), task_id, interrupted=task_id in self._interrupted_tasks
+                        )
+                    )
                 else:
                     turn.text = f"{turn.text} {event.get('message', '')}".strip()
             elif kind in ("avatar_stop_talking", "avatar_end_message"):

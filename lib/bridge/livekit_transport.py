@@ -28,10 +28,15 @@ StateCallback = Callable[[str], None]
 
 AUDIO_RATE = 48000
 # A room the server ends on purpose is "closed"; one lost to the network or a refused join is "failed".
-FAILURE_REASONS = frozenset({
-    rtc.DisconnectReason.JOIN_FAILURE, rtc.DisconnectReason.SIGNAL_CLOSE, rtc.DisconnectReason.STATE_MISMATCH,
-    rtc.DisconnectReason.CONNECTION_TIMEOUT, rtc.DisconnectReason.MEDIA_FAILURE,
-})
+FAILURE_REASONS = frozenset(
+    {
+        rtc.DisconnectReason.JOIN_FAILURE,
+        rtc.DisconnectReason.SIGNAL_CLOSE,
+        rtc.DisconnectReason.STATE_MISMATCH,
+        rtc.DisconnectReason.CONNECTION_TIMEOUT,
+        rtc.DisconnectReason.MEDIA_FAILURE,
+    }
+)
 
 
 class LiveKitConnectError(ConnectionError):
@@ -45,7 +50,7 @@ def video_frame_to_av(frame: rtc.VideoFrame, timestamp_us: int | None = None) ->
     width, height = frame.width, frame.height
     chroma_w, chroma_h = (width + 1) // 2, (height + 1) // 2
     even_w, even_h = width & ~1, height & ~1
-    y, u, v = (np.frombuffer(frame.get_plane(i), dtype=np.uint8) for i in range(3))
+    y, u, v = (np.frombuffer(frame.get_plane(i) or b"", dtype=np.uint8) for i in range(3))
     planes = (
         y.reshape(height, width)[:even_h, :even_w],
         u.reshape(chroma_h, chroma_w)[: even_h // 2, : even_w // 2],
@@ -88,10 +93,17 @@ def parse_event(payload: bytes | str) -> dict[str, Any] | None:
 class LiveKitConnection:
     """One LiveKit room joined to watch an avatar. Construct and use it on the loop that runs it."""
 
-    def __init__(self, *, on_video: FrameCallback, on_audio: FrameCallback, on_event: EventCallback,
-                 on_state: StateCallback | None = None, room_factory: Callable[[], Any] = rtc.Room,
-                 video_stream_factory: Callable[..., Any] = rtc.VideoStream,
-                 audio_stream_factory: Callable[..., Any] = rtc.AudioStream) -> None:
+    def __init__(
+        self,
+        *,
+        on_video: FrameCallback,
+        on_audio: FrameCallback,
+        on_event: EventCallback,
+        on_state: StateCallback | None = None,
+        room_factory: Callable[[], Any] = rtc.Room,
+        video_stream_factory: Callable[..., Any] = rtc.VideoStream,
+        audio_stream_factory: Callable[..., Any] = rtc.AudioStream,
+    ) -> None:
         self._on_video = on_video
         self._on_audio = on_audio
         self._on_event = on_event
@@ -127,7 +139,8 @@ class LiveKitConnection:
             with contextlib.suppress(Exception):
                 await self.room.disconnect()
             raise LiveKitConnectError(
-                f"Could not join the avatar's LiveKit room at {urlsplit(url).netloc or url!r}: {reason}") from None
+                f"Could not join the avatar's LiveKit room at {urlsplit(url).netloc or url!r}: {reason}"
+            ) from None
         self._set_state("connected")
 
     async def close(self) -> None:
@@ -159,8 +172,12 @@ class LiveKitConnection:
             reader = self._read_audio(stream)
         else:
             return
-        log.debug("reading %s track %s of %s", "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio",
-                  track.sid, getattr(participant, "identity", "?"))
+        log.debug(
+            "reading %s track %s of %s",
+            "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio",
+            track.sid,
+            getattr(participant, "identity", "?"),
+        )
         self._readers[track.sid] = (asyncio.get_running_loop().create_task(reader), stream)
 
     def _track_unsubscribed(self, track: Any, publication: Any, participant: Any) -> None:
@@ -197,8 +214,9 @@ class LiveKitConnection:
             pts += event.frame.samples_per_channel
 
     @staticmethod
-    def _deliver(sink: FrameCallback, convert: Callable[[Any, int | None], av.frame.Frame], frame: Any,
-                 pts: int | None) -> None:
+    def _deliver(
+        sink: FrameCallback, convert: Callable[[Any, int | None], av.frame.Frame], frame: Any, pts: int | None
+    ) -> None:
         try:
             sink(convert(frame, pts))
         except Exception:  # one bad frame must not end the stream
@@ -206,7 +224,7 @@ class LiveKitConnection:
 
     async def _stop_reader(self, sid: str) -> None:
         task, stream = self._readers.pop(sid, (None, None))
-        if task is None:
+        if task is None or stream is None:
             return
         task.cancel()
         await asyncio.wait({task}, timeout=2.0)  # unlike awaiting the task, this never swallows our own cancellation

@@ -20,8 +20,9 @@ def _picture(text: str, width: int, height: int) -> np.ndarray:
     except TypeError:  # Pillow without FreeType sizes
         font = ImageFont.load_default()
     box = draw.textbbox((0, 0), text, font=font)
-    draw.text(((width - (box[2] - box[0])) / 2, (height - (box[3] - box[1])) / 2), text,
-              fill=(215, 218, 235), font=font)
+    draw.text(
+        ((width - (box[2] - box[0])) / 2, (height - (box[3] - box[1])) / 2), text, fill=(215, 218, 235), font=font
+    )
     return np.asarray(img)
 
 

@@ -60,7 +60,7 @@ class PlayoutBuffer:
             while filled < n and self._chunks:
                 head = self._chunks[0]
                 take = min(n - filled, head.size)
-                out[filled:filled + take] = head[:take]
+                out[filled : filled + take] = head[:take]
                 filled += take
                 if take == head.size:
                     self._chunks.popleft()

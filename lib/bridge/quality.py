@@ -32,8 +32,11 @@ class LinkQuality:
         if not struggling:
             return None
         lower = LOWER.get(quality or "")
-        cause = f"{self.loss_pct:.0f} % packet loss" if self.loss_pct and self.loss_pct > 5 else \
-            f"only {self.fps:.0f} fps arrive"
+        cause = (
+            f"{self.loss_pct:.0f} % packet loss"
+            if self.loss_pct and self.loss_pct > 5
+            else f"only {self.fps:.0f} fps arrive"
+        )
         if lower is None:
             return f"The connection is struggling ({cause}) even at the lowest quality: check the network."
         return f"The connection cannot carry {quality} quality ({cause}): start the next session at {lower}."

@@ -34,12 +34,17 @@ def _snapshot(provider: Provider, log: UsageLog, price: Pricing) -> ops.Snapshot
     if not snapshot.ok:
         raise provider_error(snapshot.error or f"{provider.label} did not answer.")
     if snapshot.lost:
-        print(f"note: {len(snapshot.lost)} session(s) open in the usage log are gone from {provider.label}; "
-              "closed as lost at their last heartbeat: " + ", ".join(r.session_id for r in snapshot.lost),
-              file=sys.stderr)
+        print(
+            f"note: {len(snapshot.lost)} session(s) open in the usage log are gone from {provider.label}; "
+            "closed as lost at their last heartbeat: " + ", ".join(r.session_id for r in snapshot.lost),
+            file=sys.stderr,
+        )
     if snapshot.elsewhere:
-        print(f"note: {len(snapshot.elsewhere)} session(s) open in the usage log run on another engine or "
-              "account that is still up; they are not listed here.", file=sys.stderr)
+        print(
+            f"note: {len(snapshot.elsewhere)} session(s) open in the usage log run on another engine or "
+            "account that is still up; they are not listed here.",
+            file=sys.stderr,
+        )
     return snapshot
 
 
@@ -59,33 +64,46 @@ def sessions_list(settings: Settings, *, as_json: bool) -> ExitCode:
     finally:
         provider.close()
     if as_json:
-        print(output.to_json({
-            "provider": provider.name,
-            "base_url": provider.base_url,
-            "fetched_at": _iso(snapshot.fetched_at),
-            "credit_preset": price.model.key,
-            "price_per_credit": price.price_per_credit,
-            "sessions": [_session_json(s) for s in snapshot.sessions],
-            "total_credits": snapshot.total_credits,
-            "total_cost": snapshot.total_cost,
-            "closed_as_lost": [r.session_id for r in snapshot.lost],
-            "open_elsewhere": [r.session_id for r in snapshot.elsewhere],
-        }))
+        print(
+            output.to_json(
+                {
+                    "provider": provider.name,
+                    "base_url": provider.base_url,
+                    "fetched_at": _iso(snapshot.fetched_at),
+                    "credit_preset": price.model.key,
+                    "price_per_credit": price.price_per_credit,
+                    "sessions": [_session_json(s) for s in snapshot.sessions],
+                    "total_credits": snapshot.total_credits,
+                    "total_cost": snapshot.total_cost,
+                    "closed_as_lost": [r.session_id for r in snapshot.lost],
+                    "open_elsewhere": [r.session_id for r in snapshot.elsewhere],
+                }
+            )
+        )
         return ExitCode.OK
     if not snapshot.sessions:
         print(f"No active sessions on {provider.label} ({provider.base_url}).")
         return ExitCode.OK
     headers = ("SESSION", "STATUS", "AGE", "IDLE", "AVATAR", "QUALITY", "ORIGIN", "CREDITS", "COST")
     rows = [
-        (s.session_id, output.text(s.status), output.duration(s.age_s), output.duration(s.idle_s),
-         output.text(s.avatar_id), output.text(s.quality),
-         s.origin + (" (closed in log!)" if s.closed_in_log else ""),
-         output.credits(s.credits), output.money(s.cost))
+        (
+            s.session_id,
+            output.text(s.status),
+            output.duration(s.age_s),
+            output.duration(s.idle_s),
+            output.text(s.avatar_id),
+            output.text(s.quality),
+            s.origin + (" (closed in log!)" if s.closed_in_log else ""),
+            output.credits(s.credits),
+            output.money(s.cost),
+        )
         for s in snapshot.sessions
     ]
     print(output.table(headers, rows, ("<", "<", ">", ">", "<", "<", "<", ">", ">")))
-    print(f"\n{len(rows)} active session(s) on {provider.label}: est. {output.credits(snapshot.total_credits)} "
-          f"credits ({output.money(snapshot.total_cost)}) so far at {price.model.label}.")
+    print(
+        f"\n{len(rows)} active session(s) on {provider.label}: est. {output.credits(snapshot.total_credits)} "
+        f"credits ({output.money(snapshot.total_cost)}) so far at {price.model.label}."
+    )
     return ExitCode.OK
 
 
@@ -109,8 +127,14 @@ def _pick_by_id(snapshot: ops.Snapshot, log: UsageLog, ids: list[str]) -> tuple[
             targets.append(listed[sid])
         elif sid in elsewhere:
             where = (elsewhere[sid].endpoint or "").split("#", 1)[0]
-            settled.append(Outcome(sid, "elsewhere", f"Runs on another engine or account ({where}); not stopped. "
-                                   "Point --engine-url (or the HeyGen key) at it to stop it."))
+            settled.append(
+                Outcome(
+                    sid,
+                    "elsewhere",
+                    f"Runs on another engine or account ({where}); not stopped. "
+                    "Point --engine-url (or the HeyGen key) at it to stop it.",
+                )
+            )
         elif log.get_session(sid) is not None:
             settled.append(Outcome(sid, "already_gone", "Not active on the provider; the usage log has it closed."))
         else:
@@ -137,36 +161,50 @@ def sessions_stop(
             elif idle_over is not None:
                 targets, unknown = ops.idle_sessions(snapshot.sessions, idle_over)
                 if unknown:
-                    print(f"note: {unknown} session(s) do not report idle time ({provider.label} does not say); "
-                          "not stopped.", file=sys.stderr)
+                    print(
+                        f"note: {unknown} session(s) do not report idle time ({provider.label} does not say); "
+                        "not stopped.",
+                        file=sys.stderr,
+                    )
             else:
                 targets, settled = _pick_by_id(snapshot, log, ids)
             if dry_run:
-                done = [Outcome(t.session_id, "would_stop", f"Idle {output.duration(t.idle_s)}, "
-                                f"age {output.duration(t.age_s)}.") for t in targets]
+                done = [
+                    Outcome(
+                        t.session_id, "would_stop", f"Idle {output.duration(t.idle_s)}, age {output.duration(t.age_s)}."
+                    )
+                    for t in targets
+                ]
             else:
-                done = [Outcome(r.session_id, r.outcome, r.message)
-                        for r in ops.force_stop(provider.client, log, provider.name, targets)]
+                done = [
+                    Outcome(r.session_id, r.outcome, r.message)
+                    for r in ops.force_stop(provider.client, log, provider.name, targets)
+                ]
     finally:
         provider.close()
     results = done + settled
     failed = [r for r in results if r.outcome == "failed"]
     missing = [r for r in results if r.outcome in ("not_found", "elsewhere")]
     if as_json:
-        print(output.to_json({"provider": provider.name, "dry_run": dry_run,
-                              "results": [asdict(r) for r in results]}))
+        print(output.to_json({"provider": provider.name, "dry_run": dry_run, "results": [asdict(r) for r in results]}))
     elif not results:
         print("No sessions to stop.")
     else:
         rows = [(r.session_id, r.outcome.replace("_", " "), r.message) for r in results]
         print(output.table(("SESSION", "OUTCOME", "DETAIL"), rows))
     if failed:
-        print(f"error: {len(failed)} of {len(results)} session(s) failed to stop and may still be billing; "
-              "run `sessions list` and retry.", file=sys.stderr)
+        print(
+            f"error: {len(failed)} of {len(results)} session(s) failed to stop and may still be billing; "
+            "run `sessions list` and retry.",
+            file=sys.stderr,
+        )
         return ExitCode.STOP_FAILED
     if missing:
-        print(f"error: {len(missing)} session id(s) not found on {provider.label}: "
-              f"{', '.join(r.session_id for r in missing)}.", file=sys.stderr)
+        print(
+            f"error: {len(missing)} session id(s) not found on {provider.label}: "
+            f"{', '.join(r.session_id for r in missing)}.",
+            file=sys.stderr,
+        )
         return ExitCode.NOT_FOUND
     return ExitCode.OK
 
@@ -180,8 +218,9 @@ def _filter(date_from: date | None, date_to: date | None, provider: str | None, 
     try:
         return UsageFilter(date_from, date_to, providers=(provider,) if provider else None, tz=tz)
     except (ValueError, KeyError):
-        raise CliError(f"Unknown time zone {tz!r}: use an IANA name such as UTC or Europe/Berlin.",
-                       ExitCode.USAGE) from None
+        raise CliError(
+            f"Unknown time zone {tz!r}: use an IANA name such as UTC or Europe/Berlin.", ExitCode.USAGE
+        ) from None
 
 
 def _kpis_json(k: Kpis) -> dict[str, Any]:
@@ -204,13 +243,21 @@ def usage_totals(
         report = kpis(log, flt, price, include_local_estimate=estimate_local)
     k = report.current
     if as_json:
-        print(output.to_json({
-            "from": flt.date_from, "to": flt.date_to, "tz": flt.tz, "provider": provider,
-            "credit_preset": price.model.key, "price_per_credit": price.price_per_credit,
-            "include_local_estimate": estimate_local,
-            **_kpis_json(k),
-            "previous": None if report.previous is None else _kpis_json(report.previous),
-        }))
+        print(
+            output.to_json(
+                {
+                    "from": flt.date_from,
+                    "to": flt.date_to,
+                    "tz": flt.tz,
+                    "provider": provider,
+                    "credit_preset": price.model.key,
+                    "price_per_credit": price.price_per_credit,
+                    "include_local_estimate": estimate_local,
+                    **_kpis_json(k),
+                    "previous": None if report.previous is None else _kpis_json(report.previous),
+                }
+            )
+        )
         return ExitCode.OK
     period = f"{flt.date_from or 'start'} … {flt.date_to or 'now'} ({flt.tz})"
     lines = [

@@ -93,8 +93,9 @@ def resolve_settings(
     if api_key_env:
         key = env.get(api_key_env)
         if not key:
-            raise CliError(f"--api-key-env names {api_key_env}, but that environment variable is not set.",
-                           ExitCode.USAGE)
+            raise CliError(
+                f"--api-key-env names {api_key_env}, but that environment variable is not set.", ExitCode.USAGE
+            )
         changes["engine_api_key"] = Secret(key)
     if db is not None:
         changes["database_path"] = db.expanduser()
@@ -106,19 +107,26 @@ def connect(settings: Settings) -> Provider:
     starting a private engine here would show none of the sessions anyone else opened."""
     if settings.provider == "heygen":
         if not settings.has_heygen_key:
-            raise CliError("No HeyGen API key is configured: set HEYGEN_API_KEY or add HEYGEN_API_KEY to "
-                           ".streamlit/secrets.toml (or use --provider local).", ExitCode.USAGE)
+            raise CliError(
+                "No HeyGen API key is configured: set HEYGEN_API_KEY or add HEYGEN_API_KEY to "
+                ".streamlit/secrets.toml (or use --provider local).",
+                ExitCode.USAGE,
+            )
         return heygen_provider(settings)
     if not settings.engine_url:
         raise CliError(NO_ENGINE, ExitCode.USAGE)
     if not settings.engine_api_key:
-        raise CliError(f"ENGINE_URL is {settings.engine_url} but no key is set: export ENGINE_API_KEY with that "
-                       "engine's key (or name another variable with --api-key-env).", ExitCode.USAGE)
+        raise CliError(
+            f"ENGINE_URL is {settings.engine_url} but no key is set: export ENGINE_API_KEY with that "
+            "engine's key (or name another variable with --api-key-env).",
+            ExitCode.USAGE,
+        )
     try:
         return local_provider(settings)
     except ValueError:
-        raise CliError(f"ENGINE_URL {settings.engine_url!r} is not an http:// or https:// URL with a host name.",
-                       ExitCode.USAGE) from None
+        raise CliError(
+            f"ENGINE_URL {settings.engine_url!r} is not an http:// or https:// URL with a host name.", ExitCode.USAGE
+        ) from None
 
 
 def provider_error(exc: HeyGenError | str) -> CliError:
@@ -129,8 +137,9 @@ def open_log(settings: Settings) -> UsageLog:
     try:
         return UsageLog(settings.database_path)
     except (UsageLogError, sqlite3.Error, OSError) as exc:
-        raise CliError(f"Cannot open the usage log {settings.database_path}: {exc}. Check USAGE_DB_PATH.",
-                       ExitCode.USAGE) from None
+        raise CliError(
+            f"Cannot open the usage log {settings.database_path}: {exc}. Check USAGE_DB_PATH.", ExitCode.USAGE
+        ) from None
 
 
 def pricing(log: UsageLog, settings: Settings) -> Pricing:

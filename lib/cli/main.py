@@ -58,71 +58,127 @@ def _common(*, connection: bool) -> argparse.ArgumentParser:
     """Options accepted before or after the subcommand; SUPPRESS keeps a later default from erasing an
     earlier value."""
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--secrets", type=Path, default=argparse.SUPPRESS, metavar="FILE",
-                        help="read settings from this secrets.toml instead of the Streamlit locations")
-    parent.add_argument("--db", type=Path, default=argparse.SUPPRESS, metavar="FILE",
-                        help="usage log file (default: USAGE_DB_PATH, else <data_dir>/usage.db)")
+    parent.add_argument(
+        "--secrets",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="read settings from this secrets.toml instead of the Streamlit locations",
+    )
+    parent.add_argument(
+        "--db",
+        type=Path,
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help="usage log file (default: USAGE_DB_PATH, else <data_dir>/usage.db)",
+    )
     if connection:
-        parent.add_argument("--provider", choices=("local", "heygen"), default=argparse.SUPPRESS,
-                            help="provider to talk to (default: AVATAR_PROVIDER, else heygen if a key is set)")
-        parent.add_argument("--engine-url", default=argparse.SUPPRESS, metavar="URL",
-                            help="running local engine (default: ENGINE_URL)")
-        parent.add_argument("--api-key-env", default=argparse.SUPPRESS, metavar="NAME",
-                            help="environment variable holding the engine key (default: ENGINE_API_KEY)")
+        parent.add_argument(
+            "--provider",
+            choices=("local", "heygen"),
+            default=argparse.SUPPRESS,
+            help="provider to talk to (default: AVATAR_PROVIDER, else heygen if a key is set)",
+        )
+        parent.add_argument(
+            "--engine-url", default=argparse.SUPPRESS, metavar="URL", help="running local engine (default: ENGINE_URL)"
+        )
+        parent.add_argument(
+            "--api-key-env",
+            default=argparse.SUPPRESS,
+            metavar="NAME",
+            help="environment variable holding the engine key (default: ENGINE_API_KEY)",
+        )
     return parent
 
 
 def _usage_options() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--from", dest="date_from", type=_date, metavar="DATE",
-                        help="first day, YYYY-MM-DD, inclusive (sessions belong to the day they started)")
+    parent.add_argument(
+        "--from",
+        dest="date_from",
+        type=_date,
+        metavar="DATE",
+        help="first day, YYYY-MM-DD, inclusive (sessions belong to the day they started)",
+    )
     parent.add_argument("--to", dest="date_to", type=_date, metavar="DATE", help="last day, inclusive")
-    parent.add_argument("--provider", choices=("local", "heygen"), default=argparse.SUPPRESS,
-                        help="count only this provider's sessions (default: all)")
+    parent.add_argument(
+        "--provider",
+        choices=("local", "heygen"),
+        default=argparse.SUPPRESS,
+        help="count only this provider's sessions (default: all)",
+    )
     parent.add_argument("--tz", default="UTC", help="time zone of the dates, IANA name (default: %(default)s)")
-    parent.add_argument("--estimate-local", action="store_true",
-                        help="price local-engine sessions as if they ran on HeyGen (default: 0 credits)")
+    parent.add_argument(
+        "--estimate-local",
+        action="store_true",
+        help="price local-engine sessions as if they ran on HeyGen (default: 0 credits)",
+    )
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(prog=PROG, description="Avatar Ops for scripts and cron: list and stop "
-                                     "sessions, usage totals, CSV export.", epilog=EPILOG,
-                                     formatter_class=formatter, parents=[_common(connection=True)])
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Avatar Ops for scripts and cron: list and stop sessions, usage totals, CSV export.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+        parents=[_common(connection=True)],
+    )
     groups = parser.add_subparsers(dest="group", required=True, metavar="{sessions,usage}")
 
-    sessions = groups.add_parser("sessions", help="active sessions on the provider", epilog=EPILOG,
-                                 formatter_class=formatter)
+    sessions = groups.add_parser(
+        "sessions", help="active sessions on the provider", epilog=EPILOG, formatter_class=formatter
+    )
     s_cmds = sessions.add_subparsers(dest="command", required=True, metavar="{list,stop}")
     connection = _common(connection=True)
-    s_list = s_cmds.add_parser("list", parents=[connection], epilog=EPILOG, formatter_class=formatter,
-                               help="every open session: status, age, idle, avatar, quality, origin, credits")
+    s_list = s_cmds.add_parser(
+        "list",
+        parents=[connection],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="every open session: status, age, idle, avatar, quality, origin, credits",
+    )
     s_list.add_argument("--json", action="store_true", help="machine-readable output")
-    s_stop = s_cmds.add_parser("stop", parents=[connection], epilog=EPILOG, formatter_class=formatter,
-                               help="force-stop sessions by id, all idle ones, or all")
+    s_stop = s_cmds.add_parser(
+        "stop",
+        parents=[connection],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="force-stop sessions by id, all idle ones, or all",
+    )
     s_stop.add_argument("ids", nargs="*", metavar="ID", help="session ids to stop")
     which = s_stop.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="stop every active session (needs --yes)")
-    which.add_argument("--idle-over", type=_minutes, metavar="MINUTES",
-                       help="stop sessions idle for longer than this many minutes")
+    which.add_argument(
+        "--idle-over", type=_minutes, metavar="MINUTES", help="stop sessions idle for longer than this many minutes"
+    )
     s_stop.add_argument("--yes", action="store_true", help="confirm --all")
     s_stop.add_argument("--dry-run", action="store_true", help="show what would be stopped, stop nothing")
     s_stop.add_argument("--json", action="store_true", help="machine-readable output")
     s_stop.set_defaults(leaf_parser=s_stop)
 
-    usage = groups.add_parser("usage", help="totals and export from the usage log", epilog=EPILOG,
-                              formatter_class=formatter)
+    usage = groups.add_parser(
+        "usage", help="totals and export from the usage log", epilog=EPILOG, formatter_class=formatter
+    )
     u_cmds = usage.add_subparsers(dest="command", required=True, metavar="{totals,export}")
     log_only = _common(connection=False)
-    u_totals = u_cmds.add_parser("totals", parents=[log_only, _usage_options()], epilog=EPILOG,
-                                 formatter_class=formatter,
-                                 help="sessions, minutes, credits and cost for a date range")
+    u_totals = u_cmds.add_parser(
+        "totals",
+        parents=[log_only, _usage_options()],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="sessions, minutes, credits and cost for a date range",
+    )
     u_totals.add_argument("--json", action="store_true", help="machine-readable output")
-    u_export = u_cmds.add_parser("export", parents=[log_only, _usage_options()], epilog=EPILOG,
-                                 formatter_class=formatter, help="the sessions table as CSV")
-    u_export.add_argument("-o", "--output", default="-", metavar="FILE",
-                          help="write here; - is stdout (default)")
+    u_export = u_cmds.add_parser(
+        "export",
+        parents=[log_only, _usage_options()],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="the sessions table as CSV",
+    )
+    u_export.add_argument("-o", "--output", default="-", metavar="FILE", help="write here; - is stdout (default)")
     return parser
 
 
@@ -135,8 +191,7 @@ def _check(args: argparse.Namespace) -> None:
     if chosen != 1:
         parser.error("give session ids, --all, or --idle-over MINUTES (exactly one)")
     if args.all and not (args.yes or args.dry_run):
-        parser.error("--all stops every session on the provider: add --yes to confirm, "
-                     "or --dry-run to see the list")
+        parser.error("--all stops every session on the provider: add --yes to confirm, or --dry-run to see the list")
 
 
 def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
@@ -151,10 +206,16 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
     if args.group == "sessions" and args.command == "list":
         return commands.sessions_list(settings, as_json=args.json)
     if args.group == "sessions":
-        return commands.sessions_stop(settings, ids=args.ids, stop_all=args.all, idle_over=args.idle_over,
-                                      dry_run=args.dry_run, as_json=args.json)
-    log_filter = {"date_from": args.date_from, "date_to": args.date_to, "provider": getattr(args, "provider", None),
-                  "tz": args.tz, "estimate_local": args.estimate_local}
+        return commands.sessions_stop(
+            settings, ids=args.ids, stop_all=args.all, idle_over=args.idle_over, dry_run=args.dry_run, as_json=args.json
+        )
+    log_filter = {
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "provider": getattr(args, "provider", None),
+        "tz": args.tz,
+        "estimate_local": args.estimate_local,
+    }
     if args.command == "totals":
         return commands.usage_totals(settings, **log_filter, as_json=args.json)
     return commands.usage_export(settings, **log_filter, out=args.output)

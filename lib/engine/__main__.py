@@ -19,19 +19,34 @@ from lib.settings import Secret, load_settings
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     settings = load_settings()
     parser = argparse.ArgumentParser(prog="python -m lib.engine", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("ENGINE_HOST", "127.0.0.1"),
-                        help="interface to bind (default: loopback only)")
+    parser.add_argument(
+        "--host", default=os.environ.get("ENGINE_HOST", "127.0.0.1"), help="interface to bind (default: loopback only)"
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("ENGINE_PORT") or 8765))
-    parser.add_argument("--api-key", default=None,
-                        help="API key clients must send (default: $ENGINE_API_KEY, else a random one)")
-    parser.add_argument("--session-budget", type=int, default=settings.engine_session_budget,
-                        help="capacity units: 480p = 1, 720p = 2, 1080p = 4 (default %(default)s)")
-    parser.add_argument("--max-duration", type=int, default=settings.engine_max_duration,
-                        help="hard session duration limit in seconds (default %(default)s)")
-    parser.add_argument("--min-idle-timeout", type=int, default=30,
-                        help="smallest activity_idle_timeout accepted (HeyGen: 30; lower it for tests)")
-    parser.add_argument("--remaining-quota", type=float, default=float(10**9),
-                        help="seconds reported by /v2/user/remaining_quota")
+    parser.add_argument(
+        "--api-key", default=None, help="API key clients must send (default: $ENGINE_API_KEY, else a random one)"
+    )
+    parser.add_argument(
+        "--session-budget",
+        type=int,
+        default=settings.engine_session_budget,
+        help="capacity units: 480p = 1, 720p = 2, 1080p = 4 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-duration",
+        type=int,
+        default=settings.engine_max_duration,
+        help="hard session duration limit in seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--min-idle-timeout",
+        type=int,
+        default=30,
+        help="smallest activity_idle_timeout accepted (HeyGen: 30; lower it for tests)",
+    )
+    parser.add_argument(
+        "--remaining-quota", type=float, default=float(10**9), help="seconds reported by /v2/user/remaining_quota"
+    )
     parser.add_argument("--history-db", type=Path, default=settings.data_dir / "engine-history.db")
     parser.add_argument("--no-voices", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -49,16 +64,23 @@ def main(argv: list[str] | None = None) -> None:
     llm = None
     if settings.llm_base_url and settings.llm_model:
         llm = LlmConfig(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
-    config = EngineConfig(api_key=Secret(key), host=args.host, port=args.port,
-                          session_budget=args.session_budget, max_duration=args.max_duration,
-                          min_idle_timeout=args.min_idle_timeout,
-                          remaining_quota_seconds=args.remaining_quota, history_path=args.history_db,
-                          load_voices=not args.no_voices)
+    config = EngineConfig(
+        api_key=Secret(key),
+        host=args.host,
+        port=args.port,
+        session_budget=args.session_budget,
+        max_duration=args.max_duration,
+        min_idle_timeout=args.min_idle_timeout,
+        remaining_quota_seconds=args.remaining_quota,
+        history_path=args.history_db,
+        load_voices=not args.no_voices,
+    )
     from lib.engine.server import create_app
 
     # uvicorn handles SIGINT/SIGTERM; the app's lifespan then closes every session.
-    uvicorn.run(create_app(config, llm), host=args.host, port=args.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        create_app(config, llm), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+    )
 
 
 if __name__ == "__main__":

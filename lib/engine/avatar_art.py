@@ -173,10 +173,10 @@ class Canvas:
         c.masks = {k: m.crop(box) for k, m in self.masks.items()}
         return c
 
-    def fill(self, draw: Callable[[Pen], None]) -> None:
+    def fill(self, draw: Callable[[Pen], object]) -> None:
         draw(self.pen())
 
-    def mask(self, name: str, draw: Callable[[Pen], None]) -> Image.Image:
+    def mask(self, name: str, draw: Callable[[Pen], object]) -> Image.Image:
         m = Image.new("L", self.img.size, 0)
         draw(self.pen(m))
         self.masks[name] = m
@@ -188,7 +188,7 @@ class Canvas:
         opacity: float,
         blur: float,
         bbox: tuple[float, float, float, float],
-        draw: Callable[[Pen], None],
+        draw: Callable[[Pen], object],
         clip: str | Sequence[str] | None = None,
     ) -> None:
         """Paint `color` through the shapes `draw` makes, blurred by `blur` units (0 = crisp)."""

@@ -173,7 +173,7 @@ class AvatarKit:
             s = 1 if i == 0 else 2
             plane = frame.planes[i]
             ph, pw = self.height // s, self.width // s
-            out = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
+            out = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:ph, :pw]
             x0, y0 = (PAD - dx) // s, (PAD - dy) // s
             seam = (self._seam + dy) // s
             out[:seam] = base[y0 : y0 + seam, x0 : x0 + pw]

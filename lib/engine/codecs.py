@@ -13,11 +13,13 @@ X264_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "level": "31"}
 
 
 class RealtimeH264Encoder(h264.H264Encoder):
-    def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool):  # type: ignore[override]
+    def _encode_frame(self, frame: av.VideoFrame, force_keyframe: bool):
+        bit_rate = self.codec.bit_rate if self.codec is not None else None
         stale = self.codec is not None and (
             frame.width != self.codec.width
             or frame.height != self.codec.height
-            or abs(self.target_bitrate - self.codec.bit_rate) / self.codec.bit_rate > 0.1
+            or not bit_rate
+            or abs(self.target_bitrate - bit_rate) / bit_rate > 0.1
         )
         if self.codec is None or stale:
             # Create the codec ourselves so the parent class finds it current and keeps our preset.
@@ -35,7 +37,7 @@ class RealtimeH264Encoder(h264.H264Encoder):
         return super()._encode_frame(frame, force_keyframe)
 
 
-def _get_encoder(codec):  # type: ignore[no-untyped-def]
+def _get_encoder(codec):
     if codec.mimeType.lower() == "video/h264":
         return RealtimeH264Encoder()
     return _aiortc_get_encoder(codec)

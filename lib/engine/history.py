@@ -24,8 +24,13 @@ class HistoryRow:
 
     def to_api(self) -> dict:
         row = asdict(self)
-        row.update(status="closed", api_key_type="local", duration=round(self.duration, 3),
-                   created_at=int(self.created_at), ended_at=int(self.ended_at))
+        row.update(
+            status="closed",
+            api_key_type="local",
+            duration=round(self.duration, 3),
+            created_at=int(self.created_at),
+            ended_at=int(self.ended_at),
+        )
         return row
 
 
@@ -42,18 +47,29 @@ class SessionHistory:
 
     def add(self, row: HistoryRow) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?)",
-                             (row.session_id, row.created_at, row.ended_at, row.avatar_id,
-                              row.voice_name, row.quality, row.end_reason))
+            self._db.execute(
+                "INSERT OR REPLACE INTO history VALUES (?,?,?,?,?,?,?)",
+                (
+                    row.session_id,
+                    row.created_at,
+                    row.ended_at,
+                    row.avatar_id,
+                    row.voice_name,
+                    row.quality,
+                    row.end_reason,
+                ),
+            )
 
-    def page(self, page: int, page_size: int, date_from: float | None = None,
-             date_to: float | None = None) -> tuple[int, list[HistoryRow]]:
+    def page(
+        self, page: int, page_size: int, date_from: float | None = None, date_to: float | None = None
+    ) -> tuple[int, list[HistoryRow]]:
         where, args = "WHERE created_at >= ? AND created_at < ?", [date_from or 0.0, date_to or 1e12]
         with self._lock:
             total = self._db.execute(f"SELECT COUNT(*) FROM history {where}", args).fetchone()[0]
             rows = self._db.execute(
                 f"SELECT * FROM history {where} ORDER BY created_at DESC, session_id LIMIT ? OFFSET ?",
-                [*args, page_size, (page - 1) * page_size]).fetchall()
+                [*args, page_size, (page - 1) * page_size],
+            ).fetchall()
         return total, [HistoryRow(*r) for r in rows]
 
     def close(self) -> None:

@@ -56,8 +56,14 @@ class EngineProcess:
         """Start the engine again on the same port with the same key (after it died)."""
         self.stop()
         with self.log_path.open("ab") as out:
-            self.process = subprocess.Popen(self.command, cwd=PROJECT_ROOT, env=self.env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=PROJECT_ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.restarts += 1
         _wait_healthy(self, timeout)
 
@@ -71,17 +77,23 @@ class EngineProcess:
                 self.process.wait()
 
 
-def start_engine(host: str = "127.0.0.1", port: int = 0, api_key: Secret | None = None,
-                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> EngineProcess:
+def start_engine(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: Secret | None = None,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+) -> EngineProcess:
     port = port or free_port(host)
     key = api_key or Secret(secrets.token_urlsafe(24))
     log = Path(tempfile.mkstemp(prefix="avatar-engine-", suffix=".log")[1])
     child_env = {**os.environ, **(env or {}), "ENGINE_API_KEY": key.reveal()}  # not argv: ps shows argv
     command = [sys.executable, "-m", "lib.engine", "--host", host, "--port", str(port), *(extra_args or [])]
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            command, cwd=PROJECT_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     engine = EngineProcess(f"http://{host}:{port}", key, process, log, command, child_env)
     atexit.register(engine.stop)
     _wait_healthy(engine, timeout)
@@ -93,7 +105,8 @@ def _wait_healthy(engine: EngineProcess, timeout: float) -> None:
     while time.monotonic() < deadline:
         if engine.process.poll() is not None:
             raise EngineStartError(
-                f"The local engine exited with code {engine.process.returncode}:\n{engine.log_tail()}")
+                f"The local engine exited with code {engine.process.returncode}:\n{engine.log_tail()}"
+            )
         try:
             if requests.get(f"{engine.url}/healthz", timeout=1).json().get("status") == "ok":
                 return

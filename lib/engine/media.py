@@ -29,8 +29,15 @@ AUDIO_FRAME_SAMPLES = 960  # 20 ms: what aiortc's Opus encoder consumes per pack
 
 
 class FrameComposer(Protocol):
-    def compose(self, mouth: MouthShape, openness: float, eyes_closed: float, listening: bool,
-                sway: tuple[int, int] = (0, 0), breath: float = 0.0) -> av.VideoFrame: ...
+    def compose(
+        self,
+        mouth: MouthShape,
+        openness: float,
+        eyes_closed: float,
+        listening: bool,
+        sway: tuple[int, int] = (0, 0),
+        breath: float = 0.0,
+    ) -> av.VideoFrame: ...
 
 
 @dataclass
@@ -147,8 +154,15 @@ class ClockStats:
 class RenderClock:
     """Drives one session's media: ``fps`` ticks a second, each a composed frame plus its audio."""
 
-    def __init__(self, composer: FrameComposer, source: TickSource, *, fps: int = 25,
-                 is_listening: Callable[[], bool] = lambda: False, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        composer: FrameComposer,
+        source: TickSource,
+        *,
+        fps: int = 25,
+        is_listening: Callable[[], bool] = lambda: False,
+        seed: int | None = None,
+    ) -> None:
         self.video = FrameQueueTrack("video", depth=2)
         # Audio is never dropped in normal running (a gap is audible and shortens speech); the bound only
         # matters before the peer connects, and ``peer_connected`` drops that backlog.
@@ -214,7 +228,7 @@ class RenderClock:
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         self.video.push(frame)
         for offset in range(0, len(tick.audio), AUDIO_FRAME_SAMPLES):
-            self.audio.push(_audio_frame(tick.audio[offset:offset + AUDIO_FRAME_SAMPLES], self._audio_pts))
+            self.audio.push(_audio_frame(tick.audio[offset : offset + AUDIO_FRAME_SAMPLES], self._audio_pts))
             self._audio_pts += AUDIO_FRAME_SAMPLES
         self.stats.frames += 1
         return tick

@@ -15,7 +15,7 @@ import re
 import threading
 import unicodedata
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -42,9 +42,7 @@ GROUNDING = "Answer from the text above. If it does not contain the answer, say 
 NO_KNOWLEDGE_BASE = "I don't have a knowledge base for this session, so I can't answer that yet."
 DONT_KNOW = "I'm sorry, I don't know that. I can only answer from my knowledge base."
 DIDNT_CATCH = "Sorry, I didn't catch a question there. Could you say it again?"
-LLM_UNREACHABLE = (
-    "I can't reach the language model right now, so I'm answering from my knowledge base instead."
-)
+LLM_UNREACHABLE = "I can't reach the language model right now, so I'm answering from my knowledge base instead."
 LLM_BROKE_OFF = "The language model stopped answering, so that answer may be incomplete."
 LLM_SILENT = "The language model gave no answer, so I'm answering from my knowledge base instead."
 
@@ -270,8 +268,10 @@ class _Passage:
 _MAX_SENTENCE_CHARS = 400
 _HEADING_WEIGHT = 0.5
 _QUESTION_WEIGHT = 1.0
-_GENERIC_TITLES = _wordset("faq faqs knowledge base information info notes document readme about questions "
-                           "answers frequently asked overview introduction")
+_GENERIC_TITLES = _wordset(
+    "faq faqs knowledge base information info notes document readme about questions "
+    "answers frequently asked overview introduction"
+)
 
 
 _WELCOME = re.compile(r"^welcome to\s+", re.IGNORECASE)
@@ -334,16 +334,19 @@ class _Document:
                         self.title = _WELCOME.sub("", section)
                 elif line.rstrip().endswith(":") and not _is_list_item(line) and len(line) <= 80:
                     label = speakable(line).rstrip(".:")
-                elif (units and line.lstrip()[:1].islower() and not _is_list_item(line)
-                      and units[-1][0].rstrip()[-1:] not in ".!?"):
+                elif (
+                    units
+                    and line.lstrip()[:1].islower()
+                    and not _is_list_item(line)
+                    and units[-1][0].rstrip()[-1:] not in ".!?"
+                ):
                     units[-1] = (f"{units[-1][0]} {line.strip()}", units[-1][1])  # a soft-wrapped line
                 else:
                     units.append((line.strip(), " ".join(p for p in (section, label) if p)))
             for unit, heading in units:
                 for sentence in split_sentences(unit):
                     for window in _windows(sentence):
-                        self.sentences.append(
-                            _Sentence(window, number, window.endswith("?"), tuple(_tokens(window))))
+                        self.sentences.append(_Sentence(window, number, window.endswith("?"), tuple(_tokens(window))))
                         self.headings.append(heading)
 
 
@@ -455,22 +458,30 @@ class _Index:
 
 # --- small talk --------------------------------------------------------------------------------------
 
-_GREETING = (r"(?:hi|hello|hey|hiya|howdy|greetings|yo|hey there|good (?:morning|afternoon|evening|day))"
-             r"(?: (?:there|everyone|everybody|all|friend|avatar|again))?")
+_GREETING = (
+    r"(?:hi|hello|hey|hiya|howdy|greetings|yo|hey there|good (?:morning|afternoon|evening|day))"
+    r"(?: (?:there|everyone|everybody|all|friend|avatar|again))?"
+)
 _HOW_ARE_YOU = r"how (?:are you|are you doing|is it going|s it going|do you do)(?: today)?"
 _SMALL_TALK = {
     "greeting": re.compile(rf"^{_GREETING}(?: {_HOW_ARE_YOU})?$"),
     "how_are_you": re.compile(rf"^{_HOW_ARE_YOU}$"),
-    "thanks": re.compile(r"^(?:(?:ok|okay|great|perfect|awesome|cool|nice|good) )?(?:thanks|thank you|thx|ty|"
-                         r"cheers|many thanks)(?: (?:so much|very much|a lot|again))?(?: that (?:was|s) "
-                         r"(?:helpful|great|useful))?$"),
-    "bye": re.compile(r"^(?:(?:ok|okay|thanks|thank you) )?(?:bye|goodbye|bye bye|see you(?: later)?|"
-                      r"good night|farewell|take care|talk to you later)(?: (?:for now|then|now))?$"),
-    "identity": re.compile(r"^(?:who are you|what are you|what is your name|what s your name|"
-                           r"what can you do|what do you do|what can i ask(?: you)?(?: about)?|"
-                           r"what do you know(?: about)?|what can you (?:tell me|help(?: me)? with|"
-                           r"talk about)|how can you help(?: me)?|help|introduce yourself|"
-                           r"tell me about yourself)(?: please)?$"),
+    "thanks": re.compile(
+        r"^(?:(?:ok|okay|great|perfect|awesome|cool|nice|good) )?(?:thanks|thank you|thx|ty|"
+        r"cheers|many thanks)(?: (?:so much|very much|a lot|again))?(?: that (?:was|s) "
+        r"(?:helpful|great|useful))?$"
+    ),
+    "bye": re.compile(
+        r"^(?:(?:ok|okay|thanks|thank you) )?(?:bye|goodbye|bye bye|see you(?: later)?|"
+        r"good night|farewell|take care|talk to you later)(?: (?:for now|then|now))?$"
+    ),
+    "identity": re.compile(
+        r"^(?:who are you|what are you|what is your name|what s your name|"
+        r"what can you do|what do you do|what can i ask(?: you)?(?: about)?|"
+        r"what do you know(?: about)?|what can you (?:tell me|help(?: me)? with|"
+        r"talk about)|how can you help(?: me)?|help|introduce yourself|"
+        r"tell me about yourself)(?: please)?$"
+    ),
 }
 _GREETING_PREFIX = re.compile(rf"^\s*{_GREETING}\b[\s,!.]*", re.IGNORECASE)
 
@@ -589,15 +600,19 @@ class Responder:
                 return ["Hello!", "I don't have a knowledge base for this session yet, so I can only chat a little."]
             return ["Hello!", f"I can answer your questions {about}.", "What would you like to know?"]
         if kind == "how_are_you":
-            return ["I'm doing well, thank you for asking.",
-                    f"What would you like to know {about}?" if has_kb else "How can I help?"]
+            return [
+                "I'm doing well, thank you for asking.",
+                f"What would you like to know {about}?" if has_kb else "How can I help?",
+            ]
         if kind == "thanks":
             return ["You're welcome!", "Is there anything else you'd like to know?"]
         if kind == "bye":
             return ["Goodbye, and thanks for talking with me!"]
         if not has_kb:
-            return ["I'm a virtual assistant for this session.",
-                    "I don't have a knowledge base yet, so I can't answer questions about a topic."]
+            return [
+                "I'm a virtual assistant for this session.",
+                "I don't have a knowledge base yet, so I can't answer questions about a topic.",
+            ]
         return ["I'm a virtual assistant for this session.", f"I answer questions {about}."]
 
     def _retrieve(self, question: str) -> list[str]:
@@ -624,8 +639,9 @@ class Responder:
         first = self._index.passages[best_pid].sentence
 
         def joins(i: int, anchor: int) -> bool:
-            return (0 <= i < len(sentences) and sentences[i].block == sentences[anchor].block
-                    and not sentences[i].question)
+            return (
+                0 <= i < len(sentences) and sentences[i].block == sentences[anchor].block and not sentences[i].question
+            )
 
         def relevant(i: int) -> bool:
             return scores.get(self._index.passage_of.get(i, -1), 0.0) >= 0.6 * best
@@ -663,8 +679,7 @@ class Responder:
                     yield sentence
         except (_Unavailable, requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             reason = str(exc) if isinstance(exc, _Unavailable) else type(exc).__name__
-            log.warning("Language model at %s failed (%s); answering from the knowledge base.",
-                        self._llm_label, reason)
+            log.warning("Language model at %s failed (%s); answering from the knowledge base.", self._llm_label, reason)
             if spoken:
                 yield from stream.flush()
                 yield LLM_BROKE_OFF
@@ -690,12 +705,15 @@ class Responder:
         messages.append({"role": "user", "content": question})
         return messages
 
-    def _stream_deltas(self, question: str) -> Iterator[str]:
+    def _stream_deltas(self, question: str) -> Generator[str, None, None]:
         assert self._llm is not None and self._http is not None
         cfg = self._llm
         body = {"model": cfg.model, "messages": self._messages(question), "stream": True}
         with self._http.post(
-            cfg.endpoint, json=body, stream=True, headers={"Accept": "text/event-stream"},
+            cfg.endpoint,
+            json=body,
+            stream=True,
+            headers={"Accept": "text/event-stream"},
             auth=_Bearer(cfg.api_key) if cfg.api_key else None,
             timeout=(min(5.0, cfg.timeout), cfg.timeout),
         ) as response:

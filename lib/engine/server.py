@@ -66,9 +66,12 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         await state["manager"].shutdown()
         history.close()
 
-    app = FastAPI(title="Avatar Ops local engine", version="1.0",
-                  description="A HeyGen-compatible Streaming Avatar API that renders on the CPU.",
-                  lifespan=lifespan)
+    app = FastAPI(
+        title="Avatar Ops local engine",
+        version="1.0",
+        description="A HeyGen-compatible Streaming Avatar API that renders on the CPU.",
+        lifespan=lifespan,
+    )
 
     def manager() -> SessionManager:
         return state["manager"]
@@ -92,8 +95,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected engine error")
-        return JSONResponse({"code": 500, "message": "Internal engine error; see the engine log."},
-                            status_code=500)
+        return JSONResponse({"code": 500, "message": "Internal engine error; see the engine log."}, status_code=500)
 
     # --- auth ---------------------------------------------------------------------------------
     def caller(request: Request) -> Caller:
@@ -136,34 +138,52 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         if who.token is not None and manager().tokens[who.token].session_id is not None:
             raise E.ApiError(E.TOKEN_INVALID, "This session token was already used to create a session", 401)
         if body.version == "v2":
-            raise E.invalid("The local engine uses the direct-WebRTC transport: omit version (LiveKit 'v2' "
-                            "is only available on HeyGen).")
+            raise E.invalid(
+                "The local engine uses the direct-WebRTC transport: omit version (LiveKit 'v2' "
+                "is only available on HeyGen)."
+            )
         if body.activity_idle_timeout < config.min_idle_timeout:
-            raise E.invalid(f"Invalid parameter activity_idle_timeout: must be between "
-                            f"{config.min_idle_timeout} and 3600 seconds")
+            raise E.invalid(
+                f"Invalid parameter activity_idle_timeout: must be between {config.min_idle_timeout} and 3600 seconds"
+            )
         avatar = _resolve_avatar(body)
-        voice_id = (body.voice.voice_id if body.voice and body.voice.voice_id else body.voice_id) or \
-            voices().default_voice_id
+        voice_id = (
+            body.voice.voice_id if body.voice and body.voice.voice_id else body.voice_id
+        ) or voices().default_voice_id
         try:
             voices().get(voice_id)
         except UnknownVoice as exc:
             raise E.invalid(str(exc)) from None
         options = SessionOptions(
-            avatar_id=avatar.avatar_id, voice_id=voice_id, rate=body.voice.rate if body.voice else 1.0,
-            emotion=body.voice.emotion if body.voice else None, quality=body.quality,
-            video_encoding=body.video_encoding, knowledge_base=body.knowledge_base,
-            idle_timeout=body.activity_idle_timeout, disable_idle_timeout=body.disable_idle_timeout,
-            language=body.language)
+            avatar_id=avatar.avatar_id,
+            voice_id=voice_id,
+            rate=body.voice.rate if body.voice else 1.0,
+            emotion=body.voice.emotion if body.voice else None,
+            quality=body.quality,
+            video_encoding=body.video_encoding,
+            knowledge_base=body.knowledge_base,
+            idle_timeout=body.activity_idle_timeout,
+            disable_idle_timeout=body.disable_idle_timeout,
+            language=body.language,
+        )
         session, offer = await manager().create(options)
         if who.token is not None:
             manager().tokens[who.token].session_id = session.session_id
         log.info("session %s created in %.1f ms", session.session_id, (time.perf_counter() - started) * 1000)
-        return ok({
-            "session_id": session.session_id, "sdp": offer, "ice_servers": [], "ice_servers2": [],
-            "access_token": None, "url": config.base_url, "realtime_endpoint": None,
-            "session_duration_limit": config.max_duration, "is_paid": False,
-            "resolution": "{}x{}".format(*options.size),
-        })
+        return ok(
+            {
+                "session_id": session.session_id,
+                "sdp": offer,
+                "ice_servers": [],
+                "ice_servers2": [],
+                "access_token": None,
+                "url": config.base_url,
+                "realtime_endpoint": None,
+                "session_duration_limit": config.max_duration,
+                "is_paid": False,
+                "resolution": "{}x{}".format(*options.size),
+            }
+        )
 
     def _resolve_avatar(body: NewSessionBody) -> avatars.AvatarSpec:
         wanted = body.avatar_id or body.avatar_name
@@ -238,32 +258,54 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         return ok({"sessions": [s.describe() for s in manager().active()]})
 
     @app.get("/v2/streaming.list", tags=["streaming"])
-    async def list_history(page: int = Query(1, ge=1), page_size: int = Query(100, ge=1, le=1000),
-                           date_from: str | None = None, date_to: str | None = None,
-                           token: str | None = None, _: Caller = Depends(key_only)) -> dict[str, Any]:
+    async def list_history(
+        page: int = Query(1, ge=1),
+        page_size: int = Query(100, ge=1, le=1000),
+        date_from: str | None = None,
+        date_to: str | None = None,
+        token: str | None = None,
+        _: Caller = Depends(key_only),
+    ) -> dict[str, Any]:
         if token and token.isdigit():
             page = int(token)
-        total, rows = manager().history.page(page, page_size, _timestamp(date_from, "date_from"),
-                                             _timestamp(date_to, "date_to"))
+        total, rows = manager().history.page(
+            page, page_size, _timestamp(date_from, "date_from"), _timestamp(date_to, "date_to")
+        )
         more = page * page_size < total
-        return ok({"total": total, "page": page, "page_size": page_size,
-                   "next_pagination_token": str(page + 1) if more else None,
-                   "data": [r.to_api() for r in rows]})
+        return ok(
+            {
+                "total": total,
+                "page": page,
+                "page_size": page_size,
+                "next_pagination_token": str(page + 1) if more else None,
+                "data": [r.to_api() for r in rows],
+            }
+        )
 
     @app.get("/v1/streaming.events", tags=["local engine extensions"])
     async def events(session_id: str, after: int = 0, who: Caller = Depends(caller)) -> dict[str, Any]:
         session = session_for(session_id, who)
-        return ok({"status": session.state.value, "events": session.events.after(after),
-                   "stats": session.stats()})
+        return ok({"status": session.state.value, "events": session.events.after(after), "stats": session.stats()})
 
     @app.get("/v1/streaming/avatar.list", tags=["avatars"])
     async def avatar_list(request: Request, _: Caller = Depends(caller)) -> dict[str, Any]:
         base = str(request.base_url).rstrip("/")
-        return ok([{
-            "avatar_id": a.avatar_id, "pose_name": a.pose_name, "name": a.name,
-            "normal_preview": f"{base}/previews/avatars/{a.avatar_id}.png", "default_voice": a.default_voice,
-            "is_public": True, "status": "ACTIVE", "gender": a.gender, "created_at": 0,
-        } for a in avatars.AVATARS])
+        return ok(
+            [
+                {
+                    "avatar_id": a.avatar_id,
+                    "pose_name": a.pose_name,
+                    "name": a.name,
+                    "normal_preview": f"{base}/previews/avatars/{a.avatar_id}.png",
+                    "default_voice": a.default_voice,
+                    "is_public": True,
+                    "status": "ACTIVE",
+                    "gender": a.gender,
+                    "created_at": 0,
+                }
+                for a in avatars.AVATARS
+            ]
+        )
 
     @app.get("/previews/avatars/{avatar_id}.png", tags=["avatars"])
     async def avatar_preview(avatar_id: str) -> Response:
@@ -277,11 +319,22 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
     @app.get("/v2/voices", tags=["voices"])
     async def voice_list(request: Request, _: Caller = Depends(caller)) -> dict[str, Any]:
         base = str(request.base_url).rstrip("/")
-        return ok({"voices": [{
-            "voice_id": v.voice_id, "name": v.name, "language": v.language, "gender": v.gender,
-            "preview_audio": f"{base}/previews/voices/{v.voice_id}.wav", "engine": v.engine,
-            "support_interactive_avatar": True,
-        } for v in voices().voices()]})
+        return ok(
+            {
+                "voices": [
+                    {
+                        "voice_id": v.voice_id,
+                        "name": v.name,
+                        "language": v.language,
+                        "gender": v.gender,
+                        "preview_audio": f"{base}/previews/voices/{v.voice_id}.wav",
+                        "engine": v.engine,
+                        "support_interactive_avatar": True,
+                    }
+                    for v in voices().voices()
+                ]
+            }
+        )
 
     @app.get("/previews/voices/{voice_id}.wav", tags=["voices"])
     async def voice_preview(voice_id: str) -> Response:

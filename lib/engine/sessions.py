@@ -85,8 +85,16 @@ class EventLog:
 
 
 class EngineSession:
-    def __init__(self, session_id: str, options: SessionOptions, voices: VoiceBank,
-                 executor: ThreadPoolExecutor, responder: Responder, max_duration: int, fps: int) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        options: SessionOptions,
+        voices: VoiceBank,
+        executor: ThreadPoolExecutor,
+        responder: Responder,
+        max_duration: int,
+        fps: int,
+    ) -> None:
         self.session_id = session_id
         self.options = options
         self.state = SessionState.NEW
@@ -100,12 +108,20 @@ class EngineSession:
         self.channel = self.pc.createDataChannel("events")
         self.buffer = SpeechBuffer(self._emit, frame_samples=48_000 // fps)
         width, height = options.size
-        self.clock = RenderClock(avatars.get_kit(options.avatar_id, width, height), self.buffer, fps=fps,
-                                 is_listening=lambda: self.listening)
+        self.clock = RenderClock(
+            avatars.get_kit(options.avatar_id, width, height), self.buffer, fps=fps, is_listening=lambda: self.listening
+        )
         self.responder = responder
-        self.speaker = Speaker(self.buffer, voices, voice_id=options.voice_id, rate=options.rate,
-                               answer=self.responder.answer, executor=executor, emit=self._emit,
-                               frame_samples=48_000 // fps)
+        self.speaker = Speaker(
+            self.buffer,
+            voices,
+            voice_id=options.voice_id,
+            rate=options.rate,
+            answer=self.responder.answer,
+            executor=executor,
+            emit=self._emit,
+            frame_samples=48_000 // fps,
+        )
         self.closed = asyncio.Event()
 
     # --- events -------------------------------------------------------------------------------
@@ -201,7 +217,9 @@ class EngineSession:
     def stats(self) -> dict[str, Any]:
         s = self.clock.stats
         return {
-            "fps": round(s.fps, 2), "frames": s.frames, "dropped_video_frames": self.clock.video.dropped,
+            "fps": round(s.fps, 2),
+            "frames": s.frames,
+            "dropped_video_frames": self.clock.video.dropped,
             "clock_resyncs": s.late_resyncs,
             "compose_ms_avg": round(s.compose_ms_total / s.frames, 3) if s.frames else None,
             "last_task_latency_ms": self.buffer.last_task_latency_ms,
@@ -212,14 +230,20 @@ class EngineSession:
     def describe(self) -> dict[str, Any]:
         width, height = self.options.size
         return {
-            "session_id": self.session_id, "status": self.state.value, "created_at": int(self.created_at),
+            "session_id": self.session_id,
+            "status": self.state.value,
+            "created_at": int(self.created_at),
             # Local-engine extensions: what the dashboard shows beside HeyGen's three fields.
-            "avatar_id": self.options.avatar_id, "voice_id": self.options.voice_id,
-            "quality": self.options.quality, "resolution": f"{width}x{height}",
+            "avatar_id": self.options.avatar_id,
+            "voice_id": self.options.voice_id,
+            "quality": self.options.quality,
+            "resolution": f"{width}x{height}",
             "video_encoding": self.options.video_encoding,
             "activity_idle_timeout": None if self.options.disable_idle_timeout else self.options.idle_timeout,
-            "idle_seconds": round(self.idle_seconds, 1), "speaking": self.buffer.speaking,
-            "listening": self.listening, "session_duration_limit": self.max_duration,
+            "idle_seconds": round(self.idle_seconds, 1),
+            "speaking": self.buffer.speaking,
+            "listening": self.listening,
+            "session_duration_limit": self.max_duration,
         }
 
     async def close(self, reason: str) -> None:
@@ -245,8 +269,9 @@ class SessionManager:
     TOKEN_TTL = 3600.0
     REMEMBER_CLOSED = 500
 
-    def __init__(self, config: EngineConfig, voices: VoiceBank, history: SessionHistory,
-                 llm: LlmConfig | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, voices: VoiceBank, history: SessionHistory, llm: LlmConfig | None = None
+    ) -> None:
         self.config = config
         self.voices = voices
         self.history = history
@@ -287,7 +312,8 @@ class SessionManager:
                     E.CONCURRENT_LIMIT,
                     f"Concurrent limit reached: {used} of {self.config.session_budget} capacity units in use"
                     f" and a {options.quality} session needs {options.units} (480p = 1, 720p = 2, 1080p = 4)."
-                    " Stop a session or choose a lower quality.")
+                    " Stop a session or choose a lower quality.",
+                )
             loop = asyncio.get_running_loop()
             # Building an avatar kit at a new resolution takes a moment: keep the loop (and other
             # sessions' render clocks) running meanwhile.
@@ -295,8 +321,15 @@ class SessionManager:
             await loop.run_in_executor(self.executor, avatars.get_kit, options.avatar_id, width, height)
             # Indexing a large knowledge base takes up to a few hundred ms: also off the loop.
             responder = await loop.run_in_executor(self.executor, Responder, options.knowledge_base, self.llm)
-            session = EngineSession(str(uuid.uuid4()), options, self.voices, self.executor, responder,
-                                    self.config.max_duration, self.config.fps)
+            session = EngineSession(
+                str(uuid.uuid4()),
+                options,
+                self.voices,
+                self.executor,
+                responder,
+                self.config.max_duration,
+                self.config.fps,
+            )
             self.sessions[session.session_id] = session
         offer = await session.create_offer()
         self._ensure_watchdog()
@@ -317,9 +350,17 @@ class SessionManager:
             while len(self.recently_closed) > self.REMEMBER_CLOSED:
                 self.recently_closed.popitem(last=False)
             voice = self.voices.get(session.options.voice_id)
-            self.history.add(HistoryRow(session.session_id, session.created_at, time.time(),
-                                        session.options.avatar_id, voice.name, session.options.quality,
-                                        reason))
+            self.history.add(
+                HistoryRow(
+                    session.session_id,
+                    session.created_at,
+                    time.time(),
+                    session.options.avatar_id,
+                    voice.name,
+                    session.options.quality,
+                    reason,
+                )
+            )
             if not self.sessions:
                 gc_pauses.release_memory()  # nothing is streaming: a pause costs nobody anything
 
@@ -337,8 +378,7 @@ class SessionManager:
                 reason = None
                 if session.state is SessionState.CLOSED:
                     reason = session.end_reason or "closed"
-                elif not session.options.disable_idle_timeout and \
-                        session.idle_seconds > session.options.idle_timeout:
+                elif not session.options.disable_idle_timeout and session.idle_seconds > session.options.idle_timeout:
                     reason = "idle_timeout"
                 elif session.age_seconds > session.max_duration:
                     reason = "duration_limit"

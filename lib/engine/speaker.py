@@ -158,10 +158,9 @@ class SpeechBuffer:
                 self._emit({"type": "avatar_start_talking", "task_id": utt.task_id})
             if not prepared.announced:
                 prepared.announced = True
-                self._emit({"type": "avatar_talking_message", "task_id": utt.task_id,
-                            "message": prepared.chunk.text})
+                self._emit({"type": "avatar_talking_message", "task_id": utt.task_id, "message": prepared.chunk.text})
             take = min(samples - filled, prepared.remaining)
-            audio[filled:filled + take] = prepared.chunk.audio[prepared.pos:prepared.pos + take]
+            audio[filled : filled + take] = prepared.chunk.audio[prepared.pos : prepared.pos + take]
             prepared.pos += take
             filled += take
             utt.samples_played += take
@@ -203,9 +202,18 @@ class Speaker:
     """One session's task queue. Tasks are synthesized one after another (so they speak in order),
     while earlier ones are already playing."""
 
-    def __init__(self, buffer: SpeechBuffer, voices: Synthesizer, *, voice_id: str | None, rate: float,
-                 answer: Callable[[str], Iterable[str]], executor: Executor, emit: Emit,
-                 frame_samples: int = SAMPLE_RATE // 25) -> None:
+    def __init__(
+        self,
+        buffer: SpeechBuffer,
+        voices: Synthesizer,
+        *,
+        voice_id: str | None,
+        rate: float,
+        answer: Callable[[str], Iterable[str]],
+        executor: Executor,
+        emit: Emit,
+        frame_samples: int = SAMPLE_RATE // 25,
+    ) -> None:
         self._buffer = buffer
         self._voices = voices
         self._voice_id = voice_id

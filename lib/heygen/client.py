@@ -6,6 +6,7 @@ exception (whose text can hold URLs) as its cause or context, and server message
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import re
@@ -231,9 +232,7 @@ class StreamingClient:
         body = {"session_id": self._require_session(session_id), "candidate": candidate}
         self._call("POST", "/v1/streaming.ice", json=body, session_id=session_id)
 
-    def task(
-        self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "sync"
-    ) -> TaskResult:
+    def task(self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "sync") -> TaskResult:
         self._require_session(session_id)
         if not text or not text.strip():
             message = "Type some text for the avatar to say."
@@ -318,12 +317,12 @@ class StreamingClient:
             page = current + 1
             token = None
 
-    def avatars(self) -> list[Avatar]:
+    def avatars(self) -> builtins.list[Avatar]:
         data = self._call("GET", "/v1/streaming/avatar.list", retry=True).data
         raw = data.get("avatars") if isinstance(data, dict) else data
         return self._parse_items(raw, Avatar.from_data)
 
-    def voices(self) -> list[Voice]:
+    def voices(self) -> builtins.list[Voice]:
         data = self._call("GET", "/v2/voices", retry=True).data
         raw = data.get("voices") if isinstance(data, dict) else data
         return self._parse_items(raw, Voice.from_data)
@@ -456,10 +455,7 @@ class StreamingClient:
                 f"{who} did not answer within {timeout:g} s. It may be overloaded or down; "
                 "check your network and try again in a minute."
             ),
-            "tls": (
-                f"{who} is unreachable: the secure (TLS) connection failed. "
-                "Check the base URL (http vs https)."
-            ),
+            "tls": (f"{who} is unreachable: the secure (TLS) connection failed. Check the base URL (http vs https)."),
             "dns": (
                 f"{who} is unreachable: its host name could not be resolved. "
                 "Check the base URL and your internet connection."
@@ -483,9 +479,7 @@ class StreamingClient:
 
     def _malformed(self, endpoint: str, what: str) -> UnknownError:
         message = f"{self._provider()} answered {endpoint} {what}; it may not speak the streaming API."
-        return UnknownError(
-            None, message, user_message=message, provider_label=self.provider_label, host=self.host
-        )
+        return UnknownError(None, message, user_message=message, provider_label=self.provider_label, host=self.host)
 
     def _decode(self, response: requests.Response, session_id: str | None, avatar_id: str | None) -> _Reply:
         status = response.status_code
@@ -505,9 +499,7 @@ class StreamingClient:
                 return _Reply({}, body)
             body = {}
         code, error = body.get("code"), body.get("error")
-        failed = (
-            not ok or (code is not None and _int_code(code) != SUCCESS_CODE) or error not in (None, False, "")
-        )
+        failed = not ok or (code is not None and _int_code(code) != SUCCESS_CODE) or error not in (None, False, "")
         if not failed:
             return _Reply(body, body.get("data", body))
         raise self._server_error(status, body, response, session_id, avatar_id)
@@ -560,9 +552,7 @@ class StreamingClient:
         if cls is None and isinstance(raw_code, str):
             cls = _STRING_CODES.get(raw_code.lower())
             if cls is None and raw_code:
-                message = (
-                    f"{self._scrub(raw_code)[:60]}: {message}" if message else self._scrub(raw_code)[:60]
-                )
+                message = f"{self._scrub(raw_code)[:60]}: {message}" if message else self._scrub(raw_code)[:60]
         if cls is None:
             cls = self._class_for_status(status)
         kwargs: dict[str, Any] = {"provider_label": self.provider_label, "host": self.host}
@@ -595,8 +585,8 @@ class StreamingClient:
             return ProviderUnavailable
         return UnknownError
 
-    def _parse_items(self, raw: Any, parse: Callable[[dict[str, Any]], T]) -> list[T]:
-        items: list[T] = []
+    def _parse_items(self, raw: Any, parse: Callable[[dict[str, Any]], T]) -> builtins.list[T]:
+        items: builtins.list[T] = []
         for entry in raw or []:
             if not isinstance(entry, dict):
                 continue
@@ -607,7 +597,7 @@ class StreamingClient:
         return items
 
     @staticmethod
-    def _history_page(reply: _Reply) -> tuple[list[Any], dict[str, Any]]:
+    def _history_page(reply: _Reply) -> tuple[builtins.list[Any], dict[str, Any]]:
         data = reply.data
         if isinstance(data, list):
             return data, reply.body

@@ -133,8 +133,7 @@ class SessionNotFound(HeyGenError):
     def _default_message(self) -> str:
         which = f"Session {self.session_id}" if self.session_id else "The session"
         return (
-            f"{which} is not open on {self.provider} ({self.ref}): it has ended or never existed. "
-            "Start a new session."
+            f"{which} is not open on {self.provider} ({self.ref}): it has ended or never existed. Start a new session."
         )
 
 

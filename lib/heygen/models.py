@@ -58,20 +58,12 @@ class NewSessionRequest:
                 raise _invalid(f"Invalid video encoding {self.video_encoding!r}: choose VP8 or H264.")
             object.__setattr__(self, "video_encoding", encoding)
         if self.version is not None and self.version != "v2":
-            raise _invalid(
-                f'Invalid version {self.version!r}: use "v2" (LiveKit) or leave it empty (WebRTC).'
-            )
+            raise _invalid(f'Invalid version {self.version!r}: use "v2" (LiveKit) or leave it empty (WebRTC).')
         if self.activity_idle_timeout is not None:
             low, high = IDLE_TIMEOUT_RANGE
             timeout = self.activity_idle_timeout
-            if (
-                isinstance(timeout, bool)
-                or not isinstance(timeout, int | float)
-                or not low <= timeout <= high
-            ):
-                raise _invalid(
-                    f"Invalid idle timeout {timeout!r}: it must be between {low} and {high} seconds."
-                )
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not low <= timeout <= high:
+                raise _invalid(f"Invalid idle timeout {timeout!r}: it must be between {low} and {high} seconds.")
             object.__setattr__(self, "activity_idle_timeout", int(timeout))
         if self.voice_rate is not None:
             low_rate, high_rate = VOICE_RATE_RANGE
@@ -293,9 +285,7 @@ class Avatar:
         return cls(
             avatar_id=str(data["avatar_id"]),
             pose_name=_str(data.get("pose_name") or data.get("avatar_name")),
-            preview_url=_str(
-                data.get("normal_preview") or data.get("preview_url") or data.get("preview_image_url")
-            ),
+            preview_url=_str(data.get("normal_preview") or data.get("preview_url") or data.get("preview_image_url")),
             default_voice=_str(voice),
             is_public=None if is_public is None else bool(is_public),
             status=_str(data.get("status")),

@@ -134,9 +134,7 @@ def parse_script(text: str) -> list[Segment]:
         _parse_line(builder, line, new_item=bool(item))
     segments = builder.segments()
     if not segments:
-        raise ValueError(
-            "The script is empty: write at least one paragraph or list item for the avatar to say."
-        )
+        raise ValueError("The script is empty: write at least one paragraph or list item for the avatar to say.")
     return segments
 
 
@@ -154,7 +152,7 @@ def _parse_line(builder: _Builder, line: str, *, new_item: bool) -> None:
         builder.start("")
     pos = 0
     for marker in _PAUSE_MARKER.finditer(line):
-        builder.add(line[pos:marker.start()].strip())
+        builder.add(line[pos : marker.start()].strip())
         builder.pause(_seconds(marker.group(1), marker.group(2)))
         pos = marker.end()
     builder.add(line[pos:].strip())

@@ -90,9 +90,17 @@ class ScriptRunner:
     shown from task to speech.
     """
 
-    def __init__(self, link: ScriptLink, segments: list[Segment], *, default_pause_s: float = 1.0,
-                 task_type: str = "repeat", on_change: Callable[[RunnerStatus], None] | None = None,
-                 poll_s: float = 0.03, finish_grace_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        link: ScriptLink,
+        segments: list[Segment],
+        *,
+        default_pause_s: float = 1.0,
+        task_type: str = "repeat",
+        on_change: Callable[[RunnerStatus], None] | None = None,
+        poll_s: float = 0.03,
+        finish_grace_s: float = 10.0,
+    ) -> None:
         if not segments:
             raise ValueError("The script has no segments to deliver.")
         self.link = link
@@ -122,8 +130,7 @@ class ScriptRunner:
     # --- what the page reads --------------------------------------------------------------------
     def status(self) -> RunnerStatus:
         with self._cond:
-            return RunnerStatus(self._state, self._current, len(self.segments), self._busy, self._pausing,
-                                self._error)
+            return RunnerStatus(self._state, self._current, len(self.segments), self._busy, self._pausing, self._error)
 
     @property
     def state(self) -> RunnerState:

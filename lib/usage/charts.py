@@ -20,6 +20,8 @@ def day_axis(days: int) -> alt.Axis:
     if days <= 14:
         return alt.Axis(format="%b %d", tickCount={"interval": "day", "step": 1})
     return DAY_AXIS
+
+
 GROUP_TITLES: dict[str, str] = {"avatar": "Avatar", "quality": "Quality", "provider": "Provider"}
 BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected", "budget": "Budget"}
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
@@ -32,7 +34,7 @@ def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar", period: tuple[da
     gaps and a single day of data is one narrow bar rather than one bar across the chart."""
     title = GROUP_TITLES.get(by, by.title())
     days = df["day"].nunique() if len(df) else 0
-    scale = alt.Undefined
+    scale: alt.Scale | alt.UndefinedType = alt.Undefined
     if period is not None:
         start, end = period
         days = (end - start).days + 1
@@ -90,8 +92,12 @@ def budget_chart(df: pd.DataFrame) -> alt.Chart:
         .encode(
             x=alt.X("day:T", title="Day", axis=DAY_AXIS),
             y=alt.Y("credits:Q", title="Credits"),
-            color=alt.Color("series:N", title=None, scale=alt.Scale(domain=names, range=list(_SERIES_COLORS)),
-                            legend=alt.Legend(orient="top")),
+            color=alt.Color(
+                "series:N",
+                title=None,
+                scale=alt.Scale(domain=names, range=list(_SERIES_COLORS)),
+                legend=alt.Legend(orient="top"),
+            ),
             strokeDash=alt.StrokeDash(
                 "series:N", scale=alt.Scale(domain=names, range=[[1, 0], [6, 4], [2, 2]]), legend=None
             ),

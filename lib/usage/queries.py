@@ -212,9 +212,7 @@ def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
 # -- queries -------------------------------------------------------------------------------------
 
 
-def _kpis(
-    conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None
-) -> Kpis:
+def _kpis(conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None) -> Kpis:
     params: dict[str, Any] = {}
     base = _base(flt, params, now, pricing, include_local_estimate)
     n, open_n, total_s, credits, avg = conn.execute(
@@ -368,8 +366,7 @@ def cumulative_credits(
     with log.read() as conn:
         local = _local_time_sql(conn, month_flt)
         sql = _base(month_flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT CAST(strftime('%d', {local}, 'unixepoch') AS INTEGER) AS dom, SUM(credits) "
-            "FROM s GROUP BY dom"
+            f"SELECT CAST(strftime('%d', {local}, 'unixepoch') AS INTEGER) AS dom, SUM(credits) FROM s GROUP BY dom"
         )
         per_day = dict(conn.execute(sql, params).fetchall())
     dom = pd.RangeIndex(1, month_days + 1, name="day")
@@ -420,8 +417,22 @@ def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = Non
 
 
 SESSION_TABLE_COLUMNS = (
-    "session_id", "created", "ended", "status", "end_reason", "provider", "avatar_id", "voice_id",
-    "quality", "video_encoding", "started_by_dashboard", "duration_s", "credits", "cost", "tasks", "events",
+    "session_id",
+    "created",
+    "ended",
+    "status",
+    "end_reason",
+    "provider",
+    "avatar_id",
+    "voice_id",
+    "quality",
+    "video_encoding",
+    "started_by_dashboard",
+    "duration_s",
+    "credits",
+    "cost",
+    "tasks",
+    "events",
 )
 
 
@@ -500,7 +511,12 @@ def sessions_csv(
     writer.writerow(SESSION_TABLE_COLUMNS)
     with log.read() as conn:
         sql = _sessions_sql(
-            flt, pricing, params, now, include_local_estimate, None,
+            flt,
+            pricing,
+            params,
+            now,
+            include_local_estimate,
+            None,
             created_sql=_iso_sql(conn, flt, "p.created_at"),
             ended_sql=_iso_sql(conn, flt, "p.ended_at"),
         )
@@ -517,9 +533,7 @@ def filter_options(log: UsageLog) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     with log.read() as conn:
         for key, column in (("providers", "provider"), ("avatars", "avatar_id"), ("qualities", "quality")):
-            rows = conn.execute(
-                f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL ORDER BY {column}"
-            )
+            rows = conn.execute(f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL ORDER BY {column}")
             out[key] = [r[0] for r in rows]
     return out
 

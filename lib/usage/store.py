@@ -137,9 +137,7 @@ _SENSITIVE_KEY = re.compile(r"api[_-]?key|token|secret|password|authori[sz]ation
 def _scrub(value: Any) -> Any:
     """Credentials never reach the log, even if a caller passes a whole request body as details."""
     if isinstance(value, Mapping):
-        return {
-            str(k): "***" if _SENSITIVE_KEY.search(str(k)) else _scrub(v) for k, v in value.items()
-        }
+        return {str(k): "***" if _SENSITIVE_KEY.search(str(k)) else _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
     if type(value).__name__ == "Secret":
@@ -195,9 +193,7 @@ class UsageLog:
     # -- connections -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False
-        )
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
         conn.execute("PRAGMA synchronous = NORMAL")
         return conn
@@ -303,8 +299,17 @@ class UsageLog:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, quality, "
                 "video_encoding, started_by_dashboard, created_at, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, provider, avatar_id, voice_id, quality, video_encoding,
-                 int(started_by_dashboard), at, endpoint),
+                (
+                    session_id,
+                    provider,
+                    avatar_id,
+                    voice_id,
+                    quality,
+                    video_encoding,
+                    int(started_by_dashboard),
+                    at,
+                    endpoint,
+                ),
             )
             if cur.rowcount == 0:
                 return False
@@ -405,8 +410,9 @@ class UsageLog:
     def was_force_stopped(self, session_id: str) -> bool:
         """Did the Sessions page or the command line stop this session (whatever closed it in the log first)?"""
         with self._connection() as conn:
-            rows = conn.execute("SELECT details FROM events WHERE session_id = ? AND kind = ?",
-                                (session_id, EventKind.FORCE_STOP)).fetchall()
+            rows = conn.execute(
+                "SELECT details FROM events WHERE session_id = ? AND kind = ?", (session_id, EventKind.FORCE_STOP)
+            ).fetchall()
         return any(json.loads(details or "{}").get("outcome") == "stopped" for (details,) in rows)
 
     def events(self, session_id: str) -> list[tuple[float, str, dict[str, Any] | None]]:
@@ -445,7 +451,6 @@ class UsageLog:
             if row.endpoint not in verdicts:
                 verdicts[row.endpoint] = reachable(row.endpoint)
             return not verdicts[row.endpoint]
-
 
         with self._write() as conn:
             open_rows = [
@@ -496,9 +501,7 @@ class UsageLog:
             row = raw if isinstance(raw, HistoryRow) else _history_row(raw)
             created = to_unix(row.created_at)
             ended = created + max(0.0, float(row.duration_s or 0.0))
-            values.append(
-                (row.session_id, provider, row.avatar_id, row.voice, 0, created, ended, EndReason.IMPORTED)
-            )
+            values.append((row.session_id, provider, row.avatar_id, row.voice, 0, created, ended, EndReason.IMPORTED))
         with self._write() as conn:
             before = conn.total_changes
             conn.executemany(
@@ -524,14 +527,11 @@ class UsageLog:
         """Store several settings in one transaction."""
         for key in values:
             if _SENSITIVE_KEY.search(key):
-                raise ValueError(
-                    "Credentials are not stored in the usage log; use secrets.toml or the environment."
-                )
+                raise ValueError("Credentials are not stored in the usage log; use secrets.toml or the environment.")
         payload = [(key, json.dumps(value)) for key, value in values.items()]
         with self._write() as conn:
             conn.executemany(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 payload,
             )
 

@@ -271,8 +271,11 @@ class VoiceListener:
 
     def _vad_loop(self) -> None:
         try:
-            detector = (self._detector if self._detector is not None
-                        else UtteranceDetector(speculate_after_ms=SPECULATE_AFTER_MS))
+            detector = (
+                self._detector
+                if self._detector is not None
+                else UtteranceDetector(speculate_after_ms=SPECULATE_AFTER_MS)
+            )
         except Exception as exc:
             self._fail(f"Voice activity detection could not start: {exc}")
             return
@@ -304,8 +307,9 @@ class VoiceListener:
         if event is None or now - max(last, event.start) < PARTIAL_EVERY_S or now - event.start > PARTIAL_MAX_S:
             return last
         assert event.audio is not None and event.end is not None
-        partial = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset,
-                             (event.start, event.end), partial=True)
+        partial = _Utterance(
+            event.audio, event.start + clock_offset, event.end + clock_offset, (event.start, event.end), partial=True
+        )
         with self._utterance_cond:
             if self._working is not None or self._utterances:
                 return last  # the model is busy: interim text is the first thing to give up
@@ -322,8 +326,13 @@ class VoiceListener:
                     log.exception("on_speech_start failed")
             return
         assert event.audio is not None and event.end is not None
-        utterance = _Utterance(event.audio, event.start + clock_offset, event.end + clock_offset,
-                               (event.start, event.end), speculative=event.kind == "likely_end")
+        utterance = _Utterance(
+            event.audio,
+            event.start + clock_offset,
+            event.end + clock_offset,
+            (event.start, event.end),
+            speculative=event.kind == "likely_end",
+        )
         dropped = 0
         with self._utterance_cond:
             working = self._working
@@ -372,8 +381,9 @@ class VoiceListener:
                 try:
                     text = stt.transcribe(utterance.audio)
                 except Exception:
-                    log.exception("speech-to-text failed on a %d ms utterance",
-                                  len(utterance.audio) * 1000 // SAMPLE_RATE)
+                    log.exception(
+                        "speech-to-text failed on a %d ms utterance", len(utterance.audio) * 1000 // SAMPLE_RATE
+                    )
             if utterance.partial:
                 with self._utterance_cond:
                     self._working = None

@@ -39,8 +39,9 @@ class SpeechToText:
         self._model: Any = WhisperModel(str(model_path), device="cpu", compute_type="int8", cpu_threads=cpu_threads)
         from faster_whisper.tokenizer import Tokenizer
 
-        self._tokenizer = Tokenizer(self._model.hf_tokenizer, self._model.model.is_multilingual,
-                                    task="transcribe", language="en")
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer, self._model.model.is_multilingual, task="transcribe", language="en"
+        )
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         # Concurrent calls would only fight for the same two cores and make every caller late.
         self._lock = threading.Lock()
@@ -76,8 +77,13 @@ class SpeechToText:
         # English runs at 3–4 tokens a second: a decoder still going past twice that is repeating itself.
         budget = 12 + int(8 * len(samples) / SAMPLE_RATE)
         result = self._model.model.generate(
-            ctranslate2.StorageView.from_array(window[None]), [self._prompt], beam_size=1,
-            max_length=len(self._prompt) + budget, suppress_blank=True, suppress_tokens=[-1])
+            ctranslate2.StorageView.from_array(window[None]),
+            [self._prompt],
+            beam_size=1,
+            max_length=len(self._prompt) + budget,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+        )
         tokens = [t for t in result[0].sequences_ids[0] if t < self._tokenizer.eot]
         text = " ".join(self._tokenizer.decode(tokens).split())
         if len(tokens) >= budget or repeats_itself(text):
@@ -102,7 +108,7 @@ class SpeechToText:
 def repeats_itself(text: str, n: int = 3) -> bool:
     """Whisper's failure mode on a short window is looping: "When is lunch served? When is lunch served?"."""
     words = [w.strip(".,?!").lower() for w in text.split()]
-    grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return len(set(grams)) < len(grams)
 
 

@@ -83,8 +83,11 @@ class UtteranceDetector:
         self._max_utterance = round(max_utterance_s * sample_rate)
         self._post_roll = round(post_roll_ms * sample_rate / 1000)
         # The likely end needs its tail in hand: the audio it carries must be exactly the utterance's.
-        self._speculate = (max(round(speculate_after_ms * sample_rate / 1000), self._post_roll)
-                           if speculate_after_ms is not None and speculate_after_ms < end_silence_ms else None)
+        self._speculate = (
+            max(round(speculate_after_ms * sample_rate / 1000), self._post_roll)
+            if speculate_after_ms is not None and speculate_after_ms < end_silence_ms
+            else None
+        )
         # A candidate dies after this much non-speech, so clicks and breaths do not add up to "speech".
         self._candidate_gap = min(self._end_silence, round(0.15 * sample_rate))
         self._pre_roll_windows = -(-round(pre_roll_ms * sample_rate / 1000) // WINDOW)
@@ -193,8 +196,12 @@ class UtteranceDetector:
                 self._clear_speech()
                 return []
             return [self._finish(self._voiced_end, "silence")]
-        if (self._speculate is not None and end - self._voiced_end >= self._speculate
-                and self._voiced_end > self._start and self._speculated_end != self._voiced_end):
+        if (
+            self._speculate is not None
+            and end - self._voiced_end >= self._speculate
+            and self._voiced_end > self._start
+            and self._speculated_end != self._voiced_end
+        ):
             self._speculated_end = self._voiced_end
             return [self._event("likely_end", self._voiced_end)]
         if end - self._start >= self._max_utterance:
@@ -217,8 +224,12 @@ class UtteranceDetector:
         self._pre_roll.extend(leftover)
         return event
 
-    def _event(self, kind: Literal["likely_end", "utterance"], speech_end: int,
-               reason: Literal["silence", "max_length", "flush"] | None = None) -> VadEvent:
+    def _event(
+        self,
+        kind: Literal["likely_end", "utterance"],
+        speech_end: int,
+        reason: Literal["silence", "max_length", "flush"] | None = None,
+    ) -> VadEvent:
         cut = speech_end + self._post_roll
         kept = [w for p, w in self._windows if p < cut]
         return VadEvent(

@@ -1,0 +1,62 @@
+"""Live chat page (AppTest): settings come from the provider; HeyGen down offers the local engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from lib.engine.launcher import EngineProcess, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def no_webrtc_component(monkeypatch):
+    # AppTest has no browser session for the WebRTC component (documented streamlit-webrtc limitation).
+    monkeypatch.setattr("streamlit_webrtc.component.get_this_session_info", lambda: None)
+    monkeypatch.setattr("streamlit_webrtc.shutdown.get_this_session_info", lambda: None)
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, engine: EngineProcess):
+    monkeypatch.setenv("AVATAR_OPS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ENGINE_URL", engine.url)
+    monkeypatch.setenv("ENGINE_API_KEY", engine.api_key.reveal())
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    yield monkeypatch
+    st.cache_resource.clear()
+    st.cache_data.clear()
+
+
+def test_live_chat_offers_the_providers_avatars_and_voices(env, client):
+    env.setenv("AVATAR_PROVIDER", "local")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, at.exception
+    avatar_box = at.selectbox(key="avatar_id")
+    assert list(avatar_box.options) == [a.pose_name for a in client.avatars()]
+    assert len(at.selectbox(key="voice_id").options) == len(client.voices())
+    assert "Local engine" in " ".join(m.value for m in at.sidebar.markdown)
+
+
+def test_heygen_down_offers_the_local_engine(env):
+    env.setenv("AVATAR_PROVIDER", "heygen")
+    env.setenv("HEYGEN_API_KEY", "hg-secret-key-that-must-not-show-0001")
+    env.setenv("HEYGEN_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens: HeyGen is "down"
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    errors = " ".join(e.value for e in at.error)
+    assert "unreachable" in errors.lower() or "could not" in errors.lower(), errors
+    assert "hg-secret-key" not in errors
+    fallback = next(b for b in at.button if b.label == "Continue on the local engine")
+    at = fallback.click().run()
+    assert not at.exception, at.exception
+    assert len(at.selectbox(key="avatar_id").options) >= 4  # the local engine's avatars
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert "fallback" in captions
+    back = next(b for b in at.sidebar.button if b.label == "Back to HeyGen")
+    at = back.click().run()
+    assert not any(b.label == "Back to HeyGen" for b in at.sidebar.button)

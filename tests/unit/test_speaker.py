@@ -1,0 +1,91 @@
+"""Speech playback on a slow machine: a short first piece must not leave a gap before the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from lib.engine.speaker import SENTENCE_PAUSE_S, Speaker, SpeechBuffer
+from lib.engine.tts import SpeechChunk, split_sentences
+
+FRAME = 48_000 // 25
+# split into "Welcome everyone to the Avatar" | "Ops demo which ...": a stall there would be mid-phrase
+MID_SENTENCE = (
+    "Welcome everyone to the Avatar Ops demo which is going to be very nice for all of you who came here today."
+)
+TWO_SENTENCES = "Hello there. Welcome to the Avatar Ops demo, it is nice to meet you."
+
+
+class SlowVoices:
+    """Piper's synthesis times (as measured on an idle 2-core machine) times `load`; the audio is a tone
+    as long as the piece would be spoken (14 characters a second)."""
+
+    def __init__(self, load: float) -> None:
+        self.load = load
+
+    def synthesize(self, text: str, voice_id: str | None = None, rate: float = 1.0):
+        for piece in split_sentences(text):
+            time.sleep(self.load * (0.068 + 0.0057 * len(piece)))
+            samples = round(len(piece) / 14 * 48_000)
+            audio = (3000 * np.sin(np.arange(samples) * 0.05)).astype(np.int16) + 1  # never exactly silent
+            yield SpeechChunk(piece, audio, [])
+
+
+async def play(voices: SlowVoices, text: str) -> tuple[list[bool], SpeechBuffer]:
+    """Run the render clock's side at 25 fps until the task is done; True per frame that carried speech."""
+    events: list[dict] = []
+    buffer = SpeechBuffer(events.append, FRAME)
+    with ThreadPoolExecutor(1) as pool:
+        speaker = Speaker(
+            buffer,
+            voices,
+            voice_id=None,
+            rate=1.0,
+            answer=lambda text: [text],
+            executor=pool,
+            emit=events.append,
+            frame_samples=FRAME,
+        )
+        utt = speaker.submit(text, "repeat")
+        frames: list[bool] = []
+        start = time.monotonic()
+        while not utt.done.done() and len(frames) < 500:
+            frames.append(bool(buffer.next_tick(FRAME).audio.any()))
+            await asyncio.sleep(max(0.0, start + len(frames) / 25 - time.monotonic()))
+        await speaker.stop()
+    return frames, buffer
+
+
+def gaps(frames: list[bool]) -> int:
+    """Silent frames between the first and the last frame of speech."""
+    spoken = [i for i, s in enumerate(frames) if s]
+    return sum(1 for s in frames[spoken[0] : spoken[-1] + 1] if not s) if spoken else -1
+
+
+async def test_a_starved_synthesizer_delays_the_start_instead_of_stopping_mid_sentence():
+    assert not split_sentences(MID_SENTENCE)[0].endswith(".")  # the first piece is cut mid-sentence
+    frames, buffer = await play(SlowVoices(load=5), MID_SENTENCE)  # a machine busy with other work
+    assert any(frames)
+    assert gaps(frames) == 0, f"{gaps(frames)} silent frames inside the speech"
+    assert buffer.starved_frames == 0 and buffer.held_frames > 0
+
+
+async def test_after_a_full_stop_a_short_pause_is_preferred_to_a_later_start():
+    frames, after_stop = await play(SlowVoices(load=5), TWO_SENTENCES)
+    assert gaps(frames) <= SENTENCE_PAUSE_S * 25 + 1  # at most a pause between the sentences, never a stall
+    _, after_comma = await play(SlowVoices(load=5), TWO_SENTENCES.replace("there.", "there,"))
+    assert after_comma.held_frames - after_stop.held_frames >= SENTENCE_PAUSE_S * 25 - 2
+
+
+async def test_a_fast_synthesizer_starts_at_once():
+    for text in (MID_SENTENCE, TWO_SENTENCES):
+        frames, buffer = await play(SlowVoices(load=0.8), text)
+        assert gaps(frames) == 0
+        assert buffer.held_frames == 0
+        first_piece = split_sentences(text)[0]
+        synth_frames = math.ceil(0.8 * (0.068 + 0.0057 * len(first_piece)) * 25)
+        assert frames.index(True) <= synth_frames + 2  # as soon as the first piece is synthesized

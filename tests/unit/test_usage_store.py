@@ -1,0 +1,305 @@
+from __future__ import annotations
+
+import gc
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lib.usage.credits import PRESETS, Pricing
+from lib.usage.schema import SCHEMA_VERSION
+from lib.usage.store import EndReason, EventKind, HistoryRow, UsageLog, UsageLogError
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Iterator[UsageLog]:
+    usage = UsageLog(tmp_path / "usage.db")
+    yield usage
+    usage.close()
+
+
+def test_creates_parent_dirs_and_uses_wal(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "usage.db"
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+    assert path.exists()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    # Two instances on one file stand in for two processes: they share no Python lock, only SQLite's.
+    logs = [UsageLog(tmp_path / "usage.db"), UsageLog(tmp_path / "usage.db")]
+    threads_n, events_n = 8, 200
+    errors: list[BaseException] = []
+    start = threading.Barrier(threads_n)
+
+    def writer(i: int) -> None:
+        usage = logs[i % 2]
+        sid = f"s{i}"
+        try:
+            start.wait()
+            usage.open_session(sid, "heygen", "avatar", created_at=T0)
+            for n in range(events_n):
+                usage.record_event(sid, EventKind.TASK, {"n": n}, at=T0 + n, speaking_s=0.5)
+                if n % 50 == 0:
+                    usage.heartbeat(sid, at=T0 + n)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for i in range(threads_n):
+        events = logs[0].events(f"s{i}")
+        tasks = [d["n"] for _, kind, d in events if kind == "task"]
+        assert tasks == list(range(events_n))
+        row = logs[1].get_session(f"s{i}")
+        assert row is not None
+        assert row.last_seen == T0 + events_n - 1
+        assert row.speaking_s == pytest.approx(events_n * 0.5)
+    conn = sqlite3.connect(tmp_path / "usage.db")
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == threads_n * (events_n + 1)
+    for usage in logs:
+        usage.close()
+
+
+CRASHING_WRITER = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[2])
+    from lib.usage.store import UsageLog
+    log = UsageLog(sys.argv[1])
+    log.open_session("crashed", "heygen", "anna", created_at=1700000000.0)
+    log.mark_connected("crashed", at=1700000003.0)
+    log.record_event("crashed", "task", {"text": "hello"}, at=1700000010.0)
+    log.heartbeat("crashed", at=1700000042.0)
+    log.open_session("never-seen", "heygen", created_at=1700000100.0)
+    log.open_session("still-live", "heygen", created_at=1700000200.0)
+    os._exit(3)  # no close, no cleanup: the dashboard process died
+    """
+)
+
+
+def test_sessions_left_open_by_a_crashed_process_are_reconciled(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path), str(ROOT)], timeout=60)
+    assert proc.returncode == 3
+
+    with UsageLog(path) as usage:
+        open_ids = {s.session_id for s in usage.open_sessions("heygen")}
+        assert open_ids == {"crashed", "never-seen", "still-live"}
+        result = usage.reconcile(["still-live", "opened-elsewhere"], provider="heygen")
+
+        lost = {row.session_id: row for row in result.lost}
+        assert set(lost) == {"crashed", "never-seen"}
+        assert lost["crashed"].ended_at == 1_700_000_042.0  # last heartbeat, not now
+        assert lost["crashed"].end_reason == EndReason.LOST
+        assert lost["never-seen"].ended_at == 1_700_000_100.0  # no heartbeat: closed at creation
+        assert lost["crashed"].duration_s() == 42.0
+        assert result.orphans == ["opened-elsewhere"]
+        assert result.still_open == ["still-live"]
+        assert usage.get_session("opened-elsewhere") is None  # orphans are reported, not inserted
+        assert [s.session_id for s in usage.open_sessions()] == ["still-live"]
+        assert usage.events("crashed")[-1][1:] == (EventKind.CLOSED, {"reason": "lost"})
+
+
+def test_dropped_instance_without_close_is_reconciled_by_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    first = UsageLog(path)
+    first.open_session("a", "local", created_at=T0)
+    first.heartbeat("a", at=T0 + 30)
+    del first
+    gc.collect()
+    with UsageLog(path) as second:
+        result = second.reconcile([], provider="local")
+        assert [(r.session_id, r.ended_at, r.end_reason) for r in result.lost] == [("a", T0 + 30, "lost")]
+
+
+def test_reconcile_only_touches_the_given_provider_and_reports_stops_that_did_not_take(log: UsageLog) -> None:
+    log.open_session("heygen-1", "heygen", created_at=T0)
+    log.open_session("local-1", "local", created_at=T0)
+    log.open_session("stopped", "heygen", created_at=T0)
+    log.close_session("stopped", EndReason.STOPPED, at=T0 + 5)
+    result = log.reconcile(["stopped"], provider="heygen")
+    assert [r.session_id for r in result.lost] == ["heygen-1"]
+    assert result.closed_but_active == ["stopped"]
+    assert log.get_session("local-1").is_open
+
+
+def test_reconcile_closes_only_sessions_of_the_listed_endpoint_or_of_endpoints_that_are_gone(log: UsageLog) -> None:
+    here, alive, dead = "http://127.0.0.1:1#key-a", "http://127.0.0.1:2#key-b", "http://127.0.0.1:3#key-c"
+    log.open_session("here-running", "local", created_at=T0, endpoint=here)
+    log.open_session("here-gone", "local", created_at=T0, endpoint=here)
+    log.open_session("other-engine", "local", created_at=T0, endpoint=alive)
+    log.open_session("dead-engine", "local", created_at=T0, endpoint=dead)
+    log.heartbeat("dead-engine", at=T0 + 20)
+    log.open_session("dead-engine-2", "local", created_at=T0, endpoint=dead)
+    log.open_session("before-endpoints", "local", created_at=T0)  # logged by an older version
+    asked: list[str] = []
+
+    def reachable(endpoint: str) -> bool:
+        asked.append(endpoint)
+        return endpoint == alive
+
+    result = log.reconcile(["here-running"], "local", here, reachable=reachable)
+
+    lost = sorted(r.session_id for r in result.lost)
+    assert lost == ["before-endpoints", "dead-engine", "dead-engine-2", "here-gone"]
+    assert {r.session_id: r.ended_at for r in result.lost}["dead-engine"] == T0 + 20
+    assert [r.session_id for r in result.elsewhere] == ["other-engine"]
+    assert sorted(asked) == [alive, dead]  # each other endpoint is asked once, the listed one never
+    assert {s.session_id for s in log.open_sessions("local")} == {"here-running", "other-engine"}
+
+    # Without a way to check other endpoints, their sessions are left alone.
+    log.open_session("third", "local", created_at=T0, endpoint=dead)
+    assert [r.session_id for r in log.reconcile(["here-running"], "local", here).elsewhere] == ["other-engine", "third"]
+
+
+def test_version_1_log_gains_endpoints_and_keeps_its_sessions(tmp_path: Path) -> None:
+    from lib.usage.schema import MIGRATIONS
+
+    path = tmp_path / "usage.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO sessions (session_id, provider, created_at) VALUES ('old', 'heygen', ?)", (T0,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with UsageLog(path) as usage:
+        assert usage.schema_version == SCHEMA_VERSION
+        old = usage.get_session("old")
+        assert old is not None and old.endpoint is None and old.created_at == T0
+        usage.open_session("new", "heygen", created_at=T0, endpoint="https://api.heygen.com#key-x")
+        assert usage.get_session("new").endpoint == "https://api.heygen.com#key-x"  # type: ignore[union-attr]
+
+
+def test_close_is_idempotent_and_keeps_the_first_end(log: UsageLog) -> None:
+    log.open_session("s", "heygen", created_at=T0)
+    assert log.close_session("s", EndReason.STOPPED, at=T0 + 60)
+    assert not log.close_session("s", EndReason.FORCE_STOPPED, at=T0 + 500)
+    row = log.get_session("s")
+    assert (row.ended_at, row.end_reason) == (T0 + 60, "stopped")
+    assert [kind for _, kind, _ in log.events("s")].count("closed") == 1
+    assert not log.heartbeat("s", at=T0 + 700)
+    assert log.get_session("s").duration_s() == 60
+
+
+def test_open_session_twice_keeps_the_first_record(log: UsageLog) -> None:
+    assert log.open_session("s", "heygen", "anna", created_at=T0)
+    assert not log.open_session("s", "local", "bob", created_at=T0 + 9)
+    row = log.get_session("s")
+    assert (row.provider, row.avatar_id, row.created_at) == ("heygen", "anna", T0)
+
+
+def test_lifecycle_is_written_as_it_happens(log: UsageLog) -> None:
+    log.open_session("s", "heygen", "anna", "v1", "high", "VP8", created_at=T0)
+    log.mark_connected("s", at=T0 + 2)
+    log.mark_connected("s", at=T0 + 50)
+    log.record_event("s", EventKind.INTERRUPT, at=T0 + 20)
+    row = log.get_session("s")
+    assert row.connected_at == T0 + 2
+    assert row.last_seen == T0 + 50
+    assert row.is_open
+    assert [kind for _, kind, _ in log.events("s")] == ["created", "connected", "interrupt", "connected"]
+
+
+def test_timestamps_are_stored_as_utc(log: UsageLog) -> None:
+    paris = datetime(2024, 7, 1, 12, 0, tzinfo=ZoneInfo("Europe/Paris"))
+    log.open_session("s", "heygen", created_at=paris)
+    row = log.get_session("s")
+    assert row.created_at_utc == datetime(2024, 7, 1, 10, 0, tzinfo=UTC)
+    with pytest.raises(ValueError, match="aware"):
+        log.open_session("t", "heygen", created_at=datetime(2024, 7, 1, 12, 0))
+
+
+def test_credentials_never_reach_the_log(log: UsageLog, tmp_path: Path) -> None:
+    log.open_session("s", "heygen", created_at=T0)
+    log.record_event("s", EventKind.ERROR, {"request": {"X-Api-Key": "sk-live-123", "access_token": "jwt"}})
+    raw = (tmp_path / "usage.db").read_bytes() + (tmp_path / "usage.db-wal").read_bytes()
+    assert b"sk-live-123" not in raw and b"jwt" not in raw
+    with pytest.raises(ValueError):
+        log.set_setting("heygen_api_key", "sk-live-123")
+
+
+def test_import_history_skips_sessions_already_logged(log: UsageLog) -> None:
+    log.open_session("ours", "heygen", "anna", created_at=T0)
+    history = [
+        {"session_id": "ours", "created_at": T0, "duration": 999, "avatar_id": "x", "voice_name": "v"},
+        {"session_id": "old-1", "created_at": T0 - 86400, "duration": 125, "avatar_id": "anna", "voice_name": "v"},
+        HistoryRow("old-2", T0 - 3600, 30.0, "bob", None),
+    ]
+    assert log.import_history(history) == 2
+    assert log.import_history(history) == 0
+    ours = log.get_session("ours")
+    assert ours.started_by_dashboard and ours.is_open and ours.avatar_id == "anna"
+    old = log.get_session("old-1")
+    assert (old.duration_s(), old.end_reason, old.started_by_dashboard, old.voice_id) == (125.0, "imported", False, "v")
+
+
+def test_empty_v0_file_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    path.touch()
+    with UsageLog(path) as usage:
+        assert usage.schema_version == SCHEMA_VERSION
+        usage.open_session("s", "heygen", created_at=T0)
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"sessions", "events", "settings"} <= tables
+
+
+def test_a_log_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(UsageLogError, match="newer"):
+        UsageLog(path)
+
+
+def test_reopening_keeps_sessions_events_and_settings(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+        usage.close_session("s", EndReason.STOPPED, at=T0 + 10)
+        usage.set_setting("chart_group", "quality")
+        usage.save_pricing(Pricing(PRESETS["liveavatar_lite"], price_per_credit=0.1, monthly_budget_credits=500))
+    with UsageLog(path) as usage:
+        assert usage.get_session("s").ended_at == T0 + 10
+        assert len(usage.events("s")) == 2
+        assert usage.get_setting("chart_group") == "quality"
+        assert usage.get_setting("missing", "fallback") == "fallback"
+        pricing = usage.load_pricing(Pricing())
+        assert (pricing.model.key, pricing.price_per_credit, pricing.monthly_budget_credits) == (
+            "liveavatar_lite",
+            0.1,
+            500.0,
+        )
+
+
+def test_pricing_defaults_apply_until_saved(log: UsageLog) -> None:
+    default = Pricing(PRESETS["heygen_older"], price_per_credit=2.0, monthly_budget_credits=10)
+    assert log.load_pricing(default) == default
+    log.set_setting("credit_preset", "no_such_preset")
+    assert log.load_pricing(default).model.key == "heygen_older"
+
+
+def test_closed_log_says_so(tmp_path: Path) -> None:
+    usage = UsageLog(tmp_path / "usage.db")
+    usage.close()
+    with pytest.raises(UsageLogError, match="closed"):
+        usage.open_session("s", "heygen")
