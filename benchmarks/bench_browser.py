@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from playwright.sync_api import Browser, Frame, Page
 
+from benchmarks.checks import finish
 from lib.engine.avatars import get_kit
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.heygen.client import StreamingClient
@@ -431,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     if reason := chromium_missing():
         print(json.dumps({"benchmark": "browser", "skipped": reason}))
         return 0
-    print(json.dumps(run(args), indent=2))
-    return 0
+    result = run(args)
+    code = finish(result)
+    print(json.dumps(result, indent=2))
+    return code
 
 
 if __name__ == "__main__":

@@ -37,11 +37,12 @@ from benchmarks.bench_engine import (
     figure,
     log,
     machine_info,
-    measure_idle_engine,
     missed_goals,
     open_session,
+    settled_idle_engine,
     start_bench_engine,
 )
+from benchmarks.checks import finish
 from lib.engine import avatars, tts
 from lib.engine.avatars import MAX_SWAY
 from lib.engine.config import QUALITIES
@@ -375,7 +376,7 @@ def _values(items: list[Any], name: str) -> list[float]:
 
 
 async def measure(engine: EngineProcess, client: StreamingClient, args: argparse.Namespace) -> dict[str, Any]:
-    idle_engine = (await measure_idle_engine(engine, 2.0))["engine_pct"]
+    idle_engine = await settled_idle_engine(engine)
     live = await open_session(client, QUALITY, mouth_box=mouth_box(), packets=True)
     try:
         await asyncio.sleep(1.5)  # past DTLS and the first RTCP sender reports
@@ -545,8 +546,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.tasks, args.interrupts, args.barge_ins, args.cpu_window, args.tts_runs = 3, 2, 1, 2.0, 1
     result = asyncio.run(run(args))
+    code = finish(result)
     print(json.dumps(result, indent=2))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

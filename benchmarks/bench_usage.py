@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.checks import finish
 from lib.usage import (
     PRESETS,
     Pricing,
@@ -209,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
             "generate_s": generate_s,
         },
     }
+    code = finish(output)
     print(json.dumps(output, indent=2))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

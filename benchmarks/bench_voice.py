@@ -32,6 +32,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_browser import figure, log
+from benchmarks.checks import finish
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.engine.tts import VoiceBank
 from lib.heygen.client import StreamingClient
@@ -259,8 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     if reason := chromium_missing():
         print(json.dumps({"benchmark": "voice", "skipped": reason}))
         return 0
-    print(json.dumps(run(args), indent=2))
-    return 0
+    result = run(args)
+    code = finish(result)
+    print(json.dumps(result, indent=2))
+    return code
 
 
 if __name__ == "__main__":
