@@ -60,7 +60,8 @@ class LiveAvatarError(Exception):
         return f" (HTTP {self.status})" if self.status is not None else ""
 
     def _detail(self) -> str:
-        return f": {self.detail}" if self.detail else ""
+        # The server's sentence sits inside ours: its closing full stop would double ours.
+        return f": {self.detail.rstrip('. ')}" if self.detail else ""
 
     def _default_message(self) -> str:
         return f"{self.provider} returned an error{self._ref()}{self._detail()}."
@@ -140,7 +141,7 @@ class SessionAlreadyStopped(SessionNotFound):
     """
 
     def _default_message(self) -> str:
-        return f"{self.what} has already ended on {self.provider}{self._detail()}."
+        return f"{self.what} has already ended on {self.provider}; nothing to stop."
 
 
 class ProviderUnavailable(LiveAvatarError):
