@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=300,
         help="LiveAvatar twin: seconds without keep-alive or speech before a session ends (default %(default)s)",
     )
+    parser.add_argument("--liveavatar-minute-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     parser.add_argument("--history-db", type=Path, default=settings.data_dir / "engine-history.db")
     parser.add_argument("--no-voices", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         liveavatar_credits=args.liveavatar_credits,
         liveavatar_concurrency=args.liveavatar_concurrency,
         liveavatar_idle_timeout=args.liveavatar_idle_timeout,
+        liveavatar_minute_seconds=args.liveavatar_minute_seconds,
     )
     from lib.engine.server import create_app
 

@@ -32,6 +32,7 @@ class EngineConfig:
     liveavatar_credits: float = 1000.0
     liveavatar_concurrency: int = 0
     liveavatar_idle_timeout: int = 300
+    liveavatar_minute_seconds: float = 60.0  # length of a billed minute: only tests shorten it
 
     @property
     def base_url(self) -> str:

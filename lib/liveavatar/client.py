@@ -126,7 +126,8 @@ class LiveAvatarClient:
         return f"{url}#key-{digest[:12]}"
 
     def __repr__(self) -> str:
-        return f"LiveAvatarClient({self.base_url!r}, api_key={'set' if self._api_key else 'none'})"
+        url = self.endpoint.split("#", 1)[0]  # never user:password from the URL
+        return f"LiveAvatarClient({url!r}, api_key={'set' if self._api_key else 'none'})"
 
     def __enter__(self) -> LiveAvatarClient:
         return self
@@ -429,7 +430,7 @@ class LiveAvatarClient:
         except ValueError:
             if ok:
                 raise UnexpectedResponse(None, status, detail="a non-JSON answer", host=self.host) from None
-            raise self._error(status, {}, response, auth, session_id, what, stopping) from None
+            raise self._error(status, None, response, auth, session_id, what, stopping) from None
         if ok:
             if not isinstance(body, dict) or "code" not in body:
                 raise UnexpectedResponse(
@@ -450,8 +451,9 @@ class LiveAvatarClient:
         stopping: bool,
     ) -> LiveAvatarError:
         text, field = _error_text(body)
-        if not text and not isinstance(body, dict | list):
-            text = response.text
+        if body is None:  # not JSON: a proxy's page or plain text
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            text = f"a non-JSON answer ({kind})" if "html" in kind else response.text
         detail = self._scrub(text)
         host = self.host
         lowered = detail.lower()
