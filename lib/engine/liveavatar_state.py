@@ -12,10 +12,10 @@ What it keeps, and where:
 * **Credits.** The balance is ``--liveavatar-credits`` (the grant) minus every credit consumed by the
   sessions in this DB, ended or running: raising the flag is a top-up; a fresh DB is a fresh account.
   Sessions are charged from ``/start`` continuously by elapsed time (``rate × seconds / 60``, fractional,
-  no minimum), FULL 2 and LITE 1 credits a minute, sandbox 0 (tests may shorten the billing minute with the
-  hidden ``--liveavatar-minute-seconds``; it changes no rule, only how fast credits burn). A start the balance cannot cover for one
+  no minimum), FULL 2 and LITE 1 credits a minute, sandbox 0. A start the balance cannot cover for one
   minute is refused ("insufficient credits"); when the balance reaches zero, every running non-sandbox
-  session is ended with ``NO_CREDITS`` (checked every second).
+  session is ended with ``NO_CREDITS`` (checked every second). Tests may shorten the billing minute with
+  the hidden ``--liveavatar-minute-seconds``: it changes no rule, only how fast credits burn.
 * **Limits.** ``--liveavatar-concurrency`` running sessions at most (0 = unlimited; the engine's capacity
   budget still applies); one sandbox session at a time; sandbox sessions run only avatar Wayne and end
   after at most 60 s with ``MAX_DURATION_REACHED``; a session idle for ``--liveavatar-idle-timeout``
