@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lib import ops
+from lib.accounts import StreamingAccount
+from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError, ProviderUnavailable, SessionNotFound, SessionStateError, Unauthorized
 from lib.heygen.models import ActiveSession
 from lib.usage.credits import PRESETS, Pricing
@@ -16,6 +18,7 @@ from lib.usage.store import EndReason, UsageLog
 
 PRICING = Pricing(PRESETS["heygen_current"], price_per_credit=1.5, monthly_budget_credits=100)
 NOW = datetime(2024, 3, 3, 12, 0, tzinfo=UTC).timestamp()
+LOCAL, HEYGEN = CAPABILITIES[ProviderKind.LOCAL], CAPABILITIES[ProviderKind.HEYGEN]
 
 
 class FakeClient:
@@ -46,6 +49,11 @@ class FakeClient:
         self.stopped.append(session_id)
 
 
+def account(client: FakeClient) -> StreamingAccount:
+    """The Sessions page's view of a HeyGen-shaped provider, over the fake client."""
+    return StreamingAccount(client)  # type: ignore[arg-type]
+
+
 def active(sid: str, age_s: float, **extra: object) -> ActiveSession:
     return ActiveSession(sid, "connected", datetime.fromtimestamp(NOW - age_s, UTC), **extra)  # type: ignore[arg-type]
 
@@ -64,7 +72,7 @@ def test_snapshot_merges_log_flags_orphans_and_closes_lost_at_last_heartbeat(log
     log.open_session("heygen-open", "heygen", "cleo", None, "low", None, created_at=NOW - 900)
     client = FakeClient([active("mine", 600), active("stranger", 90, avatar_id="zed", quality="low")])
 
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     assert snap.ok
     by_id = {s.session_id: s for s in snap.sessions}
@@ -92,7 +100,7 @@ def test_snapshot_merges_log_flags_orphans_and_closes_lost_at_last_heartbeat(log
 def test_provider_error_is_a_message_and_leaves_the_log_alone(log: UsageLog) -> None:
     log.open_session("mine", "local", created_at=NOW - 60)
     error = ProviderUnavailable(None, "", provider_label="Local engine", host="127.0.0.1:1")
-    snap = ops.take_snapshot(FakeClient([], list_error=error), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([], list_error=error)), log, LOCAL, PRICING, now=NOW)
 
     assert not snap.ok and snap.sessions == [] and snap.lost == []
     assert "unreachable" in (snap.error or "")
@@ -102,7 +110,7 @@ def test_provider_error_is_a_message_and_leaves_the_log_alone(log: UsageLog) -> 
 def test_closed_in_log_but_still_running_is_shown_with_a_note(log: UsageLog) -> None:
     log.open_session("sticky", "local", "anna", created_at=NOW - 300)
     log.close_session("sticky", EndReason.STOPPED, at=NOW - 200)
-    snap = ops.take_snapshot(FakeClient([active("sticky", 300)]), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([active("sticky", 300)])), log, LOCAL, PRICING, now=NOW)
 
     (row,) = snap.sessions
     assert row.closed_in_log and row.origin == "dashboard"
@@ -120,9 +128,9 @@ def test_force_stop_reports_each_outcome_and_logs_it(log: UsageLog) -> None:
             "broken": Unauthorized(400112, "Unauthorized", 401, provider_label="HeyGen"),
         },
     )
-    snap = ops.take_snapshot(client, log, "heygen", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
 
-    results = ops.force_stop(client, log, "heygen", snap.sessions, now=NOW + 5)  # type: ignore[arg-type]
+    results = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW + 5)
 
     outcome = {r.session_id: r for r in results}
     assert {k: r.outcome for k, r in outcome.items()} == {
@@ -154,8 +162,8 @@ def test_stopping_a_session_that_is_already_closing_counts_as_gone(log: UsageLog
         [active("s", 60)],
         stop_errors={"s": SessionStateError(10005, "state wrong: closed", state="closed", provider_label="HeyGen")},
     )
-    snap = ops.take_snapshot(client, log, "heygen", PRICING, now=NOW)  # type: ignore[arg-type]
-    (result,) = ops.force_stop(client, log, "heygen", snap.sessions, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
+    (result,) = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW)
     assert result.outcome == "already_gone" and result.label == "already gone"
     assert log.get_session("s") is None  # an orphan that was not stopped by us is not invented in the log
 
@@ -168,7 +176,7 @@ def test_idle_shortcut_picks_only_sessions_idle_longer_than_n_minutes(log: Usage
             active("heygen-like", 900),
         ]
     )
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     idle, unknown = ops.idle_sessions(snap.sessions, 5)
 
@@ -182,22 +190,24 @@ def test_idle_shortcut_picks_only_sessions_idle_longer_than_n_minutes(log: Usage
 
 def test_capacity_local_units_and_heygen_limit(log: UsageLog) -> None:
     client = FakeClient([active("a", 10, quality="low"), active("b", 10, quality="high")])
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
-    local = ops.capacity("local", snap.sessions, engine_budget=6, heygen_limit=None)
+    local = ops.capacity(LOCAL, snap.sessions, budget=6, entered_limit=None)
     assert (local.used, local.limit, local.unit) == (5, 6, "units")
-    unknown = ops.capacity("heygen", snap.sessions, engine_budget=6, heygen_limit=None)
+    heygen = HEYGEN
+    unknown = ops.capacity(heygen, snap.sessions, budget=6, entered_limit=None)
     assert unknown.limit is None and "does not report" in unknown.note
-    known = ops.capacity("heygen", snap.sessions, engine_budget=6, heygen_limit=3)
+    known = ops.capacity(heygen, snap.sessions, budget=6, entered_limit=3)
     assert (known.used, known.limit) == (2, 3)
 
 
 def test_credits_per_minute_counts_running_sessions(log: UsageLog) -> None:
     client = FakeClient([active("a", 10, speaking=True), active("b", 10, speaking=False)])
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
-    assert ops.credits_per_minute(snap.sessions, PRICING) == pytest.approx(0.4)
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
+    assert ops.credits_per_minute(snap.sessions) == pytest.approx(0.4)
     speaking = Pricing(PRESETS["heygen_oldest"])
-    assert ops.credits_per_minute(snap.sessions, speaking) == pytest.approx(1.0)
+    snap = ops.take_snapshot(account(client), log, LOCAL, speaking, now=NOW)
+    assert ops.credits_per_minute(snap.sessions) == pytest.approx(1.0)
 
 
 def test_stopped_today_counts_from_local_midnight(log: UsageLog) -> None:
@@ -218,5 +228,5 @@ def test_stopped_today_counts_from_local_midnight(log: UsageLog) -> None:
 def test_lost_sessions_are_described_with_their_end_time(log: UsageLog) -> None:
     log.open_session("ghost", "local", "bob", created_at=NOW - 100)
     log.heartbeat("ghost", at=NOW - 40)
-    snap = ops.take_snapshot(FakeClient([]), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([])), log, LOCAL, PRICING, now=NOW)
     assert ops.describe_lost(snap.lost, "UTC") == ["ghost (bob), closed at its last heartbeat 11:59:20"]
