@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -28,7 +28,7 @@ from lib.heygen.client import StreamingClient, endpoint_reachable
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import ActiveSession
 from lib.usage.credits import Pricing
-from lib.usage.store import EndReason, EventKind, SessionRow, UsageLog
+from lib.usage.store import EndReason, EventKind, Reconciliation, SessionRow, UsageLog
 
 Origin = Literal["dashboard", "elsewhere", "orphan"]
 StopOutcome = Literal["stopped", "already_gone", "failed"]
@@ -173,19 +173,50 @@ def _merge(active: ActiveSession, row: SessionRow | None, pricing: Pricing, now:
     )
 
 
+def provider_end_times(client: StreamingClient, rows: Sequence[SessionRow]) -> dict[str, float]:
+    """When the provider really stopped these sessions, from its history (empty when it cannot say)."""
+    wanted = {row.session_id for row in rows}
+    if not wanted:
+        return {}
+    since = datetime.fromtimestamp(min(row.created_at for row in rows) - 60, UTC)
+    found: dict[str, float] = {}
+    try:
+        for entry in client.list_history(date_from=since):
+            end = entry.end_time
+            if entry.session_id in wanted and end is not None:
+                found[entry.session_id] = end
+                if len(found) == len(wanted):
+                    break
+    except HeyGenError:
+        pass  # no history now: the last heartbeat stands
+    return found
+
+
+def reconcile(
+    client: StreamingClient, log: UsageLog, provider: str, active: Iterable[str], *, listed_at: float
+) -> Reconciliation:
+    """Reconcile the log with a listing that began at ``listed_at``, then give the sessions closed as lost
+    the end time the provider's history knows (a crashed dashboard's engine records it when it stops them)."""
+    result = log.reconcile(active, provider, client.endpoint, reachable=endpoint_reachable, listed_at=listed_at)
+    if result.lost and log.settle_end_times(provider_end_times(client, result.lost)):
+        settled = [log.get_session(row.session_id) or row for row in result.lost]
+        result = replace(result, lost=settled)
+    return result
+
+
 def take_snapshot(
     client: StreamingClient, log: UsageLog, provider: str, pricing: Pricing, *, now: float | None = None
 ) -> Snapshot:
     """List, reconcile, merge. A provider error comes back as ``Snapshot.error`` and leaves the log alone
     (closing every open session as lost because the provider was unreachable would be wrong)."""
+    # Taken before the request: a session logged after this moment may be missing from the answer.
+    listed_at = time.time() if now is None else now
     try:
         active = client.list()
     except HeyGenError as exc:
         return Snapshot(provider, time.time() if now is None else now, error=str(exc))
     at = time.time() if now is None else now
-    reconciliation = log.reconcile(
-        (s.session_id for s in active), provider, client.endpoint, reachable=endpoint_reachable
-    )
+    reconciliation = reconcile(client, log, provider, (s.session_id for s in active), listed_at=listed_at)
     for session_id in reconciliation.still_open:
         log.heartbeat(session_id, at=at)
     rows = {row.session_id: row for row in log.open_sessions(provider)}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from lib import gc_pauses
+from lib import gc_pauses, ops
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
-from lib.heygen.client import endpoint_reachable
 from lib.heygen.errors import HeyGenError
 from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
@@ -78,10 +79,12 @@ def settled_heap() -> int:
 @st.cache_resource(show_spinner=False)
 def startup_reconciliation() -> Reconciliation:
     """Once per server process: sessions a crashed dashboard left open in the log are checked against the
-    provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
+    provider; gone ones are closed at the end time the provider's history gives, else at their last heartbeat.
+    Raises (and is retried next run) on errors."""
     configured = configured_provider()
+    listed_at = time.time()  # before the request: sessions logged after it are not judged by this listing
     active = [s.session_id for s in configured.client.list()]
-    return usage_log().reconcile(active, configured.name, configured.client.endpoint, reachable=endpoint_reachable)
+    return ops.reconcile(configured.client, usage_log(), configured.name, active, listed_at=listed_at)
 
 
 @st.cache_resource(show_spinner="Loading offline speech recognition…")

@@ -29,7 +29,9 @@ class HistoryRow:
             api_key_type="local",
             duration=round(self.duration, 3),
             created_at=int(self.created_at),
-            ended_at=int(self.ended_at),
+            # To the millisecond (HeyGen sends whole seconds): a dashboard settling a session its crash
+            # left open takes this as the true end.
+            ended_at=round(self.ended_at, 3),
         )
         return row
 

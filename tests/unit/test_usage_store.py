@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,7 +116,8 @@ def test_sessions_left_open_by_a_crashed_process_are_reconciled(tmp_path: Path) 
         assert result.still_open == ["still-live"]
         assert usage.get_session("opened-elsewhere") is None  # orphans are reported, not inserted
         assert [s.session_id for s in usage.open_sessions()] == ["still-live"]
-        assert usage.events("crashed")[-1][1:] == (EventKind.CLOSED, {"reason": "lost"})
+        at, kind, details = usage.events("crashed")[-1]
+        assert (at, kind, details and details["reason"]) == (1_700_000_042.0, EventKind.CLOSED, "lost")
 
 
 def test_dropped_instance_without_close_is_reconciled_by_the_next(tmp_path: Path) -> None:
@@ -303,3 +305,58 @@ def test_closed_log_says_so(tmp_path: Path) -> None:
     usage.close()
     with pytest.raises(UsageLogError, match="closed"):
         usage.open_session("s", "heygen")
+
+
+def test_a_session_logged_after_the_listing_began_is_not_judged_by_it(log: UsageLog) -> None:
+    listed_at = T0 + 100
+    log.open_session("old", "local", created_at=T0)
+    log.open_session("new", "local", created_at=listed_at + 0.005)  # logged 5 ms after the request went out
+    result = log.reconcile([], "local", listed_at=listed_at)
+    assert [r.session_id for r in result.lost] == ["old"]
+    assert result.too_new == ["new"]
+    assert log.get_session("new").is_open  # type: ignore[union-attr]
+    # The next listing, begun after it was logged, judges it.
+    assert [r.session_id for r in log.reconcile([], "local", listed_at=listed_at + 10).lost] == ["new"]
+
+
+def test_a_session_wrongly_closed_as_lost_is_reopened_and_takes_heartbeats_again(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    log.heartbeat("s", at=T0 + 5)
+    assert [r.session_id for r in log.reconcile([], "local", listed_at=T0 + 10).lost] == ["s"]
+    assert not log.heartbeat("s", at=T0 + 20)  # closed rows ignore heartbeats
+
+    result = log.reconcile(["s"], "local", listed_at=time.time() + 1)  # a listing begun after the decision
+
+    assert result.reopened == ["s"] and result.still_open == ["s"] and result.closed_but_active == []
+    row = log.get_session("s")
+    assert row is not None and row.is_open and row.end_reason is None
+    assert log.heartbeat("s", at=T0 + 30)
+    assert log.get_session("s").last_seen == T0 + 30  # type: ignore[union-attr]
+    assert EventKind.REOPENED in [kind for _, kind, _ in log.events("s")]
+
+
+def test_a_listing_older_than_the_lost_decision_does_not_reopen_the_session(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    stale_listing = time.time() - 1  # began before the close below was decided
+    log.reconcile([], "local", listed_at=T0 + 10)
+    result = log.reconcile(["s"], "local", listed_at=stale_listing)
+    assert result.reopened == [] and result.closed_but_active == ["s"]
+    assert not log.get_session("s").is_open  # type: ignore[union-attr]
+
+
+def test_a_stop_is_never_reopened_by_a_listing(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    log.close_session("s", EndReason.STOPPED, at=T0 + 5)
+    result = log.reconcile(["s"], "local", listed_at=time.time() + 1)
+    assert result.reopened == [] and result.closed_but_active == ["s"]
+
+
+def test_settle_end_times_moves_only_lost_sessions_to_the_provider_end(log: UsageLog) -> None:
+    log.open_session("lost", "local", created_at=T0)
+    log.open_session("stopped", "local", created_at=T0)
+    log.close_session("stopped", EndReason.STOPPED, at=T0 + 5)
+    log.reconcile([], "local", listed_at=T0 + 100)
+    assert log.settle_end_times({"lost": T0 + 42.5, "stopped": T0 + 99}) == 1
+    assert log.get_session("lost").ended_at == T0 + 42.5  # type: ignore[union-attr]
+    assert log.get_session("stopped").ended_at == T0 + 5  # type: ignore[union-attr]
+    assert log.events("lost")[-1][0] == T0 + 42.5
