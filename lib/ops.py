@@ -197,7 +197,17 @@ def reconcile(
 ) -> Reconciliation:
     """Reconcile the log with a listing that began at ``listed_at``, then give the sessions closed as lost
     the end time the provider's history knows (a crashed dashboard's engine records it when it stops them)."""
-    result = log.reconcile(active, provider, client.endpoint, reachable=endpoint_reachable, listed_at=listed_at)
+    ours = client.endpoint.split("#", 1)[0]
+
+    def reachable(endpoint: str) -> bool:
+        # A local engine has one key: a session logged at our engine's URL under another key was on an engine
+        # that is gone (a crashed app's engine on a fixed ENGINE_PORT); ours answering there proves nothing.
+        # HeyGen serves every account at one URL: endpoint_reachable keeps those.
+        if provider == "local" and endpoint.split("#", 1)[0] == ours:
+            return False
+        return endpoint_reachable(endpoint)
+
+    result = log.reconcile(active, provider, client.endpoint, reachable=reachable, listed_at=listed_at)
     if result.lost and log.settle_end_times(provider_end_times(client, result.lost)):
         settled = [log.get_session(row.session_id) or row for row in result.lost]
         result = replace(result, lost=settled)

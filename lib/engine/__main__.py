@@ -7,9 +7,12 @@ import logging
 import os
 import secrets
 import sys
+import threading
+import time
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from lib.engine.config import EngineConfig
 from lib.engine.responder import LlmConfig
@@ -49,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--history-db", type=Path, default=settings.data_dir / "engine-history.db")
     parser.add_argument("--no-voices", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parent-fd",
+        type=int,
+        default=None,
+        help="read end of a pipe held by the app that started this engine: end-of-file stops the engine",
+    )
     return parser.parse_args(argv)
 
 
@@ -76,11 +85,35 @@ def main(argv: list[str] | None = None) -> None:
         load_voices=not args.no_voices,
     )
     from lib.engine.server import create_app
+    from lib.engine.sessions import SHUTDOWN_APP_EXITED
 
+    app = create_app(config, llm)
     # uvicorn handles SIGINT/SIGTERM; the app's lifespan then closes every session.
-    uvicorn.run(
-        create_app(config, llm), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
     )
+    if args.parent_fd is not None:
+        watch = (args.parent_fd, server, app, SHUTDOWN_APP_EXITED)
+        threading.Thread(target=_watch_parent, args=watch, name="parent-watch", daemon=True).start()
+    server.run()
+
+
+PARENT_EXIT_GRACE_S = 20.0
+"""After the app died: time for a graceful stop (sessions closed, history written) before a hard exit."""
+
+
+def _watch_parent(fd: int, server: uvicorn.Server, app: FastAPI, reason: str) -> None:
+    """Block on the app's lifeline; end-of-file means the app is gone (however it died): stop the engine."""
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:
+        pass
+    logging.getLogger("lib.engine").warning("the app that started this engine has exited: stopping")
+    app.state.shutdown_reason = reason
+    server.should_exit = True
+    time.sleep(PARENT_EXIT_GRACE_S)
+    os._exit(1)  # the graceful stop hung: nobody is left to stop this engine otherwise
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from lib.engine.api import IceBody, NewSessionBody, SessionBody, StartBody, Task
 from lib.engine.config import QUALITIES, EngineConfig
 from lib.engine.history import SessionHistory
 from lib.engine.responder import LlmConfig
-from lib.engine.sessions import EngineSession, SessionManager, SessionOptions
+from lib.engine.sessions import SHUTDOWN_ENGINE, EngineSession, SessionManager, SessionOptions
 from lib.engine.speaker import predict_duration_ms
 from lib.engine.tts import UnknownVoice, VoiceBank
 
@@ -44,7 +44,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
     state: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         voices = await loop.run_in_executor(None, lambda: VoiceBank(load_piper=config.load_voices))
@@ -63,7 +63,8 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         gc_pauses.settle()  # models and avatar kits are loaded: keep them out of every later collection
         log.info("engine ready in %.1f s", time.perf_counter() - started)
         yield
-        await state["manager"].shutdown()
+        # The parent watch (lib.engine.__main__) says when the app that started the engine died.
+        await state["manager"].shutdown(getattr(app.state, "shutdown_reason", SHUTDOWN_ENGINE))
         history.close()
 
     app = FastAPI(

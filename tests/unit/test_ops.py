@@ -256,3 +256,17 @@ def test_a_session_logged_while_the_listing_was_under_way_is_not_closed(log: Usa
 
     assert snap.lost == []
     assert log.get_session("just-started").is_open  # type: ignore[union-attr]
+
+
+def test_a_session_of_a_dead_engine_on_the_same_port_is_closed_even_though_ours_answers_there(
+    log: UsageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient([])
+    same_port_other_key = client.endpoint.split("#")[0] + "#key-ffffffffffff"
+    log.open_session("predecessor", "local", created_at=NOW - 300, endpoint=same_port_other_key)
+    log.heartbeat("predecessor", at=NOW - 200)
+    monkeypatch.setattr(ops, "endpoint_reachable", lambda endpoint: True)  # our engine answers /healthz there
+
+    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+
+    assert [r.session_id for r in snap.lost] == ["predecessor"] and snap.elsewhere == []
