@@ -7,6 +7,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lib.private_files import private_file
+
 
 @dataclass(frozen=True)
 class HistoryRow:
@@ -38,7 +40,7 @@ class HistoryRow:
 
 class SessionHistory:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # which sessions ran, when: owner only
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

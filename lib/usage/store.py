@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lib.private_files import private_file
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -182,7 +183,7 @@ class UsageLog:
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
         self._busy_timeout_s = busy_timeout_s
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()

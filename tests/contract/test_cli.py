@@ -317,6 +317,14 @@ def test_usage_export_writes_the_filtered_sessions(cli, seeded: UsageLog, tmp_pa
     assert len(list(csv.DictReader(io.StringIO(out)))) == 4
 
 
+def test_usage_export_neutralises_spreadsheet_formulas_from_imported_history(cli, log: UsageLog) -> None:
+    log.import_history([{"session_id": "imported", "created_at": ts(1, 10), "duration": 60, "avatar_id": "=1+1"}])
+    code, out, _ = cli("usage", "export")
+    assert code == ExitCode.OK
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["avatar_id"] == "'=1+1"
+
+
 def test_bad_arguments_are_usage_errors(cli) -> None:
     assert cli("usage", "totals", "--from", "March")[0] == ExitCode.USAGE
     code, _, err = cli("usage", "totals", "--from", "2024-03-05", "--to", "2024-03-01")

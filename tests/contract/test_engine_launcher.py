@@ -87,6 +87,7 @@ def test_the_engine_stops_its_sessions_and_exits_when_its_starter_is_killed(tmp_
     ended_at, reason = row
     assert reason == "app_exited"
     assert killed_at <= ended_at <= killed_at + 5
+    assert oct(history.stat().st_mode & 0o777) == "0o600"  # which sessions ran, when: owner only
 
 
 def test_a_clean_stop_removes_the_engine_log(tmp_path: Path) -> None:

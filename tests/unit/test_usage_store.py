@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import sqlite3
 import subprocess
 import sys
@@ -360,3 +361,26 @@ def test_settle_end_times_moves_only_lost_sessions_to_the_provider_end(log: Usag
     assert log.get_session("lost").ended_at == T0 + 42.5  # type: ignore[union-attr]
     assert log.get_session("stopped").ended_at == T0 + 5  # type: ignore[union-attr]
     assert log.events("lost")[-1][0] == T0 + 42.5
+
+
+def test_the_log_and_the_folders_it_creates_are_private_to_their_user(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    path = shared / "avatar-ops" / "data" / "usage.db"
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+        files = [path, path.with_name("usage.db-wal"), path.with_name("usage.db-shm")]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(path.parent.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"  # not ours to change
+
+
+def test_an_existing_log_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
