@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from lib.accounts import AccountError
+from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.log_limits import limit_logger
 from ui import live, resources
@@ -36,7 +38,7 @@ with st.sidebar:
         st.warning(health.message)
     try:
         recovered = resources.startup_reconciliation()
-    except HeyGenError:
+    except (HeyGenError, AccountError):
         recovered = None  # type: ignore[assignment]  # the provider is down: the health line says so; try again next run
     if recovered and recovered.lost and not st.session_state.get("recovery_shown"):
         st.session_state["recovery_shown"] = True
@@ -45,18 +47,31 @@ with st.sidebar:
             "lists them). See Usage.",
             icon=":material/history:",
         )
+    configured = CAPABILITIES[ProviderKind(settings.provider)]
     if provider.name != settings.provider:
         st.caption("Using the local engine as a fallback for this tab.")
-        if st.button("Back to HeyGen", icon=":material/cloud:"):
+        if st.button(f"Back to {configured.name}", icon=":material/cloud:"):
             live.live_chat().release("fallback_ended")
             resources.use_local_fallback(False)
             st.rerun()
-    st.caption("HeyGen key: " + ("configured" if settings.has_heygen_key else "not configured"))
-    with st.expander("Use HeyGen"):
+    if configured.shut_down:
+        st.warning(
+            f"{configured.label}: this API no longer exists. Switch to LiveAvatar (set LIVEAVATAR_API_KEY; "
+            "see the README's *Use LiveAvatar* section).",
+            icon=":material/cloud_off:",
+        )
+    st.caption("LiveAvatar key: " + ("configured" if settings.has_liveavatar_key else "not configured"))
+    if settings.has_heygen_key and not settings.has_liveavatar_key:
+        st.caption(
+            "A HeyGen key is configured, but HeyGen's Streaming API shut down on 2026-03-31 and its keys do not "
+            "work on LiveAvatar."
+        )
+    with st.expander("Use LiveAvatar"):
         st.markdown(
-            'Set `HEYGEN_API_KEY` in the environment, or put `HEYGEN_API_KEY = "..."` in '
-            "`.streamlit/secrets.toml`, then restart the app. Without a key the built-in local "
-            "engine is used. See the README's *Use HeyGen* section."
+            "Create an API key at **app.liveavatar.com/developers** (HeyGen keys do not work), set "
+            '`LIVEAVATAR_API_KEY` in the environment or put `LIVEAVATAR_API_KEY = "..."` in '
+            "`.streamlit/secrets.toml`, then restart the app. Without a key the built-in local engine is used. "
+            "See the README's *Use LiveAvatar* section."
         )
 
 if pages.title != "Live chat":

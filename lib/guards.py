@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from lib.capabilities import capabilities_of
 from lib.usage.credits import Pricing
 from lib.usage.queries import UsageFilter, kpis
 from lib.usage.store import UsageLog
@@ -35,16 +36,16 @@ class BudgetStatus:
         used = f"{self.used_credits:.1f} of {self.budget_credits:.0f} credits ({self.fraction:.0%})"
         if self.level is BudgetLevel.OVER:
             return (
-                f"This month's estimated usage has reached the budget: {used}, about "
+                f"This month's usage has reached the budget: {used}, about "
                 f"${pricing.cost(self.used_credits):.2f}. New sessions are refused; raise the budget on the "
                 "Usage page, or override once for this session (the override is logged)."
             )
-        return f"This month's estimated usage is at {used} of the budget."
+        return f"This month's usage is at {used} of the budget."
 
 
 def month_status(log: UsageLog, pricing: Pricing, *, now: float | None = None) -> BudgetStatus:
-    """Real (HeyGen-billed) estimated credits this calendar month (UTC) against the monthly budget.
-    Local-engine sessions cost nothing and are not counted."""
+    """Credits this calendar month (UTC) against the monthly budget: billed figures where the provider
+    reported them (imported LiveAvatar history), else estimates. Local-engine sessions cost nothing."""
     now = time.time() if now is None else now
     today = datetime.fromtimestamp(now, UTC).date()
     report = kpis(log, UsageFilter.month(today.year, today.month), pricing, now=now)
@@ -68,8 +69,8 @@ class Admission:
 
 
 def admit_session(status: BudgetStatus, pricing: Pricing, provider: str, *, override: bool = False) -> Admission:
-    """May a new session start? Only billed (HeyGen) sessions are held to the budget."""
-    if status.level is not BudgetLevel.OVER or provider != "heygen":
+    """May a new session start? Only providers that bill credits are held to the budget."""
+    if status.level is not BudgetLevel.OVER or not capabilities_of(provider).bills_credits:
         return Admission(True)
     if not override:
         return Admission(False, status.message(pricing))

@@ -9,6 +9,10 @@
   added to the log with ``started_by_dashboard = False`` and its provider creation time, then closed the
   same way, so the minutes it ran are counted on the Usage page.
 
+The provider is a :class:`~lib.accounts.ProviderAccount` with its :class:`~lib.capabilities.Capabilities`:
+the same code serves the local engine, LiveAvatar and legacy HeyGen. Where the provider reports what a session
+was billed so far (LiveAvatar ``credits_consumed``), that figure is shown instead of the estimate.
+
 Nothing here imports streamlit.
 """
 
@@ -23,20 +27,16 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from lib.engine.config import QUALITY_UNITS
-from lib.heygen.client import StreamingClient, endpoint_reachable
-from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
-from lib.heygen.models import ActiveSession
+from lib.accounts import AccountError, AccountSession, ProviderAccount, StopOutcome, StopResult
+from lib.capabilities import Capabilities, Concurrency
 from lib.usage.credits import Pricing
 from lib.usage.store import EndReason, EventKind, Reconciliation, SessionRow, UsageLog
 
 Origin = Literal["dashboard", "elsewhere", "orphan"]
-StopOutcome = Literal["stopped", "already_gone", "failed"]
 
 FORCE_STOP_EVENT = EventKind.FORCE_STOP
-_GONE_STATES = ("closing", "closed")
 ORIGIN_LABELS: dict[str, str] = {"dashboard": "Dashboard", "elsewhere": "Elsewhere", "orphan": "Orphan ⚠"}
-OUTCOME_LABELS: dict[str, str] = {"stopped": "stopped", "already_gone": "already gone", "failed": "failed"}
+__all__ = ["StopOutcome", "StopResult"]  # re-exported: pages and the command line read results from here
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,14 @@ class LiveSession:
     credits: float
     cost: float
     video_encoding: str | None = None
+    mode: str | None = None
+    source: str | None = None
+    is_sandbox: bool | None = None
+    billed: bool = False
+    """``credits`` is what the provider reports billed so far (else our estimate)."""
+    credits_per_minute: float = 0.0
+    """What this session adds per minute now: the provider's rate for its mode, else the pricing preset's."""
+    duration_s: float | None = None
 
     @property
     def is_orphan(self) -> bool:
@@ -121,17 +129,6 @@ class Snapshot:
 
 
 @dataclass(frozen=True)
-class StopResult:
-    session_id: str
-    outcome: StopOutcome
-    message: str
-
-    @property
-    def label(self) -> str:
-        return OUTCOME_LABELS[self.outcome]
-
-
-@dataclass(frozen=True)
 class StopCounts:
     force_stopped: int
     ended: int
@@ -141,13 +138,25 @@ def _unix(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
 
 
-def _merge(active: ActiveSession, row: SessionRow | None, pricing: Pricing, now: float) -> LiveSession:
+def _merge(
+    active: AccountSession, row: SessionRow | None, caps: Capabilities, pricing: Pricing, now: float
+) -> LiveSession:
     created = _unix(active.created_at)
     if created is None and row is not None:
         created = row.created_at
     age = None if created is None else max(0.0, now - created)
     speaking_s = row.speaking_s if row is not None else None
-    credits = pricing.credits_for(age or 0.0, speaking_s)
+    billed = active.credits_consumed is not None
+    if active.credits_consumed is not None:
+        credits = active.credits_consumed
+    else:
+        credits = pricing.credits_for(age or 0.0, speaking_s, active.mode, active.is_sandbox)
+    rate = caps.rate_for(active.mode, active.is_sandbox)
+    if rate is None:
+        model = pricing.model
+        rate = model.rate(active.mode, active.is_sandbox)
+        if model.basis == "speaking" and active.speaking is False:
+            rate = 0.0  # speaking basis: only a speaking avatar costs, when the provider says
     if row is None:
         origin: Origin = "orphan"
     else:
@@ -161,72 +170,77 @@ def _merge(active: ActiveSession, row: SessionRow | None, pricing: Pricing, now:
         voice_id=active.voice_id or (row.voice_id if row else None),
         quality=active.quality or (row.quality if row else None),
         resolution=active.resolution,
-        idle_s=active.idle_seconds,
-        idle_timeout_s=active.activity_idle_timeout,
-        duration_limit_s=active.session_duration_limit,
+        idle_s=active.idle_s,
+        idle_timeout_s=active.idle_timeout_s if active.idle_timeout_s is not None else caps.idle_timeout_s,
+        duration_limit_s=active.duration_limit_s,
         speaking=active.speaking,
         origin=origin,
         closed_in_log=row is not None and not row.is_open,
         credits=credits,
         cost=pricing.cost(credits),
         video_encoding=active.video_encoding or (row.video_encoding if row else None),
+        mode=active.mode,
+        source=active.source,
+        is_sandbox=active.is_sandbox,
+        billed=billed,
+        credits_per_minute=rate,
+        duration_s=active.duration_s,
     )
 
 
-def provider_end_times(client: StreamingClient, rows: Sequence[SessionRow]) -> dict[str, float]:
+def provider_end_times(account: ProviderAccount, rows: Sequence[SessionRow]) -> dict[str, float]:
     """When the provider really stopped these sessions, from its history (empty when it cannot say)."""
     wanted = {row.session_id for row in rows}
     if not wanted:
         return {}
     since = datetime.fromtimestamp(min(row.created_at for row in rows) - 60, UTC)
-    found: dict[str, float] = {}
+    until = datetime.fromtimestamp(time.time() + 60, UTC)
     try:
-        for entry in client.list_history(date_from=since):
-            end = entry.end_time
-            if entry.session_id in wanted and end is not None:
-                found[entry.session_id] = end
-                if len(found) == len(wanted):
-                    break
-    except HeyGenError:
-        pass  # no history now: the last heartbeat stands
+        past = account.history(since, until)
+    except AccountError:
+        return {}  # no history now: the last heartbeat stands
+    found: dict[str, float] = {}
+    for entry in past:
+        if entry.session_id not in wanted:
+            continue
+        if entry.ended_at is not None:
+            found[entry.session_id] = entry.ended_at.timestamp()
+        elif entry.duration_s is not None:
+            found[entry.session_id] = entry.created_at.timestamp() + entry.duration_s
     return found
 
 
 def reconcile(
-    client: StreamingClient, log: UsageLog, provider: str, active: Iterable[str], *, listed_at: float
+    account: ProviderAccount, log: UsageLog, provider: str, active: Iterable[str], *, listed_at: float
 ) -> Reconciliation:
     """Reconcile the log with a listing that began at ``listed_at``, then give the sessions closed as lost
     the end time the provider's history knows (a crashed dashboard's engine records it when it stops them)."""
-    ours = client.endpoint.split("#", 1)[0]
-
-    def reachable(endpoint: str) -> bool:
-        # A local engine has one key: a session logged at our engine's URL under another key was on an engine
-        # that is gone (a crashed app's engine on a fixed ENGINE_PORT); ours answering there proves nothing.
-        # HeyGen serves every account at one URL: endpoint_reachable keeps those.
-        if provider == "local" and endpoint.split("#", 1)[0] == ours:
-            return False
-        return endpoint_reachable(endpoint)
-
-    result = log.reconcile(active, provider, client.endpoint, reachable=reachable, listed_at=listed_at)
-    if result.lost and log.settle_end_times(provider_end_times(client, result.lost)):
+    result = log.reconcile(active, provider, account.endpoint, reachable=account.reachable, listed_at=listed_at)
+    if result.lost and log.settle_end_times(provider_end_times(account, result.lost)):
         settled = [log.get_session(row.session_id) or row for row in result.lost]
         result = replace(result, lost=settled)
     return result
 
 
 def take_snapshot(
-    client: StreamingClient, log: UsageLog, provider: str, pricing: Pricing, *, now: float | None = None
+    account: ProviderAccount,
+    log: UsageLog,
+    caps: Capabilities,
+    pricing: Pricing,
+    *,
+    now: float | None = None,
 ) -> Snapshot:
     """List, reconcile, merge. A provider error comes back as ``Snapshot.error`` and leaves the log alone
     (closing every open session as lost because the provider was unreachable would be wrong)."""
+    provider = str(caps.kind)
     # Taken before the request: a session logged after this moment may be missing from the answer.
     listed_at = time.time() if now is None else now
     try:
-        active = client.list()
-    except HeyGenError as exc:
+        active = account.active_sessions()
+    except AccountError as exc:
         return Snapshot(provider, time.time() if now is None else now, error=str(exc))
     at = time.time() if now is None else now
-    reconciliation = reconcile(client, log, provider, (s.session_id for s in active), listed_at=listed_at)
+    reconciliation = reconcile(account, log, provider, (s.session_id for s in active), listed_at=listed_at)
     for session_id in reconciliation.still_open:
         log.heartbeat(session_id, at=at)
     rows = {row.session_id: row for row in log.open_sessions(provider)}
@@ -234,27 +248,13 @@ def take_snapshot(
         row = log.get_session(session_id)
         if row is not None:
             rows[session_id] = row
-    merged = [_merge(s, rows.get(s.session_id), pricing, at) for s in active]
+    merged = [_merge(s, rows.get(s.session_id), caps, pricing, at) for s in active]
     merged.sort(key=lambda s: (s.created_at if s.created_at is not None else at, s.session_id))
     return Snapshot(provider, at, merged, list(reconciliation.lost), elsewhere=list(reconciliation.elsewhere))
 
 
-def _stop_one(client: StreamingClient, session_id: str) -> StopResult:
-    try:
-        client.stop(session_id)
-    except SessionNotFound:
-        return StopResult(session_id, "already_gone", "The provider no longer knows this session.")
-    except SessionStateError as exc:
-        if (exc.state or "") in _GONE_STATES:
-            return StopResult(session_id, "already_gone", f"It was already {exc.state}.")
-        return StopResult(session_id, "failed", str(exc))
-    except HeyGenError as exc:
-        return StopResult(session_id, "failed", str(exc))
-    return StopResult(session_id, "stopped", "Stopped.")
-
-
 def force_stop(
-    client: StreamingClient,
+    account: ProviderAccount,
     log: UsageLog,
     provider: str,
     targets: Sequence[LiveSession],
@@ -264,10 +264,10 @@ def force_stop(
     """Stop each session and log the outcome; never raises for a provider error (it is a result)."""
     results = []
     for target in targets:
-        result = _stop_one(client, target.session_id)
+        result = account.stop(target.session_id)
         at = time.time() if now is None else now
         row = log.get_session(target.session_id)
-        if row is None and result.outcome == "stopped":
+        if row is None and result.outcome is StopOutcome.STOPPED:
             log.open_session(
                 target.session_id,
                 provider,
@@ -277,16 +277,19 @@ def force_stop(
                 target.video_encoding,
                 started_by_dashboard=False,
                 created_at=target.created_at if target.created_at is not None else at,
-                endpoint=client.endpoint,
+                endpoint=account.endpoint,
             )
             row = log.get_session(target.session_id)
         if row is not None:
             log.record_event(
-                target.session_id, FORCE_STOP_EVENT, {"outcome": result.outcome, "message": result.message}, at=at
+                target.session_id,
+                FORCE_STOP_EVENT,
+                {"outcome": str(result.outcome), "message": result.message},
+                at=at,
             )
-            if result.outcome == "stopped":
+            if result.outcome is StopOutcome.STOPPED:
                 log.close_session(target.session_id, EndReason.FORCE_STOPPED, at=at)
-            elif result.outcome == "already_gone" and row.is_open:
+            elif result.outcome is StopOutcome.ALREADY_GONE and row.is_open:
                 # Same rule as reconciliation: it ended some time after it was last seen.
                 seen = row.last_seen if row.last_seen is not None else row.created_at
                 log.close_session(target.session_id, EndReason.LOST, at=seen)
@@ -305,34 +308,40 @@ def idle_sessions(sessions: Iterable[LiveSession], minutes: float) -> tuple[list
     return idle, unknown
 
 
-def credits_per_minute(sessions: Iterable[LiveSession], pricing: Pricing) -> float:
-    """What the sessions running now add per minute at the configured rate (speaking basis: only the
-    ones speaking, when the provider says)."""
-    model = pricing.model
-    count = sum(1 for s in sessions if model.basis != "speaking" or s.speaking is not False)
-    return count * model.credits_per_minute
+def older_sessions(sessions: Iterable[LiveSession], minutes: float) -> list[LiveSession]:
+    """Sessions running for longer than ``minutes`` (every provider reports when a session started)."""
+    return [s for s in sessions if s.age_s is not None and s.age_s > minutes * 60]
+
+
+def credits_per_minute(sessions: Iterable[LiveSession]) -> float:
+    """What the sessions running now add per minute (FULL 2, LITE 1, sandbox 0 on LiveAvatar; the pricing
+    preset's rate elsewhere, only for speaking avatars on a speaking basis)."""
+    return sum(s.credits_per_minute for s in sessions)
+
+
+def minutes_left(credits_left: float, rate: float) -> float | None:
+    """Minutes until the balance is used up at ``rate`` credits per minute (None: nothing is burning)."""
+    if rate <= 0:
+        return None
+    return max(0.0, credits_left) / rate
 
 
 def capacity(
-    provider: str, sessions: Sequence[LiveSession], *, engine_budget: int, heygen_limit: int | None
+    caps: Capabilities, sessions: Sequence[LiveSession], *, budget: int, entered_limit: int | None
 ) -> Capacity:
     """Local engine: capacity units (480p = 1, 720p = 2, 1080p = 4) against its budget.
-    HeyGen: sessions against a limit the user enters (HeyGen does not report it)."""
-    if provider == "local":
-        used = sum(QUALITY_UNITS.get(s.quality or "medium", 2) for s in sessions)
+    Providers that do not report their concurrency limit: sessions against a limit the user enters."""
+    if caps.concurrency is Concurrency.CAPACITY_UNITS:
+        used = sum(caps.units_for(s.quality) for s in sessions)
+        return Capacity(used, float(budget), "units", f"{len(sessions)} session(s); {caps.concurrency_hint}")
+    if entered_limit:
         return Capacity(
-            used, float(engine_budget), "units", f"{len(sessions)} session(s); 480p = 1 unit, 720p = 2, 1080p = 4."
+            len(sessions),
+            float(entered_limit),
+            "sessions",
+            f"Limit as entered below ({caps.label} does not report it).",
         )
-    if heygen_limit:
-        return Capacity(
-            len(sessions), float(heygen_limit), "sessions", "Limit as entered below (HeyGen does not report it)."
-        )
-    return Capacity(
-        len(sessions),
-        None,
-        "sessions",
-        "HeyGen does not report its concurrency limit (trial keys: 3). Enter yours below.",
-    )
+    return Capacity(len(sessions), None, "sessions", caps.concurrency_hint)
 
 
 def stopped_today(log: UsageLog, tz: str = "UTC", *, now: float | None = None) -> StopCounts:
@@ -353,6 +362,9 @@ TABLE_COLUMNS = (
     "session_id",
     "started_by",
     "status",
+    "mode",
+    "source",
+    "sandbox",
     "avatar",
     "voice",
     "quality",
@@ -362,6 +374,7 @@ TABLE_COLUMNS = (
     "idle_left_s",
     "duration_left_min",
     "credits",
+    "credits_per_min",
     "cost",
     "note",
 )
@@ -382,6 +395,9 @@ def sessions_frame(snapshot: Snapshot, tz: str = "UTC") -> pd.DataFrame:
                 "session_id": s.session_id,
                 "started_by": ORIGIN_LABELS[s.origin],
                 "status": s.status or "unknown",
+                "mode": s.mode,
+                "source": s.source,
+                "sandbox": s.is_sandbox,
                 "avatar": s.avatar_id,
                 "voice": s.voice_id,
                 "quality": s.quality,
@@ -391,13 +407,14 @@ def sessions_frame(snapshot: Snapshot, tz: str = "UTC") -> pd.DataFrame:
                 "idle_left_s": s.idle_left_s,
                 "duration_left_min": None if left is None else left / 60,
                 "credits": s.credits,
+                "credits_per_min": s.credits_per_minute,
                 "cost": s.cost,
                 "note": note,
             }
         )
     df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     df["started"] = pd.to_datetime(df["started"], unit="s", utc=True).dt.tz_convert(tz)
-    for column in ("age_min", "idle_s", "idle_left_s", "duration_left_min", "credits", "cost"):
+    for column in ("age_min", "idle_s", "idle_left_s", "duration_left_min", "credits", "credits_per_min", "cost"):
         df[column] = df[column].astype("float64")
     return df
 

@@ -1,29 +1,63 @@
-"""The provider the dashboard talks to: HeyGen, or the embedded local engine (started on demand)."""
+"""The provider the dashboard talks to: LiveAvatar, the embedded local engine (started on demand), or legacy HeyGen.
+
+One :class:`Provider` type for all three; what each can do is its :class:`~lib.capabilities.Capabilities`.
+Its ``account`` (:mod:`lib.accounts`) serves the Sessions page, the Usage import and the command line; its
+``client`` is the HeyGen-shaped streaming client Live chat uses (local engine and HeyGen only for now).
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+from lib.accounts import AccountError, LiveAvatarAccount, ProviderAccount, StreamingAccount
+from lib.capabilities import CAPABILITIES, Capabilities, ProviderKind
 from lib.engine.launcher import EngineProcess, EngineStartError, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
+from lib.liveavatar.client import LiveAvatarClient
 from lib.settings import Settings
+
+NO_LIVEAVATAR_KEY = (
+    "No LiveAvatar API key is configured. Create one at app.liveavatar.com/developers, then set "
+    "LIVEAVATAR_API_KEY or add LIVEAVATAR_API_KEY to .streamlit/secrets.toml."
+)
 
 
 @dataclass
 class Provider:
-    name: str  # "local" | "heygen": the value stored in the usage log
-    label: str
-    client: StreamingClient
+    capabilities: Capabilities
+    account: ProviderAccount
+    streaming: StreamingClient | None = field(default=None, repr=False)
     engine: EngineProcess | None = field(default=None, repr=False)
 
     @property
+    def name(self) -> str:
+        """The value stored in the usage log's ``provider`` column."""
+        return str(self.capabilities.kind)
+
+    @property
+    def label(self) -> str:
+        return self.capabilities.label
+
+    @property
     def base_url(self) -> str:
-        return self.client.base_url
+        return self.account.base_url
+
+    @property
+    def client(self) -> StreamingClient:
+        """The HeyGen-shaped streaming client Live chat drives."""
+        if self.streaming is None:
+            raise HeyGenError(
+                None,
+                "",
+                user_message=f"Live chat on {self.label} is not available yet: use the Sessions and Usage pages, "
+                "or set AVATAR_PROVIDER=local for the built-in avatar.",
+            )
+        return self.streaming
 
     def close(self) -> None:
-        self.client.close()
+        self.account.close()
         if self.engine is not None:
             self.engine.stop()
 
@@ -35,6 +69,10 @@ class Health:
     latency_ms: float | None = None
 
 
+def _streaming(kind: ProviderKind, client: StreamingClient, engine: EngineProcess | None = None) -> Provider:
+    return Provider(CAPABILITIES[kind], StreamingAccount(client), client, engine)
+
+
 def heygen_provider(settings: Settings) -> Provider:
     if not settings.heygen_api_key:
         raise HeyGenError(
@@ -43,15 +81,27 @@ def heygen_provider(settings: Settings) -> Provider:
             user_message="No HeyGen API key is configured. Set HEYGEN_API_KEY "
             "or add heygen_api_key to .streamlit/secrets.toml.",
         )
-    client = StreamingClient(settings.heygen_base_url, settings.heygen_api_key, provider_label="HeyGen")
-    return Provider("heygen", "HeyGen", client)
+    label = CAPABILITIES[ProviderKind.HEYGEN].label
+    return _streaming(
+        ProviderKind.HEYGEN, StreamingClient(settings.heygen_base_url, settings.heygen_api_key, provider_label=label)
+    )
+
+
+def liveavatar_provider(settings: Settings) -> Provider:
+    """A LiveAvatar account, or the local engine's twin of it when ``LIVEAVATAR_BASE_URL`` points there."""
+    if not settings.liveavatar_api_key:
+        raise AccountError(NO_LIVEAVATAR_KEY)
+    client = LiveAvatarClient(settings.liveavatar_base_url, settings.liveavatar_api_key)
+    return Provider(CAPABILITIES[ProviderKind.LIVEAVATAR], LiveAvatarAccount(client))
 
 
 def local_provider(settings: Settings) -> Provider:
     """Use ``ENGINE_URL`` when given (an engine someone else runs), else start our own child engine."""
+    label = CAPABILITIES[ProviderKind.LOCAL].label
     if settings.engine_url:
-        client = StreamingClient(settings.engine_url, settings.engine_api_key, provider_label="Local engine")
-        return Provider("local", "Local engine", client)
+        return _streaming(
+            ProviderKind.LOCAL, StreamingClient(settings.engine_url, settings.engine_api_key, provider_label=label)
+        )
     engine = start_engine(
         settings.engine_host,
         settings.engine_port,
@@ -65,12 +115,18 @@ def local_provider(settings: Settings) -> Provider:
             str(settings.data_dir / "engine-history.db"),
         ],
     )
-    client = StreamingClient(engine.url, engine.api_key, provider_label="Local engine")
-    return Provider("local", "Local engine", client, engine)
+    return _streaming(ProviderKind.LOCAL, StreamingClient(engine.url, engine.api_key, provider_label=label), engine)
+
+
+CONNECTORS = {
+    ProviderKind.LOCAL: local_provider,
+    ProviderKind.LIVEAVATAR: liveavatar_provider,
+    ProviderKind.HEYGEN: heygen_provider,
+}
 
 
 def connect(settings: Settings) -> Provider:
-    return heygen_provider(settings) if settings.provider == "heygen" else local_provider(settings)
+    return CONNECTORS[ProviderKind(settings.provider)](settings)
 
 
 def check_health(provider: Provider) -> Health:
@@ -83,7 +139,7 @@ def check_health(provider: Provider) -> Health:
             return Health(False, f"The local engine stopped and could not be restarted: {exc}")
     started = time.perf_counter()
     try:
-        provider.client.list()
-    except HeyGenError as exc:
+        provider.account.active_sessions()
+    except AccountError as exc:
         return Health(False, str(exc))
     return Health(True, "Connected", round((time.perf_counter() - started) * 1000, 1))

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Provider = Literal["local", "heygen"]
+Provider = Literal["local", "liveavatar", "heygen"]
+PROVIDERS: tuple[str, ...] = ("local", "liveavatar", "heygen")
 
 HEYGEN_BASE_URL = "https://api.heygen.com"
+LIVEAVATAR_BASE_URL = "https://api.liveavatar.com"
 DEFAULT_DATA_DIR = Path.home() / ".avatar-ops"
 
 
@@ -60,11 +62,24 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "provider",
         "AVATAR_PROVIDER",
-        "heygen if a key is set, else local",
-        "Which provider the dashboard talks to: `local` or `heygen`.",
+        "liveavatar if its key is set, else local",
+        "Which provider the dashboard talks to: `local`, `liveavatar` or `heygen` (shut down 2026-03-31; never "
+        "chosen by default).",
     ),
-    Setting("heygen_api_key", "HEYGEN_API_KEY", "(none)", "HeyGen API key. Never shown or logged."),
-    Setting("heygen_base_url", "HEYGEN_BASE_URL", HEYGEN_BASE_URL, "HeyGen API base URL."),
+    Setting(
+        "liveavatar_api_key",
+        "LIVEAVATAR_API_KEY",
+        "(none)",
+        "LiveAvatar API key (app.liveavatar.com/developers; HeyGen keys do not work). Never shown or logged.",
+    ),
+    Setting(
+        "liveavatar_base_url",
+        "LIVEAVATAR_BASE_URL",
+        LIVEAVATAR_BASE_URL,
+        "LiveAvatar API base URL (the local engine's URL for its offline twin).",
+    ),
+    Setting("heygen_api_key", "HEYGEN_API_KEY", "(none)", "HeyGen API key (legacy). Never shown or logged."),
+    Setting("heygen_base_url", "HEYGEN_BASE_URL", HEYGEN_BASE_URL, "HeyGen API base URL (legacy)."),
     Setting("engine_host", "ENGINE_HOST", "127.0.0.1", "Interface the embedded local engine binds to."),
     Setting("engine_port", "ENGINE_PORT", "0 (a free port)", "Port of the embedded local engine."),
     Setting(
@@ -83,10 +98,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "credit_preset",
         "CREDIT_PRESET",
-        "heygen_current",
-        "Credit model: heygen_current, heygen_older, heygen_oldest, liveavatar_full, liveavatar_lite.",
+        "liveavatar with LiveAvatar, else heygen_current",
+        "Credit model: liveavatar, liveavatar_full, liveavatar_lite, heygen_current, heygen_older, heygen_oldest.",
     ),
-    Setting("price_per_credit", "PRICE_PER_CREDIT", "0.99", "Money per credit (Pro plan: $99 / 100 credits)."),
+    Setting(
+        "price_per_credit",
+        "PRICE_PER_CREDIT",
+        "0.099 with LiveAvatar, else 0.99",
+        "Money per credit (LiveAvatar Pro: $99 / 1,000 credits; HeyGen Pro: $99 / 100).",
+    ),
     Setting("monthly_budget_credits", "MONTHLY_BUDGET_CREDITS", "100", "Monthly credit budget."),
     Setting("idle_timeout", "IDLE_TIMEOUT", "120", "activity_idle_timeout for new sessions, 30–3600 s."),
     Setting(
@@ -115,6 +135,8 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Settings:
     provider: Provider = "local"
+    liveavatar_api_key: Secret | None = field(default=None, repr=False)
+    liveavatar_base_url: str = LIVEAVATAR_BASE_URL
     heygen_api_key: Secret | None = field(default=None, repr=False)
     heygen_base_url: str = HEYGEN_BASE_URL
     engine_host: str = "127.0.0.1"
@@ -140,8 +162,8 @@ class Settings:
         return bool(self.heygen_api_key)
 
     @property
-    def provider_label(self) -> str:
-        return "HeyGen" if self.provider == "heygen" else "Local engine"
+    def has_liveavatar_key(self) -> bool:
+        return bool(self.liveavatar_api_key)
 
 
 class SettingsError(ValueError):
@@ -180,9 +202,13 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
 
     key = get("heygen_api_key")
     heygen_key = Secret(key) if key else None
-    provider = (get("provider") or ("heygen" if heygen_key else "local")).lower()
-    if provider not in ("local", "heygen"):
-        raise SettingsError(f"AVATAR_PROVIDER must be 'local' or 'heygen', got {provider!r}.")
+    key = get("liveavatar_api_key")
+    liveavatar_key = Secret(key) if key else None
+    # HeyGen's API is gone: its key alone no longer selects it (the sidebar points to LiveAvatar instead).
+    provider = (get("provider") or ("liveavatar" if liveavatar_key else "local")).lower()
+    if provider not in PROVIDERS:
+        raise SettingsError(f"AVATAR_PROVIDER must be one of {', '.join(PROVIDERS)}; got {provider!r}.")
+    on_liveavatar = provider == "liveavatar"
 
     data_dir = Path(get("data_dir") or DEFAULT_DATA_DIR).expanduser()
     db = get("database_path")
@@ -194,6 +220,8 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
 
     return Settings(
         provider=provider,  # type: ignore[arg-type]
+        liveavatar_api_key=liveavatar_key,
+        liveavatar_base_url=(get("liveavatar_base_url") or LIVEAVATAR_BASE_URL).rstrip("/"),
         heygen_api_key=heygen_key,
         heygen_base_url=(get("heygen_base_url") or HEYGEN_BASE_URL).rstrip("/"),
         engine_host=get("engine_host") or "127.0.0.1",
@@ -204,8 +232,8 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         engine_max_duration=_number(get("engine_max_duration"), 3600, "ENGINE_MAX_DURATION", int),
         data_dir=data_dir,
         database_path=Path(db).expanduser() if db else data_dir / "usage.db",
-        credit_preset=get("credit_preset") or "heygen_current",
-        price_per_credit=_number(get("price_per_credit"), 0.99, "PRICE_PER_CREDIT"),
+        credit_preset=get("credit_preset") or ("liveavatar" if on_liveavatar else "heygen_current"),
+        price_per_credit=_number(get("price_per_credit"), 0.099 if on_liveavatar else 0.99, "PRICE_PER_CREDIT"),
         monthly_budget_credits=_number(get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS"),
         idle_timeout=idle,
         session_max_minutes=_number(get("session_max_minutes"), 30.0, "SESSION_MAX_MINUTES"),

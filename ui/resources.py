@@ -7,6 +7,8 @@ import time
 import streamlit as st
 
 from lib import gc_pauses, ops
+from lib.accounts import AccountError
+from lib.capabilities import ProviderKind
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
@@ -36,7 +38,7 @@ def configured_provider() -> Provider:
 
 @st.cache_resource(show_spinner="Starting the local engine…", on_release=lambda p: p.close())
 def local_fallback() -> Provider:
-    """The embedded engine, started only when a HeyGen user chooses to fall back to it."""
+    """The embedded engine, started only when a user of a remote provider chooses to fall back to it."""
     return local_provider(settings())
 
 
@@ -45,13 +47,14 @@ FALLBACK_KEY = "use_local_fallback"
 
 def provider_named(name: str) -> Provider:
     configured = configured_provider()
-    return local_fallback() if name == "local" and configured.name != "local" else configured
+    return local_fallback() if name == ProviderKind.LOCAL and configured.name != name else configured
 
 
 def provider() -> Provider:
     """The provider this browser tab uses: the configured one, or the local engine after a fallback."""
-    fallback = settings().provider == "heygen" and st.session_state.get(FALLBACK_KEY, False)
-    return provider_named("local" if fallback else settings().provider)
+    configured = ProviderKind(settings().provider)
+    fallback = configured is not ProviderKind.LOCAL and st.session_state.get(FALLBACK_KEY, False)
+    return provider_named(ProviderKind.LOCAL if fallback else configured)
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -82,9 +85,10 @@ def startup_reconciliation() -> Reconciliation:
     provider; gone ones are closed at the end time the provider's history gives, else at their last heartbeat.
     Raises (and is retried next run) on errors."""
     configured = configured_provider()
+    account = configured.account
     listed_at = time.time()  # before the request: sessions logged after it are not judged by this listing
-    active = [s.session_id for s in configured.client.list()]
-    return ops.reconcile(configured.client, usage_log(), configured.name, active, listed_at=listed_at)
+    active = [s.session_id for s in account.active_sessions()]
+    return ops.reconcile(account, usage_log(), configured.name, active, listed_at=listed_at)
 
 
 @st.cache_resource(show_spinner="Loading offline speech recognition…")
@@ -121,7 +125,7 @@ def provider_or_stop() -> Provider:
     except EngineStartError as exc:
         st.error("The local avatar engine could not start.")
         st.code(str(exc), language=None)
-    except HeyGenError as exc:
+    except (HeyGenError, AccountError) as exc:
         st.error(str(exc))
     st.stop()
     raise AssertionError("unreachable")

@@ -8,17 +8,20 @@ from datetime import datetime
 import streamlit as st
 
 from lib import ops
+from lib.accounts import AccountError
+from lib.capabilities import Concurrency
 from lib.usage.credits import Pricing
 from ui import resources
 from ui.widgets import browser_timezone, fmt_credits, fmt_money
 
 REFRESH_S = 5
-HEYGEN_LIMIT_KEY = "heygen_concurrency_limit"
+LIMIT_KEY = "{provider}_concurrency_limit"  # heygen_concurrency_limit: the key older logs saved it under
 
 st.title("Sessions")
 
 settings = resources.settings()
 provider = resources.provider_or_stop()
+caps = provider.capabilities
 log = resources.usage_log()
 try:
     pricing = log.load_pricing(Pricing.from_settings(settings))
@@ -50,21 +53,27 @@ auto = controls[0].toggle(
 )
 controls[1].button("Refresh now", icon=":material/refresh:")
 idle_minutes = controls[2].number_input(
-    "Idle longer than (minutes)", min_value=0.5, value=2.0, step=0.5, key="idle_minutes"
+    "Idle or older than (minutes)" if caps.reports_idle else "Older than (minutes)",
+    min_value=0.5,
+    value=2.0 if caps.reports_idle else 10.0,
+    step=0.5,
+    key="idle_minutes",
+    help="For the shortcut buttons under the table.",
 )
-heygen_limit: int | None = None
-if provider.name == "heygen":
-    saved = log.get_setting(HEYGEN_LIMIT_KEY, 0)
+entered_limit: int | None = None
+if caps.concurrency is Concurrency.USER_ENTERED:
+    limit_key = LIMIT_KEY.format(provider=provider.name)
+    saved = log.get_setting(limit_key, 0)
     entered = controls[3].number_input(
-        "HeyGen concurrency limit",
+        "Concurrency limit",
         min_value=0,
         value=int(saved or 0),
-        key="heygen_limit",
-        help="HeyGen does not report it (trial keys: 3). 0 = unknown.",
+        key="concurrency_limit",
+        help=f"{caps.concurrency_hint} 0 = unknown.",
     )
     if entered != saved:
-        log.set_setting(HEYGEN_LIMIT_KEY, int(entered))
-    heygen_limit = int(entered) or None
+        log.set_setting(limit_key, int(entered))
+    entered_limit = int(entered) or None
 
 pending: dict | None = state.get("stop_pending")
 
@@ -81,18 +90,20 @@ def confirm_stop(request: dict) -> None:
         return
     credits = sum(t.credits for t in targets)
     cost = sum(t.cost for t in targets)
+    about = "" if all(t.billed for t in targets) else "about "
     st.markdown(
         f"Stop **{len(targets)} session{'s' if len(targets) != 1 else ''}** on {provider.label}? "
-        f"They have cost about **{fmt_credits(credits)} credits ({fmt_money(cost)})** so far. "
+        f"They have cost {about}**{fmt_credits(credits)} credits ({fmt_money(cost)})** so far. "
         "Anyone watching them loses the avatar."
     )
     st.dataframe(
         ops.sessions_frame(ops.Snapshot(snapshot.provider, snapshot.fetched_at, targets), tz),
         hide_index=True,
-        column_order=("session_id", "avatar", "started_by", "age_min", "cost"),
+        column_order=("session_id", "mode" if caps.credit_rates else "avatar", "started_by", "age_min", "cost"),
         column_config={
             "session_id": "Session",
             "avatar": "Avatar",
+            "mode": "Mode",
             "started_by": "Started by",
             "age_min": st.column_config.NumberColumn("Age (min)", format="%.1f"),
             "cost": st.column_config.NumberColumn("Cost", format="dollar"),
@@ -101,7 +112,7 @@ def confirm_stop(request: dict) -> None:
     left, right = st.columns(2)
     if left.button(f"Force stop {len(targets)}", type="primary", icon=":material/stop_circle:"):
         with st.spinner("Stopping…"):
-            state["stop_results"] = ops.force_stop(provider.client, log, provider.name, targets)
+            state["stop_results"] = ops.force_stop(provider.account, log, provider.name, targets)
         state.pop("stop_pending", None)
         st.rerun()
     if right.button("Cancel"):
@@ -111,7 +122,7 @@ def confirm_stop(request: dict) -> None:
 
 @st.fragment(run_every=REFRESH_S if auto and not pending else None)
 def live_sessions() -> None:
-    snapshot = ops.take_snapshot(provider.client, log, provider.name, pricing)
+    snapshot = ops.take_snapshot(provider.account, log, caps, pricing)
     if snapshot.lost:
         lines = ops.describe_lost(snapshot.lost, tz)
         state["lost_notice"] = state.get("lost_notice", []) + lines
@@ -126,19 +137,34 @@ def live_sessions() -> None:
     state["sessions_snapshot"] = snapshot
     sessions = snapshot.sessions
 
-    cap = ops.capacity(provider.name, sessions, engine_budget=settings.engine_session_budget, heygen_limit=heygen_limit)
-    rate = ops.credits_per_minute(sessions, pricing)
+    cap = ops.capacity(caps, sessions, budget=settings.engine_session_budget, entered_limit=entered_limit)
+    rate = ops.credits_per_minute(sessions)
     stops = ops.stopped_today(log, tz)
-    m = st.columns(4)
     limit = "?" if cap.limit is None else f"{cap.limit:g}"
+    m = st.columns(6 if caps.credits_balance else 4)
     m[0].metric("Active sessions", len(sessions), help=f"{sum(s.is_orphan for s in sessions)} orphan(s).")
     m[1].metric(f"Capacity ({cap.unit})", f"{cap.used:g} / {limit}", help=cap.note)
     m[2].metric(
         "Credits per minute now",
         f"{rate:.2f}",
-        help=f"≈ {fmt_money(pricing.cost(rate) * 60)} per hour at {pricing.model.label}.",
+        help=f"≈ {fmt_money(pricing.cost(rate) * 60)} per hour at {fmt_money(pricing.price_per_credit)} per credit."
+        + (" FULL 2 credits/min, LITE 1, sandbox 0." if caps.credit_rates else f" {pricing.model.label}."),
     )
     m[3].metric("Force-stopped today", stops.force_stopped, help=f"{stops.ended} session(s) ended today.")
+    if caps.credits_balance:
+        try:
+            left = float(provider.account.credits_left())
+        except AccountError as exc:
+            m[4].metric("Credits left", "?", help=str(exc))
+            m[5].metric("Minutes left", "?")
+        else:
+            minutes = ops.minutes_left(left, rate)
+            m[4].metric("Credits left", fmt_credits(left), help=f"{provider.label}'s balance for this account.")
+            m[5].metric(
+                "Minutes left",
+                "—" if minutes is None else f"{minutes:,.0f}",
+                help="At the credits burning per minute now (— : nothing is burning).",
+            )
 
     if notice := state.get("lost_notice"):
         st.info(
@@ -154,15 +180,17 @@ def live_sessions() -> None:
     st.caption(
         f"Last updated {refreshed:%H:%M:%S} · {what} · {provider.label}"
         + (
-            " · credits show what HeyGen would charge; the local engine costs nothing."
-            if provider.name == "local"
+            f" · credits show what {pricing.model.label} would charge; the local engine costs nothing."
+            if not caps.bills_credits
+            else " · credits as billed by the provider so far"
+            if caps.billed_history
             else ""
         )
     )
     if snapshot.elsewhere:
         st.caption(
             f"{len(snapshot.elsewhere)} more session(s) in the usage log run on another engine or "
-            "HeyGen account that is still up (e.g. a second dashboard or the command line); they are "
+            "provider account that is still up (e.g. a second dashboard or the command line); they are "
             "not listed or stopped here."
         )
 
@@ -171,6 +199,15 @@ def live_sessions() -> None:
         return
 
     df = ops.sessions_frame(snapshot, tz)
+    columns: tuple[str, ...]
+    if caps.credit_rates:  # LiveAvatar's list: mode, source, sandbox and billed credits; no avatar or idle
+        columns = ("started_by", "mode", "source", "sandbox", "age_min", "credits", "credits_per_min", "cost")
+    else:
+        columns = ("started_by", "avatar", "quality", "status", "age_min")
+        if caps.reports_idle:
+            columns += ("idle_s", "idle_left_s", "duration_left_min")
+        columns += ("credits", "cost", "voice")
+    columns += ("started", "session_id", "note")
     # Selections are row positions: a new key whenever the set of sessions changes, so a selection
     # can never slide onto a different session.
     digest = hashlib.sha1("|".join(df["session_id"]).encode()).hexdigest()[:10]
@@ -181,60 +218,61 @@ def live_sessions() -> None:
         selection_mode="multi-row",
         hide_index=True,
         width="stretch",
-        column_order=(
-            "started_by",
-            "avatar",
-            "quality",
-            "status",
-            "age_min",
-            "idle_s",
-            "idle_left_s",
-            "duration_left_min",
-            "credits",
-            "cost",
-            "voice",
-            "started",
-            "session_id",
-            "note",
-        ),
+        column_order=columns,
         column_config={
             "session_id": "Session",
             "started_by": st.column_config.TextColumn("Started by", help="Orphan = not in the usage log."),
             "status": "Status",
+            "mode": st.column_config.TextColumn("Mode", help="FULL 2 credits/min, LITE 1."),
+            "source": st.column_config.TextColumn("Source", help="Who started it: API, APP, EMBED or DEMO."),
+            "sandbox": st.column_config.CheckboxColumn("Sandbox", help="Sandbox sessions are free (about 1 min)."),
             "avatar": "Avatar",
             "voice": "Voice",
             "quality": "Quality",
             "started": st.column_config.DatetimeColumn("Started", format="HH:mm:ss"),
             "age_min": st.column_config.NumberColumn("Age (min)", format="%.1f"),
-            "idle_s": st.column_config.NumberColumn(
-                "Idle (s)", format="%.0f", help="Reported by the local engine; HeyGen does not."
-            ),
+            "idle_s": st.column_config.NumberColumn("Idle (s)", format="%.0f", help=f"Reported by {provider.label}."),
             "idle_left_s": st.column_config.NumberColumn(
                 "Times out in (s)", format="%.0f", help="Idle timeout countdown."
             ),
             "duration_left_min": st.column_config.NumberColumn(
                 "Max left (min)", format="%.1f", help="Until the hard duration limit."
             ),
-            "credits": st.column_config.NumberColumn("Credits", format="%.2f", help="Estimated so far."),
-            "cost": st.column_config.NumberColumn("Cost", format="dollar", help="Estimated so far."),
+            "credits": st.column_config.NumberColumn(
+                "Credits", format="%.2f", help="Billed so far." if caps.billed_history else "Estimated so far."
+            ),
+            "credits_per_min": st.column_config.NumberColumn("Credits/min", format="%.1f", help="Burn rate now."),
+            "cost": st.column_config.NumberColumn("Cost", format="dollar", help="Credits × price per credit."),
             "note": "Note",
         },
     )
     selected = list(df["session_id"].iloc[event.selection.rows])
     idle, unknown = ops.idle_sessions(sessions, idle_minutes)
+    older = ops.older_sessions(sessions, idle_minutes)
 
-    b = st.columns([1, 1, 3], vertical_alignment="center")
+    b = st.columns([1, 1, 1, 2], vertical_alignment="center")
     if b[0].button(
         f"Force stop {len(selected)} selected", disabled=not selected, type="primary", icon=":material/stop_circle:"
     ):
         state["stop_pending"] = {"ids": selected}
         st.rerun()
-    if b[1].button(f"Stop {len(idle)} idle > {idle_minutes:g} min", disabled=not idle, icon=":material/bedtime:"):
+    if caps.reports_idle and b[1].button(
+        f"Stop {len(idle)} idle > {idle_minutes:g} min", disabled=not idle, icon=":material/bedtime:"
+    ):
         state["stop_pending"] = {"ids": [s.session_id for s in idle]}
         st.rerun()
-    if unknown:
-        b[2].caption(
-            f"{unknown} session(s) do not report idle time ({provider.label}), so the idle shortcut skips them."
+    if b[2].button(f"Stop {len(older)} older than {idle_minutes:g} min", disabled=not older, icon=":material/timer:"):
+        state["stop_pending"] = {"ids": [s.session_id for s in older]}
+        st.rerun()
+    if b[3].button(f"Stop all {len(sessions)}", icon=":material/block:"):
+        state["stop_pending"] = {"ids": [s.session_id for s in sessions]}
+        st.rerun()
+    if caps.reports_idle and unknown:
+        st.caption(f"{unknown} session(s) do not report idle time ({provider.label}), so the idle shortcut skips them.")
+    elif not caps.reports_idle and caps.idle_timeout_s:
+        st.caption(
+            f"{provider.label} does not report idle time; it ends a session after {caps.idle_timeout_s // 60} "
+            "minutes without activity or keep-alive."
         )
 
 

@@ -1,4 +1,8 @@
-"""Usage page: sessions, minutes, credits and cost from the usage log, against the monthly budget."""
+"""Usage page: sessions, minutes, credits and cost from the usage log, against the monthly budget.
+
+Where the provider's history was imported (LiveAvatar), its billed credits stand next to the estimate and win
+in the totals and the budget; a session's transcript opens in a dialog from the table.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ from typing import Any
 
 import streamlit as st
 
+from lib.accounts import AccountError, PastSession
+from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.usage import charts
 from lib.usage import queries as q
-from lib.usage.credits import PRESETS, Pricing
+from lib.usage.credits import PLANS, PRESETS, Pricing
 from lib.usage.store import HistoryRow
 from ui import resources
 from ui.widgets import browser_timezone, budget_change, fmt_change, fmt_credits, fmt_duration, fmt_money
@@ -47,9 +53,28 @@ def load_csv(db: str, flt: q.UsageFilter, pricing: Pricing, local_estimate: bool
     return q.sessions_csv(resources.usage_log(), flt, pricing, include_local_estimate=local_estimate)
 
 
+@st.dialog("Transcript", width="large")
+def show_transcript(session_id: str) -> None:
+    st.caption(f"Session `{session_id}`")
+    try:
+        lines = resources.provider_or_stop().account.transcript(session_id)
+    except AccountError as exc:
+        st.error(str(exc))
+        return
+    if not lines:
+        st.info("No words were said in this session.")
+        return
+    for line in lines:
+        when = "" if line.at_s is None else f" · {line.at_s:.0f} s"
+        with st.chat_message("user" if line.role == "user" else "assistant"):
+            st.markdown(f"{line.text}")
+            st.caption(f"{line.role}{when}")
+
+
 st.title("Usage")
 
 settings = resources.settings()
+caps = CAPABILITIES[ProviderKind(settings.provider)]
 log = resources.usage_log()
 try:
     pricing = log.load_pricing(Pricing.from_settings(settings))
@@ -96,16 +121,24 @@ with (
     budget = st.number_input(
         "Monthly budget (credits)", min_value=0.0, value=float(pricing.monthly_budget_credits), step=10.0
     )
+    plan = st.selectbox(
+        "Or take both from a LiveAvatar plan",
+        [None, *PLANS],
+        format_func=lambda k: "(enter them above)" if k is None else PLANS[k].label,
+        help="Price per credit = the plan's price ÷ its monthly credits; budget = its monthly credits. "
+        "Overage on Starter, Pro and Scale: $0.10 per credit.",
+    )
     if st.form_submit_button("Save pricing"):
-        log.save_pricing(Pricing(PRESETS[preset], price, budget))
+        chosen = Pricing(PRESETS[preset], price, budget)
+        log.save_pricing(chosen if plan is None else Pricing.for_plan(PRESETS[preset], PLANS[plan]))
         st.session_state["pricing_saved"] = True
         st.rerun()
 if st.session_state.pop("pricing_saved", False):
     st.toast("Pricing saved.", icon=":material/check:")
 local_estimate = pricing_cols[1].toggle(
-    "Price local sessions as HeyGen",
+    "Price local sessions with the credit model",
     value=False,
-    help="Local-engine sessions cost no credits. Turn this on to see what they would cost on HeyGen.",
+    help="Local-engine sessions cost no credits. Turn this on to see what they would cost on a billed provider.",
 )
 
 data = load_usage(
@@ -124,7 +157,7 @@ cur, before = report.current, report.previous
 period = f"{date_from:%b %d} – {date_to:%b %d}"
 prev = flt.previous()
 vs = f" Change is against {prev.date_from:%b %d} – {prev.date_to:%b %d}." if prev else ""
-k = st.columns(4) + st.columns(4)[:3]
+k = st.columns(4) + st.columns(4)
 k[0].metric(
     "Sessions",
     f"{cur.sessions:,}",
@@ -137,15 +170,21 @@ k[1].metric(
     fmt_change(report.change("total_minutes")),
     help=f"From streaming.new until closed.{vs}",
 )
+billed_note = (
+    f" Billed by the provider for {cur.billed_sessions:,} session(s) ({fmt_credits(cur.billed_credits)} credits); "
+    "estimated for the rest."
+    if cur.billed_sessions
+    else ""
+)
 k[2].metric(
-    "Est. credits",
+    "Credits" if cur.billed_sessions else "Est. credits",
     fmt_credits(cur.credits),
     fmt_change(report.change("credits")),
     delta_color="inverse",
-    help=f"{pricing.model.label}: {pricing.model.description}{vs}",
+    help=f"{pricing.model.label}: {pricing.model.description}{billed_note}{vs}",
 )
 k[3].metric(
-    "Est. cost",
+    "Cost" if cur.billed_sessions else "Est. cost",
     fmt_money(cur.cost),
     fmt_change(report.change("cost")),
     delta_color="inverse",
@@ -168,14 +207,23 @@ k[6].metric(
     "—" if used is None else f"{used:.1%}",
     budget_change(used, used_before),
     delta_color="inverse",
-    help=f"Estimated credits in the period ÷ the monthly budget of {pricing.monthly_budget_credits:g}.",
+    help=f"Credits in the period (billed where known) ÷ the monthly budget of {pricing.monthly_budget_credits:g}.",
 )
+if cur.billed_sessions:
+    k[7].metric(
+        "Billed credits",
+        fmt_credits(cur.billed_credits),
+        fmt_change((cur.estimated_credits - cur.billed_credits) / cur.billed_credits if cur.billed_credits else None),
+        delta_color="off",
+        help=f"What the provider reported for {cur.billed_sessions:,} session(s). The change is how far the "
+        f"estimate ({fmt_credits(cur.estimated_credits)} credits for every session in the period) is from it.",
+    )
 
 if cur.sessions == 0:
     if q.date_span(log) is None:
         st.info(
             "The usage log is empty. Sessions appear here as soon as one is started on the **Live chat** "
-            "page" + (", or import HeyGen's session history below." if settings.provider == "heygen" else ".")
+            "page" + (f", or import {caps.name}'s session history below." if caps.history else ".")
         )
     else:
         st.info("No sessions match these filters. Widen the date range or clear a filter.")
@@ -222,9 +270,22 @@ else:
     st.subheader("Sessions", anchor=False)
     table = data["table"]
     shown = f"newest {len(table):,} of {cur.sessions:,}" if cur.sessions > len(table) else f"{len(table):,}"
-    st.caption(f"Showing {shown} sessions. The CSV has all of them.")
-    st.dataframe(
+    off = int(table["estimate_off"].sum())
+    st.caption(
+        f"Showing {shown} sessions. The CSV has all of them."
+        + (
+            f" **{off} session(s)** billed more than 10 % away from the estimate (⚠ column)."
+            if off
+            else " Billed credits are the provider's own figures (import its history below)."
+            if caps.billed_history
+            else ""
+        )
+    )
+    event = st.dataframe(
         table,
+        key="usage_sessions",
+        on_select="rerun",
+        selection_mode="single-row",
         hide_index=True,
         width="stretch",
         column_order=(
@@ -233,14 +294,21 @@ else:
             "status",
             "end_reason",
             "provider",
+            "mode",
+            "source",
+            "is_sandbox",
             "avatar_id",
             "voice_id",
             "quality",
             "started_by_dashboard",
             "duration_s",
             "credits",
+            "billed_credits",
+            "est_credits",
+            "estimate_off",
             "cost",
             "tasks",
+            "provider_end_reason",
             "session_id",
         ),
         column_config={
@@ -249,17 +317,35 @@ else:
             "status": "Status",
             "end_reason": "End reason",
             "provider": "Provider",
+            "mode": "Mode",
+            "source": "Source",
+            "is_sandbox": st.column_config.CheckboxColumn("Sandbox"),
             "avatar_id": "Avatar",
             "voice_id": "Voice",
             "quality": "Quality",
             "started_by_dashboard": st.column_config.CheckboxColumn("By dashboard"),
             "duration_s": st.column_config.NumberColumn("Duration (s)", format="%.0f"),
-            "credits": st.column_config.NumberColumn("Credits", format="%.2f"),
+            "credits": st.column_config.NumberColumn("Credits", format="%.2f", help="Billed where known, else est."),
+            "billed_credits": st.column_config.NumberColumn("Billed", format="%.2f", help="The provider's figure."),
+            "est_credits": st.column_config.NumberColumn("Estimate", format="%.2f", help=pricing.model.label),
+            "estimate_off": st.column_config.CheckboxColumn("⚠ > 10 %", help="Estimate more than 10 % off the bill."),
             "cost": st.column_config.NumberColumn("Cost", format="dollar"),
             "tasks": st.column_config.NumberColumn("Tasks"),
+            "provider_end_reason": "Provider end reason",
             "session_id": "Session",
         },
     )
+    if caps.transcripts:
+        rows_picked = event.selection.rows
+        row_picked = table.iloc[rows_picked[0]] if rows_picked else None
+        can_show = row_picked is not None and row_picked["provider"] == settings.provider
+        if st.button(
+            "Show transcript",
+            icon=":material/subject:",
+            disabled=not can_show,
+            help=f"Select a {caps.name} session in the table first.",
+        ):
+            show_transcript(str(row_picked["session_id"]))  # type: ignore[index]
     st.download_button(
         "Download CSV",
         data=lambda: load_csv(db, flt, pricing, local_estimate),
@@ -269,34 +355,55 @@ else:
         on_click="ignore",
     )
 
-# -- HeyGen history import --------------------------------------------------------------------
-if settings.provider == "heygen":
+# -- provider history import -------------------------------------------------------------------
+if caps.history:
     message = st.session_state.pop("import_message", None)
-    with st.expander("Import HeyGen session history", expanded=message is not None):
+    with st.expander(f"Import {caps.name} session history", expanded=message is not None):
         st.caption(
-            "Adds sessions from HeyGen's history (`/v2/streaming.list`) for the selected dates, so the "
-            "cost includes sessions started elsewhere. Sessions already in the log are kept as logged."
+            f"Adds sessions from {caps.name}'s history for the selected dates (the day a session started), so "
+            "the totals include sessions started elsewhere. Sessions already in the log keep their own times"
+            + (
+                "; they get the provider's mode, source, sandbox flag, end reason and **billed credits**, which win "
+                "over the estimate. Importing twice changes nothing."
+                if caps.billed_history
+                else "."
+            )
         )
         if st.button("Import history"):
             try:
-                client = resources.provider_or_stop().client
+                account = resources.provider_or_stop().account
                 start = time.monotonic()
                 # The filter's local days as exact instants: a bare date_to would mean its midnight.
                 lo, hi = flt.bounds()
                 assert lo is not None and hi is not None  # the import form always has both dates
+                past: list[PastSession] = account.history(
+                    datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+                )
                 rows = [
-                    HistoryRow(h.session_id, h.created_at.timestamp(), h.duration, h.avatar_id, h.voice_name)
-                    for h in client.list_history(datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC))
-                    if h.created_at is not None
+                    HistoryRow(
+                        p.session_id,
+                        p.created_at,
+                        p.duration_s,
+                        p.avatar_id,
+                        p.voice,
+                        ended_at=p.ended_at,
+                        mode=p.mode,
+                        source=p.source,
+                        is_sandbox=p.is_sandbox,
+                        billed_credits=p.credits_consumed,
+                        end_reason=p.end_reason,
+                    )
+                    for p in past
                 ]
-                added = log.import_history(rows, "heygen")
-            except HeyGenError as exc:
+                result = log.import_provider_history(rows, settings.provider)
+            except (AccountError, HeyGenError) as exc:
                 st.error(str(exc))
             else:
                 st.cache_data.clear()
+                matched = f", {result.updated:,} logged sessions given the provider's figures" if result.updated else ""
                 st.session_state["import_message"] = (
-                    f"Imported {added:,} new sessions ({len(rows) - added:,} already in the log) in "
-                    f"{time.monotonic() - start:.1f} s."
+                    f"Imported {result.added:,} new sessions ({result.read - result.added:,} already in the log"
+                    f"{matched}) in {time.monotonic() - start:.1f} s."
                 )
                 st.rerun()  # redraw the figures above with the imported sessions
         if message:
@@ -304,6 +411,7 @@ if settings.provider == "heygen":
 
 month_days = calendar.monthrange(today.year, today.month)[1]
 st.caption(
-    f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; estimates use the credit model above, "
-    f"not HeyGen's invoice. Today is day {today.day} of {month_days}."
+    f"Times in {tz}. Figures refresh every {CACHE_TTL_S} s; credits are the provider's billed figures where "
+    f"its history was imported, else estimates from the credit model above. Today is day {today.day} of "
+    f"{month_days}."
 )

@@ -6,12 +6,15 @@ defaults), so a script sees what the Sessions and Usage pages show:
     python -m lib.cli sessions list [--json]
     python -m lib.cli sessions stop ID [ID ...]
     python -m lib.cli sessions stop --idle-over MINUTES [--dry-run]
+    python -m lib.cli sessions stop --older-than MINUTES [--dry-run]
     python -m lib.cli sessions stop --all --yes | --dry-run
+    python -m lib.cli usage import [--provider P] [--from DATE] [--to DATE] [--json]
     python -m lib.cli usage totals [--from DATE] [--to DATE] [--provider P] [--json]
     python -m lib.cli usage export [--from DATE] [--to DATE] [--provider P] [-o FILE|-]
 
-``--provider local`` talks to an engine that is already running (``ENGINE_URL`` + ``ENGINE_API_KEY``);
-it never starts one. Keys come only from secrets.toml or the environment, never from the command line.
+``--provider`` is ``liveavatar``, ``local`` or ``heygen`` (legacy). ``--provider local`` talks to an engine that
+is already running (``ENGINE_URL`` + ``ENGINE_API_KEY``); it never starts one. Keys come only from
+secrets.toml or the environment, never from the command line.
 
 Exit codes (stable, for scripts):
     0  success (also: nothing to stop, a session that had already ended)

@@ -1,4 +1,5 @@
-"""The four operations: list and stop sessions on the provider, usage totals and CSV export from the log.
+"""The five operations: list and stop sessions on the provider, import its history into the usage log, usage
+totals and CSV export from the log.
 
 Each command prints its result on stdout and returns an ``ExitCode``; problems are raised as ``CliError``.
 """
@@ -9,18 +10,19 @@ import csv
 import io
 import sys
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 from lib import ops
+from lib.accounts import AccountError
 from lib.cli import output
 from lib.cli.config import CliError, ExitCode, connect, open_log, pricing, provider_error
 from lib.providers import Provider
 from lib.settings import Settings
 from lib.usage.credits import Pricing
 from lib.usage.queries import LOCAL_PROVIDERS, Kpis, UsageFilter, kpis, sessions_csv
-from lib.usage.store import UsageLog
+from lib.usage.store import HistoryRow, UsageLog
 
 NOT_FOUND_MESSAGE = "Neither active on the provider nor in the usage log: check the id."
 
@@ -30,7 +32,7 @@ def _iso(unix: float | None) -> str | None:
 
 
 def _snapshot(provider: Provider, log: UsageLog, price: Pricing) -> ops.Snapshot:
-    snapshot = ops.take_snapshot(provider.client, log, provider.name, price)
+    snapshot = ops.take_snapshot(provider.account, log, provider.capabilities, price)
     if not snapshot.ok:
         raise provider_error(snapshot.error or f"{provider.label} did not answer.")
     if snapshot.lost:
@@ -49,7 +51,14 @@ def _snapshot(provider: Provider, log: UsageLog, price: Pricing) -> ops.Snapshot
 
 
 def _session_json(s: ops.LiveSession) -> dict[str, Any]:
-    return {**asdict(s), "created": _iso(s.created_at), "is_orphan": s.is_orphan}
+    return {
+        **asdict(s),
+        "created_at": _iso(s.created_at),
+        "created": _iso(s.created_at),
+        "credits_consumed": s.credits if s.billed else None,
+        "duration_s": s.duration_s if s.duration_s is not None else s.age_s,
+        "is_orphan": s.is_orphan,
+    }
 
 
 # -- sessions list ---------------------------------------------------------------------------------
@@ -84,25 +93,47 @@ def sessions_list(settings: Settings, *, as_json: bool) -> ExitCode:
     if not snapshot.sessions:
         print(f"No active sessions on {provider.label} ({provider.base_url}).")
         return ExitCode.OK
-    headers = ("SESSION", "STATUS", "AGE", "IDLE", "AVATAR", "QUALITY", "ORIGIN", "CREDITS", "COST")
-    rows = [
-        (
-            s.session_id,
-            output.text(s.status),
-            output.duration(s.age_s),
-            output.duration(s.idle_s),
-            output.text(s.avatar_id),
-            output.text(s.quality),
-            s.origin + (" (closed in log!)" if s.closed_in_log else ""),
-            output.credits(s.credits),
-            output.money(s.cost),
-        )
-        for s in snapshot.sessions
-    ]
-    print(output.table(headers, rows, ("<", "<", ">", ">", "<", "<", "<", ">", ">")))
+    if provider.capabilities.credit_rates:  # LiveAvatar: mode, source, sandbox, billed credits and burn rate
+        headers = ("SESSION", "MODE", "SOURCE", "SANDBOX", "AGE", "ORIGIN", "CREDITS", "CR/MIN", "COST")
+        rows = [
+            (
+                s.session_id,
+                output.text(s.mode),
+                output.text(s.source),
+                "yes" if s.is_sandbox else "no",
+                output.duration(s.age_s),
+                s.origin + (" (closed in log!)" if s.closed_in_log else ""),
+                output.credits(s.credits),
+                f"{s.credits_per_minute:g}",
+                output.money(s.cost),
+            )
+            for s in snapshot.sessions
+        ]
+    else:
+        headers = ("SESSION", "STATUS", "AGE", "IDLE", "AVATAR", "QUALITY", "ORIGIN", "CREDITS", "COST")
+        rows = [
+            (
+                s.session_id,
+                output.text(s.status),
+                output.duration(s.age_s),
+                output.duration(s.idle_s),
+                output.text(s.avatar_id),
+                output.text(s.quality),
+                s.origin + (" (closed in log!)" if s.closed_in_log else ""),
+                output.credits(s.credits),
+                output.money(s.cost),
+            )
+            for s in snapshot.sessions
+        ]
+    align: tuple[output.Align, ...] = ("<", "<", "<", "<", ">", "<", ">", ">", ">")
+    if not provider.capabilities.credit_rates:
+        align = ("<", "<", ">", ">", "<", "<", "<", ">", ">")
+    print(output.table(headers, rows, align))
+    basis = "billed" if all(s.billed for s in snapshot.sessions) else f"est. at {price.model.label}"
     print(
-        f"\n{len(rows)} active session(s) on {provider.label}: est. {output.credits(snapshot.total_credits)} "
-        f"credits ({output.money(snapshot.total_cost)}) so far at {price.model.label}."
+        f"\n{len(rows)} active session(s) on {provider.label}: {output.credits(snapshot.total_credits)} "
+        f"credits ({output.money(snapshot.total_cost)}) so far, {basis}; "
+        f"{output.credits(ops.credits_per_minute(snapshot.sessions))} credits per minute now."
     )
     return ExitCode.OK
 
@@ -150,6 +181,7 @@ def sessions_stop(
     idle_over: float | None,
     dry_run: bool,
     as_json: bool,
+    older_than: float | None = None,
 ) -> ExitCode:
     provider = connect(settings)
     try:
@@ -166,6 +198,8 @@ def sessions_stop(
                         "not stopped.",
                         file=sys.stderr,
                     )
+            elif older_than is not None:
+                targets = ops.older_sessions(snapshot.sessions, older_than)
             else:
                 targets, settled = _pick_by_id(snapshot, log, ids)
             if dry_run:
@@ -178,7 +212,7 @@ def sessions_stop(
             else:
                 done = [
                     Outcome(r.session_id, r.outcome, r.message)
-                    for r in ops.force_stop(provider.client, log, provider.name, targets)
+                    for r in ops.force_stop(provider.account, log, provider.name, targets)
                 ]
     finally:
         provider.close()
@@ -265,7 +299,11 @@ def usage_totals(
         ("Provider", provider or "all"),
         ("Sessions", f"{k.sessions} ({k.open_sessions} open)"),
         ("Minutes", f"{k.total_minutes:,.1f}"),
-        ("Credits", f"{output.credits(k.credits)} at {price.model.label}"),
+        ("Credits", f"{output.credits(k.credits)} (billed where known, else at {price.model.label})"),
+        (
+            "Billed credits",
+            f"{output.credits(k.billed_credits)} reported by the provider for {k.billed_sessions} session(s)",
+        ),
         ("Cost", f"{output.money(k.cost)} at {output.money(price.price_per_credit)} per credit"),
         ("Average duration", output.duration(k.avg_duration_s)),
         ("95th percentile", output.duration(k.p95_duration_s)),
@@ -274,6 +312,55 @@ def usage_totals(
     print("\n".join(f"{name:<{width}}  {value}" for name, value in lines))
     if not estimate_local and provider in (None, *LOCAL_PROVIDERS):
         print("Local-engine sessions count 0 credits; --estimate-local prices them as HeyGen sessions.")
+    return ExitCode.OK
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), UTC)
+
+
+def usage_import(settings: Settings, *, date_from: date | None, date_to: date | None, as_json: bool) -> ExitCode:
+    """Import the provider's session history (sessions belong to the UTC day they started)."""
+    if date_from and date_to and date_from > date_to:
+        raise CliError(f"--from {date_from} is after --to {date_to}.", ExitCode.USAGE)
+    provider = connect(settings)
+    if not provider.capabilities.history:
+        provider.close()
+        raise CliError(f"{provider.label} keeps no session history to import.", ExitCode.USAGE)
+    start = _day_start(date_from) if date_from else datetime.min.replace(tzinfo=UTC)
+    end = _day_start(date_to + timedelta(days=1)) if date_to else datetime.max.replace(tzinfo=UTC)
+    try:
+        try:
+            past = provider.account.history(start, end)
+        except AccountError as exc:
+            raise provider_error(exc) from None
+        rows = [
+            HistoryRow(
+                p.session_id,
+                p.created_at,
+                p.duration_s,
+                p.avatar_id,
+                p.voice,
+                ended_at=p.ended_at,
+                mode=p.mode,
+                source=p.source,
+                is_sandbox=p.is_sandbox,
+                billed_credits=p.credits_consumed,
+                end_reason=p.end_reason,
+            )
+            for p in past
+        ]
+        with open_log(settings) as log:
+            result = log.import_provider_history(rows, provider.name)
+    finally:
+        provider.close()
+    if as_json:
+        print(output.to_json({"provider": provider.name, **asdict(result), "unchanged": result.unchanged}))
+    else:
+        print(
+            f"Imported {result.read} session(s) from {provider.label}: {result.added} added, {result.updated} "
+            f"matched to logged sessions and given the provider's figures, {result.unchanged} already up to date."
+        )
     return ExitCode.OK
 
 

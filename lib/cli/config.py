@@ -15,8 +15,10 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+from lib.accounts import AccountError
+from lib.capabilities import ProviderKind
 from lib.heygen.errors import HeyGenError
-from lib.providers import Provider, heygen_provider, local_provider
+from lib.providers import Provider, heygen_provider, liveavatar_provider, local_provider
 from lib.settings import Secret, Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
 from lib.usage.store import UsageLog, UsageLogError
@@ -44,7 +46,7 @@ NO_ENGINE = (
     "No running local engine to talk to: set ENGINE_URL and ENGINE_API_KEY (or pass --engine-url). "
     "The dashboard's embedded engine listens on a random port with a random key, so scripts cannot reach it; "
     "run one yourself (ENGINE_API_KEY=<key> python -m lib.engine --port 8765) and point both the app and this "
-    "tool at it with ENGINE_URL=http://127.0.0.1:8765 — or use --provider heygen."
+    "tool at it with ENGINE_URL=http://127.0.0.1:8765 — or use --provider liveavatar."
 )
 
 
@@ -105,11 +107,28 @@ def resolve_settings(
 def connect(settings: Settings) -> Provider:
     """A client for the configured provider. For ``local`` this is an engine someone already runs:
     starting a private engine here would show none of the sessions anyone else opened."""
-    if settings.provider == "heygen":
+    kind = ProviderKind(settings.provider)
+    if kind is ProviderKind.LIVEAVATAR:
+        if not settings.has_liveavatar_key:
+            raise CliError(
+                "No LiveAvatar API key is configured: create one at app.liveavatar.com/developers, then set "
+                "LIVEAVATAR_API_KEY or add LIVEAVATAR_API_KEY to .streamlit/secrets.toml (or use --provider local).",
+                ExitCode.USAGE,
+            )
+        try:
+            return liveavatar_provider(settings)
+        except ValueError:
+            raise CliError(
+                f"LIVEAVATAR_BASE_URL {settings.liveavatar_base_url!r} is not an http:// or https:// URL with a "
+                "host name.",
+                ExitCode.USAGE,
+            ) from None
+    if kind is ProviderKind.HEYGEN:
         if not settings.has_heygen_key:
             raise CliError(
                 "No HeyGen API key is configured: set HEYGEN_API_KEY or add HEYGEN_API_KEY to "
-                ".streamlit/secrets.toml (or use --provider local).",
+                ".streamlit/secrets.toml (or use --provider local). HeyGen's Streaming API shut down on "
+                "2026-03-31: use --provider liveavatar for LiveAvatar.",
                 ExitCode.USAGE,
             )
         return heygen_provider(settings)
@@ -129,7 +148,7 @@ def connect(settings: Settings) -> Provider:
         ) from None
 
 
-def provider_error(exc: HeyGenError | str) -> CliError:
+def provider_error(exc: HeyGenError | AccountError | str) -> CliError:
     return CliError(str(exc), ExitCode.PROVIDER)
 
 

@@ -10,9 +10,11 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
+from lib.accounts import AccountError
 from lib.cli import commands
 from lib.cli.config import CliError, ExitCode, resolve_settings
 from lib.heygen.errors import HeyGenError
+from lib.settings import PROVIDERS
 from lib.usage.store import UsageLogError
 
 PROG = "python -m lib.cli"
@@ -21,10 +23,13 @@ EPILOG = """\
 settings:
   Resolved like the dashboard: secrets.toml (the project's .streamlit/secrets.toml over
   ~/.streamlit/secrets.toml) -> environment -> defaults. Keys come only from there, never from argv.
+  liveavatar provider (the default when LIVEAVATAR_API_KEY is set): LIVEAVATAR_API_KEY from
+  app.liveavatar.com/developers, LIVEAVATAR_BASE_URL (default https://api.liveavatar.com; a local
+  engine's URL and key for its offline twin).
   local provider: talks to an engine that is already running; set ENGINE_URL and ENGINE_API_KEY
   (e.g. start one with: ENGINE_API_KEY=<key> python -m lib.engine --port 8765, and point the app at it
-  with the same ENGINE_URL so both see the same sessions). heygen provider: set HEYGEN_API_KEY.
-  USAGE_DB_PATH (or --db) selects the usage log.
+  with the same ENGINE_URL so both see the same sessions). heygen provider (shut down 2026-03-31,
+  legacy): HEYGEN_API_KEY. USAGE_DB_PATH (or --db) selects the usage log.
 
 exit codes:
   0  success (also: nothing to stop, or a session that had already ended)
@@ -33,6 +38,7 @@ exit codes:
   3  provider error: unreachable, key rejected, unexpected answer
   4  a session id given to `sessions stop` is not active on this provider (unknown, or it runs on
      another engine or account sharing the usage log)
+  A session that had already ended ("already stopped") is not a failure.
   If both 1 and 4 apply, 1 is returned.
 """
 
@@ -75,9 +81,9 @@ def _common(*, connection: bool) -> argparse.ArgumentParser:
     if connection:
         parent.add_argument(
             "--provider",
-            choices=("local", "heygen"),
+            choices=PROVIDERS,
             default=argparse.SUPPRESS,
-            help="provider to talk to (default: AVATAR_PROVIDER, else heygen if a key is set)",
+            help="provider to talk to (default: AVATAR_PROVIDER, else liveavatar if its key is set, else local)",
         )
         parent.add_argument(
             "--engine-url", default=argparse.SUPPRESS, metavar="URL", help="running local engine (default: ENGINE_URL)"
@@ -103,7 +109,7 @@ def _usage_options() -> argparse.ArgumentParser:
     parent.add_argument("--to", dest="date_to", type=_date, metavar="DATE", help="last day, inclusive")
     parent.add_argument(
         "--provider",
-        choices=("local", "heygen"),
+        choices=PROVIDERS,
         default=argparse.SUPPRESS,
         help="count only this provider's sessions (default: all)",
     )
@@ -111,7 +117,7 @@ def _usage_options() -> argparse.ArgumentParser:
     parent.add_argument(
         "--estimate-local",
         action="store_true",
-        help="price local-engine sessions as if they ran on HeyGen (default: 0 credits)",
+        help="price local-engine sessions with the credit model (default: 0 credits)",
     )
     return parent
 
@@ -120,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Avatar Ops for scripts and cron: list and stop sessions, usage totals, CSV export.",
+        description="Avatar Ops for scripts and cron: list and stop sessions, import history, totals, CSV export.",
         epilog=EPILOG,
         formatter_class=formatter,
         parents=[_common(connection=True)],
@@ -153,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--idle-over", type=_minutes, metavar="MINUTES", help="stop sessions idle for longer than this many minutes"
     )
+    which.add_argument(
+        "--older-than",
+        type=_minutes,
+        metavar="MINUTES",
+        help="stop sessions running for longer than this many minutes (for providers that do not report idle time)",
+    )
     s_stop.add_argument("--yes", action="store_true", help="confirm --all")
     s_stop.add_argument("--dry-run", action="store_true", help="show what would be stopped, stop nothing")
     s_stop.add_argument("--json", action="store_true", help="machine-readable output")
@@ -161,7 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     usage = groups.add_parser(
         "usage", help="totals and export from the usage log", epilog=EPILOG, formatter_class=formatter
     )
-    u_cmds = usage.add_subparsers(dest="command", required=True, metavar="{totals,export}")
+    u_cmds = usage.add_subparsers(dest="command", required=True, metavar="{import,totals,export}")
+    u_import = u_cmds.add_parser(
+        "import",
+        parents=[_common(connection=True)],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="import the provider's session history (billed credits, mode, end reason) into the usage log",
+    )
+    u_import.add_argument(
+        "--from", dest="date_from", type=_date, metavar="DATE", help="first UTC day the sessions started, inclusive"
+    )
+    u_import.add_argument("--to", dest="date_to", type=_date, metavar="DATE", help="last UTC day, inclusive")
+    u_import.add_argument("--json", action="store_true", help="machine-readable output")
     log_only = _common(connection=False)
     u_totals = u_cmds.add_parser(
         "totals",
@@ -187,9 +211,9 @@ def _check(args: argparse.Namespace) -> None:
     if args.group != "sessions" or args.command != "stop":
         return
     parser: argparse.ArgumentParser = args.leaf_parser
-    chosen = bool(args.ids) + args.all + (args.idle_over is not None)
+    chosen = bool(args.ids) + args.all + (args.idle_over is not None) + (args.older_than is not None)
     if chosen != 1:
-        parser.error("give session ids, --all, or --idle-over MINUTES (exactly one)")
+        parser.error("give session ids, --all, --idle-over MINUTES or --older-than MINUTES (exactly one)")
     if args.all and not (args.yes or args.dry_run):
         parser.error("--all stops every session on the provider: add --yes to confirm, or --dry-run to see the list")
 
@@ -198,7 +222,7 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
     settings = resolve_settings(
         env,
         secrets_file=getattr(args, "secrets", None),
-        provider=getattr(args, "provider", None) if args.group == "sessions" else None,
+        provider=getattr(args, "provider", None) if args.group == "sessions" or args.command == "import" else None,
         engine_url=getattr(args, "engine_url", None),
         api_key_env=getattr(args, "api_key_env", None),
         db=getattr(args, "db", None),
@@ -207,8 +231,16 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
         return commands.sessions_list(settings, as_json=args.json)
     if args.group == "sessions":
         return commands.sessions_stop(
-            settings, ids=args.ids, stop_all=args.all, idle_over=args.idle_over, dry_run=args.dry_run, as_json=args.json
+            settings,
+            ids=args.ids,
+            stop_all=args.all,
+            idle_over=args.idle_over,
+            older_than=args.older_than,
+            dry_run=args.dry_run,
+            as_json=args.json,
         )
+    if args.command == "import":
+        return commands.usage_import(settings, date_from=args.date_from, date_to=args.date_to, as_json=args.json)
     log_filter = {
         "date_from": args.date_from,
         "date_to": args.date_to,
@@ -234,7 +266,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except CliError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(exc.code)
-    except HeyGenError as exc:
+    except (HeyGenError, AccountError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.PROVIDER)
     except (UsageLogError, sqlite3.Error) as exc:

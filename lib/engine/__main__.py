@@ -50,6 +50,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--remaining-quota", type=float, default=float(10**9), help="seconds reported by /v2/user/remaining_quota"
     )
+    parser.add_argument(
+        "--liveavatar-credits",
+        type=float,
+        default=1000.0,
+        help="LiveAvatar twin: credits granted (default %(default)s)",
+    )
+    parser.add_argument(
+        "--liveavatar-concurrency",
+        type=int,
+        default=0,
+        help="LiveAvatar twin: running sessions allowed, 0 = unlimited (default %(default)s)",
+    )
+    parser.add_argument(
+        "--liveavatar-idle-timeout",
+        type=int,
+        default=300,
+        help="LiveAvatar twin: seconds without keep-alive or speech before a session ends (default %(default)s)",
+    )
+    parser.add_argument("--liveavatar-minute-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     parser.add_argument("--history-db", type=Path, default=settings.data_dir / "engine-history.db")
     parser.add_argument("--no-voices", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -83,6 +102,10 @@ def main(argv: list[str] | None = None) -> None:
         remaining_quota_seconds=args.remaining_quota,
         history_path=args.history_db,
         load_voices=not args.no_voices,
+        liveavatar_credits=args.liveavatar_credits,
+        liveavatar_concurrency=args.liveavatar_concurrency,
+        liveavatar_idle_timeout=args.liveavatar_idle_timeout,
+        liveavatar_minute_seconds=args.liveavatar_minute_seconds,
     )
     from lib.engine.server import create_app
     from lib.engine.sessions import SHUTDOWN_APP_EXITED

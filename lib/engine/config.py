@@ -28,6 +28,11 @@ class EngineConfig:
     load_voices: bool = True
     prebuild_qualities: tuple[str, ...] = ("low",)
     background_qualities: tuple[str, ...] = ("medium",)
+    # LiveAvatar twin (lib/engine/liveavatar_state.py): credits granted, running sessions allowed (0 = any), idle s.
+    liveavatar_credits: float = 1000.0
+    liveavatar_concurrency: int = 0
+    liveavatar_idle_timeout: int = 300
+    liveavatar_minute_seconds: float = 60.0  # length of a billed minute: only tests shorten it
 
     @property
     def base_url(self) -> str:

@@ -23,6 +23,8 @@ from lib.engine import errors as E
 from lib.engine.api import IceBody, NewSessionBody, SessionBody, StartBody, TaskBody
 from lib.engine.config import QUALITIES, EngineConfig
 from lib.engine.history import SessionHistory
+from lib.engine.liveavatar_api import register as register_liveavatar
+from lib.engine.liveavatar_state import LiveAvatarState
 from lib.engine.responder import LlmConfig
 from lib.engine.sessions import SHUTDOWN_ENGINE, EngineSession, SessionManager, SessionOptions
 from lib.engine.speaker import predict_duration_ms
@@ -60,9 +62,11 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         history = SessionHistory(config.history_path)
         state["voices"] = voices
         state["manager"] = SessionManager(config, voices, history, llm)
+        state["liveavatar"] = LiveAvatarState(config, state["manager"], voices)
         gc_pauses.settle()  # models and avatar kits are loaded: keep them out of every later collection
         log.info("engine ready in %.1f s", time.perf_counter() - started)
         yield
+        await state["liveavatar"].shutdown()
         # The parent watch (lib.engine.__main__) says when the app that started the engine died.
         await state["manager"].shutdown(getattr(app.state, "shutdown_reason", SHUTDOWN_ENGINE))
         history.close()
@@ -351,6 +355,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         quota = config.remaining_quota_seconds
         return {"error": None, "data": {"remaining_quota": quota, "details": {"api": quota}}}
 
+    register_liveavatar(app, config, lambda: state["liveavatar"])
     return app
 
 

@@ -2,7 +2,12 @@
 
 Every preset bills whole started seconds (a 30.2 s session bills 31 s), applies its minimum to any
 session that ran at all, and multiplies by a per-minute rate. A session that never ran (0 s) costs 0.
-The SQL form lets the usage queries aggregate credits in ``GROUP BY`` without loading rows.
+The ``liveavatar`` preset bills by the session's mode (FULL 2 credits/min, LITE 1) and sandbox sessions
+nothing; a session whose mode is not known is priced as FULL. The SQL form lets the usage queries
+aggregate credits in ``GROUP BY`` without loading rows.
+
+``PLANS`` are LiveAvatar's subscription plans (docs/liveavatar-api.md §6): they set the price per credit
+and the monthly credit budget on the Usage page.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ class CreditModel:
     credits_per_minute: float
     minimum_s: float = 0.0
     basis: Basis = "session"
+    mode_rates: tuple[tuple[str, float], ...] = ()
+    """Credits per minute by session mode (FULL, LITE); ``credits_per_minute`` for any other or unknown mode."""
+    sandbox_free: bool = False
+
+    def rate(self, mode: str | None = None, is_sandbox: bool | None = None) -> float:
+        if is_sandbox and self.sandbox_free:
+            return 0.0
+        return dict(self.mode_rates).get((mode or "").upper(), self.credits_per_minute)
 
     def billable_seconds(self, duration_s: float, speaking_s: float | None = None) -> float:
         seconds = self._basis_seconds(duration_s, speaking_s)
@@ -35,29 +48,46 @@ class CreditModel:
             return 0.0
         return float(max(math.ceil(seconds - _SLACK_S), self.minimum_s))
 
-    def credits_for(self, duration_s: float, speaking_s: float | None = None) -> float:
+    def credits_for(
+        self,
+        duration_s: float,
+        speaking_s: float | None = None,
+        mode: str | None = None,
+        is_sandbox: bool | None = None,
+    ) -> float:
         """Credits for one session of ``duration_s`` seconds (``speaking_s`` for the speaking basis)."""
-        return self.billable_seconds(duration_s, speaking_s) * self.credits_per_minute / 60.0
+        return self.billable_seconds(duration_s, speaking_s) * self.rate(mode, is_sandbox) / 60.0
 
     def _basis_seconds(self, duration_s: float, speaking_s: float | None) -> float:
         if self.basis == "speaking" and speaking_s is not None:
             return speaking_s
         return duration_s
 
-    def sql_expr(self, duration_sql: str, speaking_sql: str | None = None) -> str:
-        """The same rule as a SQLite expression over a duration (and speaking) column or expression.
+    def sql_expr(
+        self,
+        duration_sql: str,
+        speaking_sql: str | None = None,
+        mode_sql: str | None = None,
+        sandbox_sql: str | None = None,
+    ) -> str:
+        """The same rule as a SQLite expression over a duration (and speaking, mode, sandbox) column.
 
-        ``duration_sql``/``speaking_sql`` are trusted SQL fragments written by us, never user input.
+        The fragments are trusted SQL written by us, never user input.
         """
         basis = f"({duration_sql})"
         if self.basis == "speaking" and speaking_sql is not None:
             basis = f"COALESCE(({speaking_sql}), {basis})"
         shifted = f"({basis} - {_SLACK_S!r})"
         ceil = f"(CAST({shifted} AS INTEGER) + ({shifted} > CAST({shifted} AS INTEGER)))"
-        rate = float(self.credits_per_minute) / 60.0
+        rate = repr(float(self.credits_per_minute) / 60.0)
+        if self.mode_rates and mode_sql is not None:
+            whens = " ".join(f"WHEN '{mode}' THEN {float(r) / 60.0!r}" for mode, r in self.mode_rates)
+            rate = f"(CASE UPPER(COALESCE({mode_sql}, '')) {whens} ELSE {rate} END)"
+        if self.sandbox_free and sandbox_sql is not None:
+            rate = f"(CASE WHEN COALESCE({sandbox_sql}, 0) THEN 0.0 ELSE {rate} END)"
         return (
             f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 "
-            f"ELSE MAX({ceil}, {float(self.minimum_s)!r}) * {rate!r} END)"
+            f"ELSE MAX({ceil}, {float(self.minimum_s)!r}) * {rate} END)"
         )
 
     def with_rate(self, credits_per_minute: float, minimum_s: float | None = None) -> CreditModel:
@@ -74,6 +104,16 @@ class CreditModel:
 PRESETS: dict[str, CreditModel] = {
     m.key: m
     for m in (
+        CreditModel(
+            "liveavatar",
+            "LiveAvatar (by mode)",
+            "FULL and Embed 2 credits per minute, LITE 1, sandbox free; 1 minute is held at start (60 s minimum), "
+            "then per second. Sessions of unknown mode are priced as FULL.",
+            credits_per_minute=2.0,
+            minimum_s=60,
+            mode_rates=(("FULL", 2.0), ("LITE", 1.0)),
+            sandbox_free=True,
+        ),
         CreditModel(
             "heygen_current",
             "HeyGen streaming (current docs)",
@@ -113,6 +153,34 @@ PRESETS: dict[str, CreditModel] = {
 }
 
 DEFAULT_PRESET = "heygen_current"
+LIVEAVATAR_PRESET = "liveavatar"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A LiveAvatar subscription: what a month costs and how many credits it brings."""
+
+    key: str
+    label: str
+    monthly_price: float
+    monthly_credits: float
+    overage_per_credit: float | None  # None: no overage, sessions end when the credits run out
+
+    @property
+    def price_per_credit(self) -> float:
+        """What one credit of the monthly pool costs (the overage price on the free plan: nothing to pay)."""
+        return self.monthly_price / self.monthly_credits if self.monthly_credits else 0.0
+
+
+PLANS: dict[str, Plan] = {
+    p.key: p
+    for p in (
+        Plan("free", "LiveAvatar Free ($0, 10 credits)", 0.0, 10, None),
+        Plan("starter", "LiveAvatar Starter ($19, 150 credits)", 19.0, 150, 0.10),
+        Plan("pro", "LiveAvatar Pro ($99, 1,000 credits)", 99.0, 1000, 0.10),
+        Plan("scale", "LiveAvatar Scale ($475, 5,000 credits)", 475.0, 5000, 0.10),
+    )
+}
 
 
 def get_model(key: str) -> CreditModel:
@@ -143,8 +211,19 @@ class Pricing:
             monthly_budget_credits=float(settings.monthly_budget_credits),
         )
 
-    def credits_for(self, duration_s: float, speaking_s: float | None = None) -> float:
-        return self.model.credits_for(duration_s, speaking_s)
+    def credits_for(
+        self,
+        duration_s: float,
+        speaking_s: float | None = None,
+        mode: str | None = None,
+        is_sandbox: bool | None = None,
+    ) -> float:
+        return self.model.credits_for(duration_s, speaking_s, mode, is_sandbox)
+
+    @classmethod
+    def for_plan(cls, model: CreditModel, plan: Plan) -> Pricing:
+        """Price per credit and monthly budget from a LiveAvatar plan."""
+        return cls(model, round(plan.price_per_credit, 6), float(plan.monthly_credits))
 
     def cost(self, credits: float) -> float:
         return credits * self.price_per_credit

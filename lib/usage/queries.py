@@ -6,7 +6,9 @@ Conventions:
 * Duration = (ended_at, else last_seen, else now) − created_at: billable from ``streaming.new`` until
   closed (DESIGN.md, lifecycle).
 * Local-engine sessions cost no real credits; ``include_local_estimate=True`` prices them as if they
-  had run on HeyGen with the chosen preset.
+  had run on a billed provider with the chosen preset.
+* Credits are what the provider billed (``billed_credits``, from an imported LiveAvatar history) wherever it is
+  known, else the estimate of the chosen preset: billed figures win in totals, charts and the budget.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from lib.capabilities import FREE_PROVIDERS
 from lib.usage.credits import Pricing
 from lib.usage.store import UsageLog
 
-LOCAL_PROVIDERS: tuple[str, ...] = ("local",)
-"""Providers whose sessions cost no real credits."""
+LOCAL_PROVIDERS: tuple[str, ...] = FREE_PROVIDERS
+"""Providers whose sessions cost no real credits (declared by their capabilities)."""
+ESTIMATE_TOLERANCE = 0.10
+"""An estimate further than this from the billed credits is flagged on the Usage page."""
 
 GroupBy = Literal["avatar", "quality", "provider"]
 _GROUP_COLUMNS: dict[str, str] = {"avatar": "avatar_id", "quality": "quality", "provider": "provider"}
@@ -99,6 +104,11 @@ class Kpis:
     cost: float
     avg_duration_s: float | None
     p95_duration_s: float | None
+    billed_credits: float = 0.0
+    """Sum of the credits the provider reported billed (sessions with an imported history)."""
+    billed_sessions: int = 0
+    estimated_credits: float = 0.0
+    """The credit model's estimate for every session, billed ones included (to compare with the bill)."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +150,7 @@ def _where(flt: UsageFilter, params: dict[str, Any]) -> str:
 
 
 def _credits_sql(pricing: Pricing, include_local_estimate: bool) -> str:
-    expr = pricing.model.sql_expr("d", "sp")
+    expr = pricing.model.sql_expr("d", "sp", "mode", "is_sandbox")
     if include_local_estimate:
         return expr
     local = ", ".join(f"'{p}'" for p in LOCAL_PROVIDERS)
@@ -154,13 +164,15 @@ def _base(
     pricing: Pricing | None = None,
     include_local_estimate: bool = False,
 ) -> str:
-    """``WITH s AS (...)``: the filtered sessions with duration ``d`` and ``credits`` per session."""
+    """``WITH s AS (...)``: the filtered sessions with duration ``d``, the estimate ``est_credits`` and
+    ``credits`` (billed where known, else the estimate) per session."""
     params["now"] = time.time() if now is None else now
-    credits = _credits_sql(pricing, include_local_estimate) if pricing else "0.0"
+    estimate = _credits_sql(pricing, include_local_estimate) if pricing else "0.0"
     return (
         "WITH f AS (SELECT *, MAX(COALESCE(ended_at, last_seen, :now) - created_at, 0.0) AS d, "
         f"speaking_s AS sp FROM sessions WHERE {_where(flt, params)}), "
-        f"s AS (SELECT *, {credits} AS credits FROM f) "
+        f"est AS (SELECT *, {estimate} AS est_credits FROM f), "
+        "s AS (SELECT *, COALESCE(billed_credits, est_credits) AS credits FROM est) "
     )
 
 
@@ -215,9 +227,10 @@ def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
 def _kpis(conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None) -> Kpis:
     params: dict[str, Any] = {}
     base = _base(flt, params, now, pricing, include_local_estimate)
-    n, open_n, total_s, credits, avg = conn.execute(
+    n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
         base + "SELECT COUNT(*), COALESCE(SUM(ended_at IS NULL), 0), COALESCE(SUM(d), 0.0), "
-        "COALESCE(SUM(credits), 0.0), AVG(d) FROM s",
+        "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
+        "COALESCE(SUM(est_credits), 0.0) FROM s",
         params,
     ).fetchone()
     p95 = None
@@ -233,6 +246,9 @@ def _kpis(conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate:
         cost=pricing.cost(credits),
         avg_duration_s=avg,
         p95_duration_s=p95,
+        billed_credits=billed,
+        billed_sessions=billed_n,
+        estimated_credits=estimated,
     )
 
 
@@ -433,6 +449,13 @@ SESSION_TABLE_COLUMNS = (
     "cost",
     "tasks",
     "events",
+    "mode",
+    "source",
+    "is_sandbox",
+    "billed_credits",
+    "est_credits",
+    "estimate_off",
+    "provider_end_reason",
 )
 
 
@@ -458,7 +481,10 @@ def _sessions_sql(
         "CASE WHEN p.ended_at IS NULL THEN 'open' ELSE 'closed' END AS status, p.end_reason, p.provider, "
         "p.avatar_id, p.voice_id, p.quality, p.video_encoding, p.started_by_dashboard, "
         "p.d AS duration_s, p.credits, p.credits * :price AS cost, "
-        "COALESCE(SUM(e.kind = 'task'), 0) AS tasks, COUNT(e.id) AS events "
+        "COALESCE(SUM(e.kind = 'task'), 0) AS tasks, COUNT(e.id) AS events, "
+        "p.mode, p.source, p.is_sandbox, p.billed_credits, p.est_credits, "
+        f"(p.billed_credits IS NOT NULL AND ABS(p.est_credits - p.billed_credits) > "
+        f"{ESTIMATE_TOLERANCE!r} * p.billed_credits + 1e-9) AS estimate_off, p.provider_end_reason "
         "FROM page p LEFT JOIN events e ON e.session_id = p.session_id "
         "GROUP BY p.session_id ORDER BY p.created_at DESC"
     )
@@ -481,6 +507,10 @@ def sessions_table(
     for column in ("created", "ended"):
         df[column] = pd.to_datetime(df[column], unit="s", utc=True).dt.tz_convert(flt.tz)
     df["started_by_dashboard"] = df["started_by_dashboard"].astype(bool)
+    df["estimate_off"] = df["estimate_off"].fillna(0).astype(bool)
+    df["is_sandbox"] = df["is_sandbox"].map(lambda v: None if v is None or v != v else bool(v)).astype("object")
+    for column in ("billed_credits", "est_credits"):
+        df[column] = df[column].astype("float64")
     return df
 
 
@@ -524,6 +554,11 @@ def sessions_csv(
             values = list(row)
             values[10] = "true" if values[10] else "false"
             values[11:14] = (round(v, 6) for v in values[11:14])
+            sandbox, billed, estimate, off = values[18:22]
+            values[18] = None if sandbox is None else ("true" if sandbox else "false")
+            values[19] = None if billed is None else round(billed, 6)
+            values[20] = round(estimate, 6)
+            values[21] = "true" if off else "false"
             writer.writerow([spreadsheet_safe(v) for v in values])
     return out.getvalue().encode("utf-8")
 

@@ -48,6 +48,18 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sessions ADD COLUMN endpoint TEXT;
     """,
+    # 3: what the provider itself reports about a session (LiveAvatar's history): mode (FULL/LITE), source
+    # (API/APP/EMBED/DEMO), sandbox, the credits it billed, its end time, duration and end reason. NULL where
+    # the provider says nothing; billed_credits wins over the estimate wherever it is set.
+    """
+    ALTER TABLE sessions ADD COLUMN mode TEXT;
+    ALTER TABLE sessions ADD COLUMN source TEXT;
+    ALTER TABLE sessions ADD COLUMN is_sandbox INTEGER;
+    ALTER TABLE sessions ADD COLUMN billed_credits REAL;
+    ALTER TABLE sessions ADD COLUMN provider_ended_at REAL;
+    ALTER TABLE sessions ADD COLUMN provider_duration_s REAL;
+    ALTER TABLE sessions ADD COLUMN provider_end_reason TEXT;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -62,7 +62,8 @@ class UsageLogError(RuntimeError):
 
 _SESSION_COLUMNS = (
     "session_id, provider, avatar_id, voice_id, quality, video_encoding, started_by_dashboard, "
-    "created_at, connected_at, ended_at, end_reason, last_seen, speaking_s, endpoint"
+    "created_at, connected_at, ended_at, end_reason, last_seen, speaking_s, endpoint, "
+    "mode, source, is_sandbox, billed_credits, provider_end_reason"
 )
 
 
@@ -82,11 +83,19 @@ class SessionRow:
     last_seen: float | None
     speaking_s: float | None
     endpoint: str | None = None
+    mode: str | None = None
+    source: str | None = None
+    is_sandbox: bool | None = None
+    billed_credits: float | None = None
+    """Credits the provider billed (imported history); wins over the estimate."""
+    provider_end_reason: str | None = None
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> SessionRow:
         values = list(row)
         values[6] = bool(values[6])
+        if len(values) > 16 and values[16] is not None:
+            values[16] = bool(values[16])
         return cls(*values)
 
     @property
@@ -129,13 +138,33 @@ class Reconciliation:
 
 @dataclass(frozen=True)
 class HistoryRow:
-    """One entry of the provider's session history (HeyGen ``GET /v2/streaming.list``)."""
+    """One entry of the provider's session history (HeyGen ``GET /v2/streaming.list``, LiveAvatar
+    ``GET /v1/sessions?type=historic``). The fields after ``voice`` are LiveAvatar's; None where not reported."""
 
     session_id: str
-    created_at: float
+    created_at: Timestamp
     duration_s: float | None = None
     avatar_id: str | None = None
     voice: str | None = None
+    ended_at: Timestamp = None
+    mode: str | None = None
+    source: str | None = None
+    is_sandbox: bool | None = None
+    billed_credits: float | None = None
+    end_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class HistoryImport:
+    """What an import changed: sessions added, logged sessions given the provider's figures, rows read."""
+
+    added: int
+    updated: int
+    read: int
+
+    @property
+    def unchanged(self) -> int:
+        return self.read - self.added - self.updated
 
 
 RECONCILE_GRACE_S = 2.0
@@ -567,21 +596,48 @@ class UsageLog:
 
     def import_history(self, rows: Iterable[HistoryRow | Mapping[str, Any]], provider: str = "heygen") -> int:
         """Add the provider's past sessions; ids already in the log are kept as logged. Returns rows added."""
-        values = []
-        for raw in rows:
-            row = raw if isinstance(raw, HistoryRow) else _history_row(raw)
-            created = to_unix(row.created_at)
-            ended = created + max(0.0, float(row.duration_s or 0.0))
-            values.append((row.session_id, provider, row.avatar_id, row.voice, 0, created, ended, EndReason.IMPORTED))
+        return self.import_provider_history(rows, provider).added
+
+    def import_provider_history(self, rows: Iterable[HistoryRow | Mapping[str, Any]], provider: str) -> HistoryImport:
+        """Add the provider's past sessions and give logged ones (matched by session id) the provider's own
+        figures: mode, source, sandbox, billed credits, end reason. Idempotent: a second import of the same
+        history adds and updates nothing. Sessions this dashboard logged keep their own times and reasons."""
+        parsed = [raw if isinstance(raw, HistoryRow) else _history_row(raw) for raw in rows]
+        added = updated = 0
         with self._write() as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, "
-                "started_by_dashboard, created_at, ended_at, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            added = conn.total_changes - before
-        return added
+            for row in parsed:
+                created = to_unix(row.created_at)
+                duration = None if row.duration_s is None else max(0.0, float(row.duration_s))
+                provider_end = None if row.ended_at is None else to_unix(row.ended_at)
+                ended = provider_end if provider_end is not None else created + (duration or 0.0)
+                sandbox = None if row.is_sandbox is None else int(row.is_sandbox)
+                figures = (row.mode, row.source, sandbox, row.billed_credits, provider_end, duration, row.end_reason)
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, started_by_dashboard, "
+                    "created_at, ended_at, end_reason, mode, source, is_sandbox, billed_credits, provider_ended_at, "
+                    "provider_duration_s, provider_end_reason) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (row.session_id, provider, row.avatar_id, row.voice, created, ended, EndReason.IMPORTED, *figures),
+                )
+                if cur.rowcount:
+                    added += 1
+                    continue
+                if all(value is None for value in figures):
+                    continue  # HeyGen's history says nothing the log lacks
+                cur = conn.execute(
+                    "UPDATE sessions SET mode = COALESCE(?, mode), source = COALESCE(?, source), "
+                    "is_sandbox = COALESCE(?, is_sandbox), billed_credits = COALESCE(?, billed_credits), "
+                    "provider_ended_at = COALESCE(?, provider_ended_at), "
+                    "provider_duration_s = COALESCE(?, provider_duration_s), "
+                    "provider_end_reason = COALESCE(?, provider_end_reason) "
+                    "WHERE session_id = ? AND NOT (mode IS COALESCE(?, mode) AND source IS COALESCE(?, source) "
+                    "AND is_sandbox IS COALESCE(?, is_sandbox) AND billed_credits IS COALESCE(?, billed_credits) "
+                    "AND provider_ended_at IS COALESCE(?, provider_ended_at) "
+                    "AND provider_duration_s IS COALESCE(?, provider_duration_s) "
+                    "AND provider_end_reason IS COALESCE(?, provider_end_reason))",
+                    (*figures, row.session_id, *figures),
+                )
+                updated += cur.rowcount
+        return HistoryImport(added, updated, len(parsed))
 
     # -- settings ----------------------------------------------------------------------------
 
@@ -633,4 +689,10 @@ def _history_row(raw: Mapping[str, Any]) -> HistoryRow:
         duration_s=None if duration is None else float(duration),
         avatar_id=raw.get("avatar_id"),
         voice=raw.get("voice") or raw.get("voice_name") or raw.get("voice_id"),
+        ended_at=raw.get("ended_at", raw.get("end_at")),
+        mode=raw.get("mode"),
+        source=raw.get("source"),
+        is_sandbox=raw.get("is_sandbox"),
+        billed_credits=raw.get("billed_credits", raw.get("credits_consumed")),
+        end_reason=raw.get("end_reason"),
     )

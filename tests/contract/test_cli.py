@@ -178,8 +178,10 @@ def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_
     """The app's embedded engine and the engine the command line uses can share one usage log."""
     mine = new_session(client)
     log.open_session(mine, "local", created_at=time.time() - 30, endpoint=client.endpoint)
-    # Another dashboard's engine, still up: the same server answers /healthz, but with another key.
-    log.open_session("other-dashboards", "local", created_at=time.time() - 30, endpoint=f"{engine.url}#key-other")
+    # Another dashboard's engine, still up: the test engine stands in for it under another URL (one engine has
+    # one key, so a session logged at this engine's own URL under another key was on an engine that is gone).
+    other_url = engine.url.replace("127.0.0.1", "localhost")
+    log.open_session("other-dashboards", "local", created_at=time.time() - 30, endpoint=f"{other_url}#key-other")
     # An engine that has since been shut down.
     gone = f"http://127.0.0.1:{free_port()}#key-gone"
     log.open_session("crashed-engines", "local", created_at=time.time() - 60, endpoint=gone)
@@ -201,7 +203,7 @@ def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_
     code, out, err = cli("sessions", "stop", "other-dashboards", "--json")
     assert code == ExitCode.NOT_FOUND
     [result] = json.loads(out)["results"]
-    assert result["outcome"] == "elsewhere" and engine.url in result["message"] and "key-" not in result["message"]
+    assert result["outcome"] == "elsewhere" and other_url in result["message"] and "key-" not in result["message"]
     assert log.get_session("other-dashboards").is_open  # type: ignore[union-attr]
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from lib import ops
+from lib.accounts import StreamingAccount
+from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.engine.launcher import PROJECT_ROOT, EngineProcess
 from lib.heygen.client import StreamingClient
 from lib.heygen.models import ActiveSession, NewSessionRequest
@@ -23,6 +25,7 @@ from lib.usage.credits import PRESETS, Pricing
 from lib.usage.store import RECONCILE_GRACE_S, EndReason, UsageLog
 
 PRICING = Pricing(PRESETS["heygen_current"])
+LOCAL = CAPABILITIES[ProviderKind.LOCAL]
 
 
 @pytest.fixture
@@ -59,7 +62,7 @@ class ListThenStart:
 def test_a_session_started_between_listing_and_reconciling_stays_open(client, usage):
     racing = ListThenStart(client, usage)
 
-    snapshot = ops.take_snapshot(racing, usage, "local", PRICING)  # type: ignore[arg-type]
+    snapshot = ops.take_snapshot(StreamingAccount(racing), usage, LOCAL, PRICING)  # type: ignore[arg-type]
 
     (session_id,) = racing.started
     assert session_id in {s.session_id for s in client.list()}
@@ -69,7 +72,7 @@ def test_a_session_started_between_listing_and_reconciling_stays_open(client, us
     # The next look sees it listed and keeps its heartbeat moving.
     seen = row.last_seen or 0.0
     time.sleep(0.05)
-    again = ops.take_snapshot(client, usage, "local", PRICING)
+    again = ops.take_snapshot(StreamingAccount(client), usage, LOCAL, PRICING)
     assert [s.origin for s in again.sessions if s.session_id == session_id] == ["dashboard"]
     assert (usage.get_session(session_id).last_seen or 0.0) > seen  # type: ignore[union-attr]
 
@@ -80,7 +83,7 @@ def test_a_session_wrongly_closed_as_lost_is_reopened_and_heartbeats_count_again
     assert usage.close_session(session_id, EndReason.LOST, at=time.time())
     time.sleep(0.01)  # the next listing begins after that decision
 
-    snapshot = ops.take_snapshot(client, usage, "local", PRICING)
+    snapshot = ops.take_snapshot(StreamingAccount(client), usage, LOCAL, PRICING)
 
     assert [s.closed_in_log for s in snapshot.sessions if s.session_id == session_id] == [False]
     row = usage.get_session(session_id)
@@ -88,7 +91,7 @@ def test_a_session_wrongly_closed_as_lost_is_reopened_and_heartbeats_count_again
     assert usage.heartbeat(session_id)
     client.stop(session_id)
     time.sleep(RECONCILE_GRACE_S)  # a session logged within the grace before a listing is not judged by it
-    after = ops.take_snapshot(client, usage, "local", PRICING)
+    after = ops.take_snapshot(StreamingAccount(client), usage, LOCAL, PRICING)
     assert [r.session_id for r in after.lost] == [session_id]
     closed = usage.get_session(session_id)
     assert closed is not None and closed.end_reason == EndReason.LOST
@@ -102,6 +105,8 @@ RECONCILER = textwrap.dedent(
     import sys, time, os
     sys.path.insert(0, sys.argv[1])
     from lib import ops
+    from lib.accounts import StreamingAccount
+    from lib.capabilities import CAPABILITIES, ProviderKind
     from lib.heygen.client import StreamingClient
     from lib.usage.credits import PRESETS, Pricing
     from lib.usage.store import UsageLog
@@ -124,7 +129,9 @@ RECONCILER = textwrap.dedent(
         print("ready", flush=True)
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            lost += len(ops.take_snapshot(SlowListing(client), log, "local", Pricing(PRESETS["heygen_current"])).lost)
+            account = StreamingAccount(SlowListing(client))
+            pricing = Pricing(PRESETS["heygen_current"])
+            lost += len(ops.take_snapshot(account, log, CAPABILITIES[ProviderKind.LOCAL], pricing).lost)
     print(f"lost {lost}", flush=True)
     """
 )

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from lib import ops
+from lib.accounts import StreamingAccount
+from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError, ProviderUnavailable, SessionNotFound, SessionStateError, Unauthorized
 from lib.heygen.models import ActiveSession, HistorySession
 from lib.usage.credits import PRESETS, Pricing
@@ -16,6 +18,7 @@ from lib.usage.store import EndReason, UsageLog
 
 PRICING = Pricing(PRESETS["heygen_current"], price_per_credit=1.5, monthly_budget_credits=100)
 NOW = datetime(2024, 3, 3, 12, 0, tzinfo=UTC).timestamp()
+LOCAL, HEYGEN = CAPABILITIES[ProviderKind.LOCAL], CAPABILITIES[ProviderKind.HEYGEN]
 
 
 class FakeClient:
@@ -40,7 +43,7 @@ class FakeClient:
             raise self.list_error
         return list(self.sessions.values())
 
-    def list_history(self, date_from: object = None) -> list[HistorySession]:
+    def list_history(self, date_from: object = None, date_to: object = None) -> list[HistorySession]:
         return list(self.history)
 
     def stop(self, session_id: str) -> None:
@@ -48,6 +51,11 @@ class FakeClient:
             raise self.stop_errors[session_id]
         self.sessions.pop(session_id)
         self.stopped.append(session_id)
+
+
+def account(client: FakeClient) -> StreamingAccount:
+    """The Sessions page's view of a HeyGen-shaped provider, over the fake client."""
+    return StreamingAccount(client)  # type: ignore[arg-type]
 
 
 def active(sid: str, age_s: float, **extra: object) -> ActiveSession:
@@ -68,7 +76,7 @@ def test_snapshot_merges_log_flags_orphans_and_closes_lost_at_last_heartbeat(log
     log.open_session("heygen-open", "heygen", "cleo", None, "low", None, created_at=NOW - 900)
     client = FakeClient([active("mine", 600), active("stranger", 90, avatar_id="zed", quality="low")])
 
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     assert snap.ok
     by_id = {s.session_id: s for s in snap.sessions}
@@ -96,7 +104,7 @@ def test_snapshot_merges_log_flags_orphans_and_closes_lost_at_last_heartbeat(log
 def test_provider_error_is_a_message_and_leaves_the_log_alone(log: UsageLog) -> None:
     log.open_session("mine", "local", created_at=NOW - 60)
     error = ProviderUnavailable(None, "", provider_label="Local engine", host="127.0.0.1:1")
-    snap = ops.take_snapshot(FakeClient([], list_error=error), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([], list_error=error)), log, LOCAL, PRICING, now=NOW)
 
     assert not snap.ok and snap.sessions == [] and snap.lost == []
     assert "unreachable" in (snap.error or "")
@@ -106,7 +114,7 @@ def test_provider_error_is_a_message_and_leaves_the_log_alone(log: UsageLog) -> 
 def test_closed_in_log_but_still_running_is_shown_with_a_note(log: UsageLog) -> None:
     log.open_session("sticky", "local", "anna", created_at=NOW - 300)
     log.close_session("sticky", EndReason.STOPPED, at=NOW - 200)
-    snap = ops.take_snapshot(FakeClient([active("sticky", 300)]), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([active("sticky", 300)])), log, LOCAL, PRICING, now=NOW)
 
     (row,) = snap.sessions
     assert row.closed_in_log and row.origin == "dashboard"
@@ -124,9 +132,9 @@ def test_force_stop_reports_each_outcome_and_logs_it(log: UsageLog) -> None:
             "broken": Unauthorized(400112, "Unauthorized", 401, provider_label="HeyGen"),
         },
     )
-    snap = ops.take_snapshot(client, log, "heygen", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
 
-    results = ops.force_stop(client, log, "heygen", snap.sessions, now=NOW + 5)  # type: ignore[arg-type]
+    results = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW + 5)
 
     outcome = {r.session_id: r for r in results}
     assert {k: r.outcome for k, r in outcome.items()} == {
@@ -158,8 +166,8 @@ def test_stopping_a_session_that_is_already_closing_counts_as_gone(log: UsageLog
         [active("s", 60)],
         stop_errors={"s": SessionStateError(10005, "state wrong: closed", state="closed", provider_label="HeyGen")},
     )
-    snap = ops.take_snapshot(client, log, "heygen", PRICING, now=NOW)  # type: ignore[arg-type]
-    (result,) = ops.force_stop(client, log, "heygen", snap.sessions, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
+    (result,) = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW)
     assert result.outcome == "already_gone" and result.label == "already gone"
     assert log.get_session("s") is None  # an orphan that was not stopped by us is not invented in the log
 
@@ -172,7 +180,7 @@ def test_idle_shortcut_picks_only_sessions_idle_longer_than_n_minutes(log: Usage
             active("heygen-like", 900),
         ]
     )
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     idle, unknown = ops.idle_sessions(snap.sessions, 5)
 
@@ -186,22 +194,24 @@ def test_idle_shortcut_picks_only_sessions_idle_longer_than_n_minutes(log: Usage
 
 def test_capacity_local_units_and_heygen_limit(log: UsageLog) -> None:
     client = FakeClient([active("a", 10, quality="low"), active("b", 10, quality="high")])
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
-    local = ops.capacity("local", snap.sessions, engine_budget=6, heygen_limit=None)
+    local = ops.capacity(LOCAL, snap.sessions, budget=6, entered_limit=None)
     assert (local.used, local.limit, local.unit) == (5, 6, "units")
-    unknown = ops.capacity("heygen", snap.sessions, engine_budget=6, heygen_limit=None)
+    heygen = HEYGEN
+    unknown = ops.capacity(heygen, snap.sessions, budget=6, entered_limit=None)
     assert unknown.limit is None and "does not report" in unknown.note
-    known = ops.capacity("heygen", snap.sessions, engine_budget=6, heygen_limit=3)
+    known = ops.capacity(heygen, snap.sessions, budget=6, entered_limit=3)
     assert (known.used, known.limit) == (2, 3)
 
 
 def test_credits_per_minute_counts_running_sessions(log: UsageLog) -> None:
     client = FakeClient([active("a", 10, speaking=True), active("b", 10, speaking=False)])
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
-    assert ops.credits_per_minute(snap.sessions, PRICING) == pytest.approx(0.4)
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
+    assert ops.credits_per_minute(snap.sessions) == pytest.approx(0.4)
     speaking = Pricing(PRESETS["heygen_oldest"])
-    assert ops.credits_per_minute(snap.sessions, speaking) == pytest.approx(1.0)
+    snap = ops.take_snapshot(account(client), log, LOCAL, speaking, now=NOW)
+    assert ops.credits_per_minute(snap.sessions) == pytest.approx(1.0)
 
 
 def test_stopped_today_counts_from_local_midnight(log: UsageLog) -> None:
@@ -222,7 +232,7 @@ def test_stopped_today_counts_from_local_midnight(log: UsageLog) -> None:
 def test_lost_sessions_are_described_with_their_end_time(log: UsageLog) -> None:
     log.open_session("ghost", "local", "bob", created_at=NOW - 100)
     log.heartbeat("ghost", at=NOW - 40)
-    snap = ops.take_snapshot(FakeClient([]), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(FakeClient([])), log, LOCAL, PRICING, now=NOW)
     assert ops.describe_lost(snap.lost, "UTC") == ["ghost (bob), closed at its last heartbeat 11:59:20"]
 
 
@@ -235,7 +245,7 @@ def test_a_session_closed_as_lost_gets_the_end_time_from_the_provider_history(lo
         HistorySession("unrelated", "closed", datetime.fromtimestamp(NOW - 900, UTC), 10.0),
     ]
 
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     assert [(r.session_id, r.ended_at) for r in snap.lost] == [("crashed", pytest.approx(NOW - 430.75))]
     row = log.get_session("crashed")
@@ -252,7 +262,7 @@ def test_a_session_logged_while_the_listing_was_under_way_is_not_closed(log: Usa
             log.open_session("just-started", "local", created_at=NOW + 0.2)
             return answer
 
-    snap = ops.take_snapshot(ListThenLog([]), log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(ListThenLog([])), log, LOCAL, PRICING, now=NOW)
 
     assert snap.lost == []
     assert log.get_session("just-started").is_open  # type: ignore[union-attr]
@@ -265,8 +275,8 @@ def test_a_session_of_a_dead_engine_on_the_same_port_is_closed_even_though_ours_
     same_port_other_key = client.endpoint.split("#")[0] + "#key-ffffffffffff"
     log.open_session("predecessor", "local", created_at=NOW - 300, endpoint=same_port_other_key)
     log.heartbeat("predecessor", at=NOW - 200)
-    monkeypatch.setattr(ops, "endpoint_reachable", lambda endpoint: True)  # our engine answers /healthz there
+    monkeypatch.setattr("lib.accounts.endpoint_reachable", lambda endpoint: True)  # ours answers /healthz there
 
-    snap = ops.take_snapshot(client, log, "local", PRICING, now=NOW)  # type: ignore[arg-type]
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
 
     assert [r.session_id for r in snap.lost] == ["predecessor"] and snap.elsewhere == []

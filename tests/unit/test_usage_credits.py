@@ -92,7 +92,7 @@ def test_pricing_turns_credits_into_money_and_budget_share() -> None:
 
 
 def test_presets_are_documented_and_unknown_ones_name_the_choices() -> None:
-    expected = {"heygen_current", "heygen_older", "heygen_oldest", "liveavatar_full", "liveavatar_lite"}
+    expected = {"liveavatar", "heygen_current", "heygen_older", "heygen_oldest", "liveavatar_full", "liveavatar_lite"}
     assert set(PRESETS) == expected
     assert all(m.label and m.description for m in PRESETS.values())
     with pytest.raises(ValueError, match="heygen_current"):
