@@ -15,7 +15,7 @@ from lib.heygen.errors import HeyGenError
 from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
-from lib.usage.store import Reconciliation, UsageLog
+from lib.usage.store import Reconciliation, UsageLog, UsageLogError
 from lib.voice import SpeechToText, get_speech_to_text
 
 
@@ -71,6 +71,17 @@ def use_local_fallback(enabled: bool) -> None:
 @st.cache_resource(show_spinner=False)
 def usage_log() -> UsageLog:
     return UsageLog(settings().database_path)
+
+
+def usage_log_or_stop() -> UsageLog:
+    """The usage log, or what is wrong with its file and what to do, on the page (and the page stops).
+    Not cached when it fails: the next run tries again, after the user fixed the folder or the setting."""
+    try:
+        return usage_log()
+    except UsageLogError as exc:
+        st.error(str(exc), icon=":material/database:")
+    st.stop()
+    raise AssertionError("unreachable")
 
 
 @st.cache_resource(show_spinner=False)

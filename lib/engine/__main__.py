@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import secrets
+import sqlite3
 import sys
 import threading
 import time
@@ -15,8 +16,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from lib.engine.config import EngineConfig
+from lib.engine.history import SessionHistory
 from lib.engine.responder import LlmConfig
-from lib.settings import Secret, load_settings
+from lib.settings import Secret, SettingsError, load_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,7 +83,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+        load_settings()  # the LLM settings below; a bad value ends here with its message, not a traceback
+    except SettingsError as exc:
+        sys.exit(f"Configuration problem: {exc}")
+    try:
+        SessionHistory(args.history_db).close()
+    except (OSError, sqlite3.Error) as exc:
+        sys.exit(
+            f"The engine cannot use its history file {args.history_db}: {exc}. Point --history-db (or "
+            "AVATAR_OPS_DATA_DIR) at a writable folder."
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = args.api_key or os.environ.get("ENGINE_API_KEY")
     if not key:

@@ -166,9 +166,9 @@ def _wait_healthy(engine: EngineProcess, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if engine.process.poll() is not None:
-            raise EngineStartError(
-                f"The local engine exited with code {engine.process.returncode}:\n{engine.log_tail()}"
-            )
+            tail = engine.log_tail()
+            engine.stop(keep_log=True)  # closes its lifeline
+            raise EngineStartError(f"The local engine exited with code {engine.process.returncode}:\n{tail}")
         try:
             if requests.get(f"{engine.url}/healthz", timeout=1).json().get("status") == "ok":
                 return

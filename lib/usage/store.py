@@ -57,7 +57,31 @@ class EndReason(StrEnum):
 
 
 class UsageLogError(RuntimeError):
-    """The log file cannot be used (e.g. written by a newer version of the dashboard)."""
+    """The log file cannot be used (not a database, not writable, written by a newer version of the
+    dashboard); the message names the file and what to do."""
+
+
+_WHERE = "Set AVATAR_OPS_DATA_DIR (or USAGE_DB_PATH) to a writable place"
+
+
+def storage_problem(path: Path, exc: OSError | sqlite3.Error) -> str:
+    """What went wrong with the log file ``path`` and what to do about it, in one or two sentences."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            return (
+                f"The usage log {path} is not a SQLite database (it was left untouched). Move it away, or point "
+                "USAGE_DB_PATH at another file."
+            )
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")):
+            return f"The usage log {path} cannot be written ({exc}). Make {path.parent} writable. {_WHERE}."
+        return f"The usage log {path} cannot be used: {exc}. {_WHERE}."
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        blocker = next((p for p in path.parents if p.is_file()), path)
+        return f"The usage log {path} cannot be created: {blocker} is a file, not a folder. {_WHERE}."
+    reason = exc.strerror or str(exc)
+    where = exc.filename or path.parent
+    return f"The usage log {path} cannot be created or written: {reason} ({where}). {_WHERE}."
 
 
 _SESSION_COLUMNS = (
@@ -212,15 +236,19 @@ class UsageLog:
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path).expanduser()
-        private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
         self._busy_timeout_s = busy_timeout_s
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
-        with self._connection() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._migrate(conn)
+        try:
+            private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
+            with self._connection() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                self._migrate(conn)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise UsageLogError(storage_problem(self.path, exc)) from None
 
     def __repr__(self) -> str:
         return f"UsageLog({str(self.path)!r})"

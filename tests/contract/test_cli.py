@@ -327,6 +327,34 @@ def test_usage_export_neutralises_spreadsheet_formulas_from_imported_history(cli
     assert row["avatar_id"] == "'=1+1"
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"), [("PRICE_PER_CREDIT", "nan"), ("MONTHLY_BUDGET_CREDITS", "-1"), ("CREDIT_PRESET", "x")]
+)
+def test_a_bad_setting_is_a_configuration_error_naming_it(cli, seeded: UsageLog, setting: str, value: str) -> None:
+    code, out, err = cli("usage", "totals", **{setting: value})
+    assert code == ExitCode.USAGE and out == ""
+    assert err.startswith("error: Configuration problem: ") and setting in err and "Traceback" not in err
+
+
+def test_a_usage_log_that_is_not_a_database_is_named_and_left_untouched(cli, tmp_path: Path) -> None:
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"not a database\n" * 100)
+    before = junk.read_bytes()
+    code, out, err = cli("usage", "totals", USAGE_DB_PATH=str(junk))
+    assert code == ExitCode.USAGE and out == ""
+    assert err == (
+        f"error: The usage log {junk} is not a SQLite database (it was left untouched). Move it away, or point "
+        "USAGE_DB_PATH at another file.\n"
+    )
+    assert junk.read_bytes() == before
+
+
+def test_an_unwritable_data_folder_is_named_with_the_setting_to_change(cli) -> None:
+    code, _, err = cli("usage", "export", USAGE_DB_PATH="/sys/avatar-ops-test/usage.db")
+    assert code == ExitCode.USAGE
+    assert "/sys/avatar-ops-test" in err and "AVATAR_OPS_DATA_DIR" in err and "Traceback" not in err
+
+
 def test_bad_arguments_are_usage_errors(cli) -> None:
     assert cli("usage", "totals", "--from", "March")[0] == ExitCode.USAGE
     code, _, err = cli("usage", "totals", "--from", "2024-03-05", "--to", "2024-03-01")

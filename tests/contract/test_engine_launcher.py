@@ -14,7 +14,9 @@ import textwrap
 import time
 from pathlib import Path
 
-from lib.engine.launcher import LOG_PREFIX, PROJECT_ROOT, prune_logs, start_engine
+import pytest
+
+from lib.engine.launcher import LOG_PREFIX, PROJECT_ROOT, EngineStartError, prune_logs, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.models import NewSessionRequest
 
@@ -114,3 +116,18 @@ def test_logs_of_dead_engines_are_pruned_to_the_newest_few_and_a_running_ones_is
     assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}dead{age}.log" for age in (5, 6, 7)]
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([*(f"{LOG_PREFIX}dead{age}.log" for age in range(5)), running.name, other.name])
+
+
+def test_an_unwritable_history_folder_stops_the_engine_with_a_message_not_a_traceback() -> None:
+    with pytest.raises(EngineStartError) as raised:
+        start_engine(extra_args=["--history-db", "/sys/avatar-ops-test/history.db", "--no-voices"], timeout=30)
+    message = str(raised.value)
+    assert "cannot use its history file /sys/avatar-ops-test/history.db" in message
+    assert "AVATAR_OPS_DATA_DIR" in message and "Traceback" not in message
+
+
+def test_a_bad_setting_stops_the_engine_with_its_name(tmp_path: Path) -> None:
+    with pytest.raises(EngineStartError, match="Configuration problem: PRICE_PER_CREDIT must be a finite number"):
+        start_engine(
+            extra_args=["--history-db", str(tmp_path / "h.db"), "--no-voices"], env={"PRICE_PER_CREDIT": "nan"}
+        )

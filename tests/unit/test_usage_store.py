@@ -384,3 +384,31 @@ def test_an_existing_log_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> Non
     with UsageLog(path) as usage:
         usage.open_session("s", "heygen", created_at=T0)
     assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_file_that_is_not_a_database_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    junk = b"these are my notes, not a database\n" * 200
+    path.write_bytes(junk)
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(path)
+    assert str(raised.value) == (
+        f"The usage log {path} is not a SQLite database (it was left untouched). Move it away, or point "
+        "USAGE_DB_PATH at another file."
+    )
+    assert path.read_bytes() == junk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["usage.db"]
+
+
+def test_a_place_that_cannot_be_written_is_reported_with_the_setting_to_change() -> None:
+    path = Path("/sys/avatar-ops-test/usage.db")  # sysfs: nobody, not even root, can create a folder there
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(path)
+    message = str(raised.value)
+    assert str(path) in message and "AVATAR_OPS_DATA_DIR" in message and "Traceback" not in message
+
+
+def test_a_file_in_the_way_of_the_data_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("")
+    with pytest.raises(UsageLogError, match=f"{tmp_path / 'data'} is a file, not a folder"):
+        UsageLog(tmp_path / "data" / "usage.db")
