@@ -139,7 +139,11 @@ def check_health(provider: Provider) -> Health:
             return Health(False, f"The local engine stopped and could not be restarted: {exc}")
     started = time.perf_counter()
     try:
-        provider.account.active_sessions()
+        # The balance is one small call; the active list may be several pages on a busy account.
+        if provider.capabilities.credits_balance:
+            provider.account.credits_left()
+        else:
+            provider.account.active_sessions()
     except AccountError as exc:
         return Health(False, str(exc))
     return Health(True, "Connected", round((time.perf_counter() - started) * 1000, 1))

@@ -15,6 +15,11 @@ from typing import Any, Literal
 Provider = Literal["local", "liveavatar", "heygen"]
 PROVIDERS: tuple[str, ...] = ("local", "liveavatar", "heygen")
 
+# Credit preset and price per credit each provider starts with when CREDIT_PRESET / PRICE_PER_CREDIT are not set
+# (LiveAvatar Pro: $99 / 1,000 credits; HeyGen Pro: $99 / 100).
+PRICING_DEFAULTS: dict[str, tuple[str, float]] = {"liveavatar": ("liveavatar", 0.099)}
+HEYGEN_PRICING = ("heygen_current", 0.99)
+
 HEYGEN_BASE_URL = "https://api.heygen.com"
 LIVEAVATAR_BASE_URL = "https://api.liveavatar.com"
 DEFAULT_DATA_DIR = Path.home() / ".avatar-ops"
@@ -238,14 +243,14 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
     provider = (get("provider") or ("liveavatar" if liveavatar_key else "local")).lower()
     if provider not in PROVIDERS:
         raise SettingsError(f"AVATAR_PROVIDER must be one of {', '.join(PROVIDERS)}; got {provider!r}.")
-    on_liveavatar = provider == "liveavatar"
+    preset, price = PRICING_DEFAULTS.get(provider, HEYGEN_PRICING)
 
     data_dir = Path(get("data_dir") or DEFAULT_DATA_DIR).expanduser()
     db = get("database_path")
     engine_key = get("engine_api_key")
     llm_key = get("llm_api_key")
     idle = _number(get("idle_timeout"), 120, "IDLE_TIMEOUT", int, minimum=30, maximum=3600, meaning="seconds")
-    preset = get("credit_preset") or ("liveavatar" if on_liveavatar else "heygen_current")
+    preset = get("credit_preset") or preset
     if get("credit_preset"):
         # Only when set: the presets live with the usage code, which the engine (also a reader of these
         # settings) does not otherwise load.
@@ -275,9 +280,7 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         data_dir=data_dir,
         database_path=Path(db).expanduser() if db else data_dir / "usage.db",
         credit_preset=preset,
-        price_per_credit=_number(
-            get("price_per_credit"), 0.099 if on_liveavatar else 0.99, "PRICE_PER_CREDIT", minimum=0, meaning="money"
-        ),
+        price_per_credit=_number(get("price_per_credit"), price, "PRICE_PER_CREDIT", minimum=0, meaning="money"),
         monthly_budget_credits=_number(
             get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS", minimum=0, meaning="credits; 0 = no budget"
         ),

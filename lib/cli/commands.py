@@ -311,7 +311,7 @@ def usage_totals(
     width = max(len(name) for name, _ in lines)
     print("\n".join(f"{name:<{width}}  {value}" for name, value in lines))
     if not estimate_local and provider in (None, *LOCAL_PROVIDERS):
-        print("Local-engine sessions count 0 credits; --estimate-local prices them as HeyGen sessions.")
+        print("Local-engine sessions count 0 credits; --estimate-local prices them with the credit model.")
     return ExitCode.OK
 
 

@@ -83,13 +83,15 @@ def resolve_settings(
     api_key_env: str | None = None,
     db: Path | None = None,
 ) -> Settings:
+    secrets = read_secrets(secrets_file, env)
+    if provider:
+        # As if AVATAR_PROVIDER said so: the defaults that follow the provider (credit preset, price) follow too.
+        secrets = {k: v for k, v in secrets.items() if k != "provider"} | {"AVATAR_PROVIDER": provider}
     try:
-        settings = load_settings(read_secrets(secrets_file, env), env)
+        settings = load_settings(secrets, env)
     except SettingsError as exc:
         raise CliError(f"Configuration problem: {exc}", ExitCode.USAGE) from None
     changes: dict[str, Any] = {}
-    if provider:
-        changes["provider"] = provider
     if engine_url:
         changes["engine_url"] = engine_url
     if api_key_env:

@@ -224,6 +224,18 @@ def mouth_at(timeline: Sequence[MouthKey], sample_pos: int) -> MouthShape:
     return timeline[i].shape
 
 
+# Audio-driven mouth (no phoneme timings): jaw openness from the envelope picks the shape.
+_LEVEL_SHAPES = ((0.12, _S.REST), (0.35, _S.CONSONANT), (0.7, _S.E))
+
+
+def shape_for_level(openness: float) -> MouthShape:
+    """Mouth shape for a jaw openness alone: closed below ~0.12 (silence), wider as the sound gets louder."""
+    for limit, shape in _LEVEL_SHAPES:
+        if openness < limit:
+            return shape
+    return _S.A
+
+
 _ENV_BLOCK_SECONDS = 0.005
 _ATTACK_SECONDS = 0.030
 _RELEASE_SECONDS = 0.100

@@ -24,6 +24,9 @@ Decisions where the contract is silent (documented so clients can rely on them):
 * Transcript timestamps are Unix seconds (absolute) and seconds since start (relative); ``next_timestamp``
   is the last line's absolute timestamp + 1.
 
+**LITE** sessions get a ``ws_url`` on this engine: the socket protocol, its address and its token are described
+in ``liveavatar_lite.py``.
+
 **Local extension of ``/start``.** No LiveKit server runs offline, so ``livekit_url`` and
 ``livekit_client_token`` are empty strings, and ``data.local`` says how to get the media straight from the
 engine over WebRTC, with the engine's HeyGen-shaped streaming API::
@@ -58,6 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lib.engine import avatars
 from lib.engine.config import EngineConfig
+from lib.engine.liveavatar_lite import register_lite, ws_url
 from lib.engine.liveavatar_state import (
     ENGINE_QUALITY,
     LANGUAGES,
@@ -336,7 +340,7 @@ def register(app: FastAPI, config: EngineConfig, state: Callable[[], LiveAvatarS
                 "livekit_client_token": "",
                 "livekit_agent_token": None,
                 "max_session_duration": live.engine.max_duration,
-                "ws_url": None,
+                "ws_url": ws_url(str(request.base_url), live.record.id, live.ws_token) if live.ws_token else None,
                 "local": {
                     "transport": "direct-webrtc",
                     "engine_session_id": live.engine.session_id,
@@ -541,3 +545,4 @@ def register(app: FastAPI, config: EngineConfig, state: Callable[[], LiveAvatarS
         return ok([{"language": name, "code": code} for code, name in LANGUAGES])
 
     app.include_router(router)
+    register_lite(app, state)

@@ -104,6 +104,15 @@ def engine_uuid(kind: str, engine_id: str) -> str:
     return str(uuid.uuid5(_ID_NAMESPACE, f"{kind}:{engine_id}"))
 
 
+def end_reason_of(engine: EngineSession) -> SessionEndReason:
+    """LiveAvatar's end reason for a closed engine session (it was closed with one, or for an engine reason)."""
+    reason = engine.end_reason or ""
+    try:
+        return SessionEndReason(reason)
+    except ValueError:
+        return ENGINE_END_REASONS.get(reason, SessionEndReason.UNKNOWN)
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
@@ -370,6 +379,8 @@ class LiveSession:
     ended: bool = False
     waiter: asyncio.Task | None = None
     minute_seconds: float = 60.0  # a billing minute; tests shorten it (--liveavatar-minute-seconds)
+    ws_token: str | None = None  # LITE only: the credential in the session's ws_url (liveavatar_lite.py)
+    socket_open: bool = False  # LITE only: one socket at a time
 
     def elapsed(self) -> float:
         return max(0.0, time.monotonic() - self.started_mono)
@@ -586,6 +597,7 @@ class LiveAvatarState:
                 credits_per_minute(pending.mode, pending.is_sandbox),
                 persisted_mono=time.monotonic(),
                 minute_seconds=self.config.liveavatar_minute_seconds,
+                ws_token=secrets.token_urlsafe(32) if pending.mode is SessionMode.LITE else None,
             )
             self.live[session_id] = live
             self.store.put_session(record)
@@ -655,12 +667,7 @@ class LiveAvatarState:
     # --- lifecycle ----------------------------------------------------------------------------
     async def _await_end(self, live: LiveSession) -> None:
         await live.engine.closed.wait()
-        reason = live.engine.end_reason or ""
-        try:
-            end_reason = SessionEndReason(reason)
-        except ValueError:
-            end_reason = ENGINE_END_REASONS.get(reason, SessionEndReason.UNKNOWN)
-        self._finish(live, end_reason)
+        self._finish(live, end_reason_of(live.engine))
 
     def _finish(self, live: LiveSession, reason: SessionEndReason) -> None:
         if live.ended:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lib.engine.lipsync import envelope, mouth_at
+from lib.engine.lipsync import envelope, mouth_at, shape_for_level
 from lib.engine.media import SAMPLE_RATE, Tick
 from lib.engine.mouth import CLOSED_SHAPES, MouthShape
 from lib.engine.tts import MAX_SENTENCE_CHARS, SpeechChunk
@@ -100,6 +100,10 @@ class SpeechBuffer:
     @property
     def speaking(self) -> bool:
         return any(u.started for u in self._queue)
+
+    @property
+    def frame_samples(self) -> int:
+        return self._frame
 
     @property
     def pending(self) -> int:
@@ -186,8 +190,10 @@ class SpeechBuffer:
         # Show each shape about one frame before its sound.
         ahead = current.pos + self._frame // 2
         if ahead < len(current.chunk.audio):
-            shape = mouth_at(current.chunk.timeline, ahead)
             target = float(current.env[min(ahead // self._frame, len(current.env) - 1)])
+            # Audio without phoneme timings (LITE's received speech) has an empty timeline: the shape
+            # follows the loudness instead, closed in silence.
+            shape = mouth_at(current.chunk.timeline, ahead) if current.chunk.timeline else shape_for_level(target)
         else:
             shape, target = MouthShape.REST, 0.0
         self._openness = target if shape not in CLOSED_SHAPES else 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lib.usage.credits import DEFAULT_PRESET, PRESETS, CreditModel, Pricing, get_model
+from lib.usage.credits import DEFAULT_PRESET, LIVEAVATAR_PRESET, PLANS, PRESETS, CreditModel, Plan, Pricing, get_model
 from lib.usage.queries import (
     DEFAULT_BINS,
     LOCAL_PROVIDERS,
@@ -23,6 +23,7 @@ from lib.usage.queries import (
 from lib.usage.store import (
     EndReason,
     EventKind,
+    HistoryImport,
     HistoryRow,
     Reconciliation,
     SessionRow,
@@ -33,14 +34,18 @@ from lib.usage.store import (
 __all__ = [
     "DEFAULT_BINS",
     "DEFAULT_PRESET",
+    "LIVEAVATAR_PRESET",
     "LOCAL_PROVIDERS",
+    "PLANS",
     "PRESETS",
     "CreditModel",
     "EndReason",
     "EventKind",
+    "HistoryImport",
     "HistoryRow",
     "KpiReport",
     "Kpis",
+    "Plan",
     "Pricing",
     "Reconciliation",
     "SessionRow",

@@ -102,8 +102,11 @@ def test_sessions_page_lists_every_session_with_mode_credits_and_burn_rate(db: P
         mine, other = start_session(client), start_session(client)
         lite = start_session(client, SessionMode.LITE)
         left_before = float(client.credits_left())
+        endpoint = client.endpoint
+    ghost = str(uuid.uuid4())
     with UsageLog(db) as log:
-        log.open_session(mine, "liveavatar", started_by_dashboard=True)
+        log.open_session(mine, "liveavatar", started_by_dashboard=True, endpoint=endpoint)
+        log.open_session(ghost, "liveavatar", created_at=DAY.timestamp(), endpoint=endpoint)  # gone from the account
 
     at = run(SESSIONS)
     table = at.dataframe[0].value.set_index("session_id")
@@ -117,6 +120,11 @@ def test_sessions_page_lists_every_session_with_mode_credits_and_burn_rate(db: P
     left = float(m["Credits left"].replace(",", ""))
     assert 0 < left <= left_before  # the balance the twin reports, burning
     assert float(m["Minutes left"].replace(",", "")) == pytest.approx(left / 5, abs=1)
+    assert any(ghost in i.value and "lost" in i.value for i in at.info)  # reconciled as today
+    with UsageLog(db) as log:
+        row = log.get_session(ghost)
+        assert row is not None and row.end_reason == EndReason.LOST
+        assert log.get_session(mine).is_open  # type: ignore[union-attr]
 
 
 def test_force_stop_of_several_stops_them_on_liveavatar_and_logs_each(db: Path, twin: EngineProcess) -> None:
@@ -214,3 +222,45 @@ def test_a_sessions_transcript_opens_in_a_dialog_from_the_table(db: Path, twin: 
     said = [m.value for m in at.markdown]
     assert "Hello there" in said and "Hi, I am Anna." in said
     assert [c.name for c in at.chat_message] == ["user", "assistant"]
+
+
+# -- sidebar ----------------------------------------------------------------------------------------
+
+
+def test_the_sidebar_shows_liveavatar_and_the_sessions_page_routes_through_the_app(
+    db: Path, twin: EngineProcess
+) -> None:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    assert not at.exception, at.exception
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "LiveAvatar" in sidebar and ":green[●]" in sidebar
+    assert twin.api_key.reveal() not in sidebar + " ".join(c.value for c in at.sidebar.caption)
+    at.switch_page("views/sessions.py").run()
+    assert not at.exception, at.exception
+    assert "Credits left" in metrics(at)
+
+
+def test_a_heygen_key_alone_keeps_the_local_engine_and_the_sidebar_points_to_liveavatar(
+    engine: EngineProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The Live chat page draws the video component: AppTest has no browser session for it.
+    monkeypatch.setattr("streamlit_webrtc.component.get_this_session_info", lambda: None)
+    monkeypatch.setattr("streamlit_webrtc.shutdown.get_this_session_info", lambda: None)
+    monkeypatch.setenv("AVATAR_OPS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("USAGE_DB_PATH", str(tmp_path / "usage.db"))
+    monkeypatch.setenv("ENGINE_URL", engine.url)
+    monkeypatch.setenv("ENGINE_API_KEY", engine.api_key.reveal())
+    monkeypatch.setenv("HEYGEN_API_KEY", "hg-key-that-must-not-show-0002")
+    for name in ("AVATAR_PROVIDER", "LIVEAVATAR_API_KEY", "LIVEAVATAR_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    st.cache_resource.clear()
+    try:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+        assert not at.exception, at.exception
+        assert "Local engine" in " ".join(m.value for m in at.sidebar.markdown)
+        captions = " ".join(c.value for c in at.sidebar.caption)
+        assert "shut down on 2026-03-31" in captions and "LiveAvatar key: not configured" in captions
+        assert "hg-key-that-must-not-show" not in captions
+        assert any(e.label == "Use LiveAvatar" for e in at.sidebar.expander)
+    finally:
+        st.cache_resource.clear()

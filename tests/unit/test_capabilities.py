@@ -1,13 +1,16 @@
-"""lib/capabilities.py and the provider settings: which provider is chosen, what each declares."""
+"""lib/capabilities.py, the provider settings and the cost guards that follow them."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from lib.capabilities import CAPABILITIES, FREE_PROVIDERS, ProviderKind, Transport, capabilities_of
-from lib.guards import BudgetLevel, BudgetStatus, admit_session
+from lib.guards import BudgetLevel, BudgetStatus, admit_session, month_status
 from lib.settings import LIVEAVATAR_BASE_URL, SettingsError, load_settings
-from lib.usage.credits import Pricing
+from lib.usage.credits import PRESETS, Pricing
+from lib.usage.store import EndReason, HistoryRow, UsageLog
 
 LA_KEY = "la-secret-key-0123456789"
 
@@ -56,3 +59,15 @@ def test_budget_guard_holds_billed_providers_only() -> None:
     assert not admit_session(over, pricing, "heygen").allowed
     assert admit_session(over, pricing, "local").allowed
     assert admit_session(over, pricing, "liveavatar", override=True).open_events
+
+
+def test_the_monthly_budget_counts_billed_credits_instead_of_estimates(tmp_path) -> None:
+    now = datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp()
+    pricing = Pricing(PRESETS["liveavatar"], 0.1, monthly_budget_credits=10)
+    with UsageLog(tmp_path / "usage.db") as log:
+        log.open_session("s", "liveavatar", created_at=now - 3600)
+        log.close_session("s", EndReason.STOPPED, at=now - 3600 + 60)  # estimated: 2 credits (FULL, 1 min)
+        assert month_status(log, pricing, now=now).level is BudgetLevel.OK
+        log.import_provider_history([HistoryRow("s", now - 3600, 60, mode="FULL", billed_credits=9.0)], "liveavatar")
+        status = month_status(log, pricing, now=now)
+    assert status.used_credits == pytest.approx(9.0) and status.level is BudgetLevel.WARN

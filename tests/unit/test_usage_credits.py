@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from lib.settings import load_settings
-from lib.usage.credits import PRESETS, Pricing, get_model
+from lib.usage.credits import PLANS, PRESETS, Pricing, get_model
 
 CURRENT = PRESETS["heygen_current"]
 
@@ -109,3 +109,33 @@ def test_pricing_from_settings_uses_the_configured_preset() -> None:
     )
     with pytest.raises(ValueError, match="CREDIT_PRESET"):
         Pricing.from_settings(load_settings(secrets={}, env={"CREDIT_PRESET": "free"}))
+
+
+def test_liveavatar_preset_bills_by_mode_and_sandbox_is_free() -> None:
+    model = PRESETS["liveavatar"]
+    assert model.credits_for(90, mode="FULL") == pytest.approx(3.0)
+    assert model.credits_for(90, mode="LITE") == pytest.approx(1.5)
+    assert model.credits_for(10, mode="LITE") == pytest.approx(1.0)  # one minute held at start
+    assert model.credits_for(90, mode="FULL", is_sandbox=True) == 0.0
+    assert model.credits_for(90) == pytest.approx(3.0)  # mode unknown: priced as FULL
+
+
+def test_liveavatar_sql_expression_agrees_with_python_by_mode_and_sandbox() -> None:
+    model = PRESETS["liveavatar"]
+    rows = [
+        (d, m, s) for d in (0, 10, 59.5, 60, 90.2, 600) for m in ("FULL", "LITE", "lite", None) for s in (0, 1, None)
+    ]
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (d REAL, mode TEXT, sb INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?, ?)", rows)
+    sql = [r[0] for r in conn.execute(f"SELECT {model.sql_expr('d', None, 'mode', 'sb')} FROM t ORDER BY rowid")]
+    python = [model.credits_for(d, None, m, None if s is None else bool(s)) for d, m, s in rows]
+    assert sql == pytest.approx(python, abs=1e-12)
+
+
+def test_a_liveavatar_plan_sets_price_per_credit_and_budget() -> None:
+    pro = Pricing.for_plan(PRESETS["liveavatar"], PLANS["pro"])
+    assert (pro.price_per_credit, pro.monthly_budget_credits) == (0.099, 1000.0)
+    assert PLANS["scale"].price_per_credit == pytest.approx(0.095)
+    assert PLANS["free"].monthly_credits == 10 and PLANS["free"].overage_per_credit is None
+    assert {p.monthly_price for p in PLANS.values()} == {0.0, 19.0, 99.0, 475.0}

@@ -23,7 +23,7 @@ from lib.usage.queries import (
     sessions_csv,
     sessions_table,
 )
-from lib.usage.store import EndReason, EventKind, UsageLog
+from lib.usage.store import EndReason, EventKind, HistoryRow, UsageLog
 
 PRICING = Pricing(PRESETS["heygen_current"], price_per_credit=0.99, monthly_budget_credits=100)
 NOW = datetime(2024, 3, 3, 18, 0, tzinfo=UTC).timestamp()
@@ -268,3 +268,27 @@ def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(log: U
     assert (by_id["'-dash"]["avatar_id"], by_id["'-dash"]["voice_id"]) == ("'\tcmd", "'-2")
     # Nothing else changes: numbers stay numbers, times keep their sign-bearing offset.
     assert all(not r["credits"].startswith("'") and not r["created"].startswith("'") for r in rows)
+
+
+def test_billed_credits_win_over_the_estimate_and_far_estimates_are_flagged(tmp_path: Path) -> None:
+    la = Pricing(PRESETS["liveavatar"], price_per_credit=0.1, monthly_budget_credits=100)
+    with UsageLog(tmp_path / "usage.db") as usage:
+        start = utc(2024, 3, 1, 10, 0)
+        for sid, billed, mode in (("close", 3.1, "FULL"), ("far", 4.0, "LITE")):
+            usage.open_session(sid, "liveavatar", created_at=start)
+            usage.close_session(sid, EndReason.STOPPED, at=start + 90)  # FULL 3.0, LITE 1.5 by the book
+            usage.import_provider_history([HistoryRow(sid, start, 90, mode=mode, billed_credits=billed)], "liveavatar")
+        usage.open_session("unbilled", "liveavatar", created_at=start)
+        usage.close_session("unbilled", EndReason.STOPPED, at=start + 60)  # 2.0 estimated, no bill
+
+        k = kpis(usage, MARCH_1_2, la, now=NOW).current
+        table = sessions_table(usage, MARCH_1_2, la).set_index("session_id")
+        csv = pd.read_csv(io.BytesIO(sessions_csv(usage, MARCH_1_2, la))).set_index("session_id")
+
+    assert k.credits == pytest.approx(3.1 + 4.0 + 2.0) and k.cost == pytest.approx(0.91)
+    assert (k.billed_credits, k.billed_sessions, k.estimated_credits) == (pytest.approx(7.1), 2, pytest.approx(6.5))
+    assert table["credits"].to_dict() == pytest.approx({"close": 3.1, "far": 4.0, "unbilled": 2.0})
+    assert table["estimate_off"].to_dict() == {"close": False, "far": True, "unbilled": False}
+    assert table.loc["far", "est_credits"] == pytest.approx(1.5) and table.loc["far", "mode"] == "LITE"
+    assert csv.loc["far", "billed_credits"] == 4.0 and bool(csv.loc["far", "estimate_off"])
+    assert pd.isna(csv.loc["unbilled", "billed_credits"])

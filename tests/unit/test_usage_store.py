@@ -412,3 +412,62 @@ def test_a_file_in_the_way_of_the_data_folder_is_named(tmp_path: Path) -> None:
     (tmp_path / "data").write_text("")
     with pytest.raises(UsageLogError, match=f"{tmp_path / 'data'} is a file, not a folder"):
         UsageLog(tmp_path / "data" / "usage.db")
+
+
+def test_provider_history_import_matches_logged_sessions_and_twice_changes_nothing(log: UsageLog) -> None:
+    log.open_session("mine", "liveavatar", "anna", created_at=T0)
+    log.close_session("mine", EndReason.STOPPED, at=T0 + 300)
+    rows = [
+        HistoryRow(
+            "mine",
+            T0 + 1,
+            298,
+            ended_at=T0 + 299,
+            mode="FULL",
+            source="API",
+            is_sandbox=False,
+            billed_credits=9.93,
+            end_reason="USER_CLOSED",
+        ),
+        HistoryRow(
+            "theirs",
+            T0 + 600,
+            60,
+            ended_at=T0 + 660,
+            mode="LITE",
+            source="EMBED",
+            is_sandbox=True,
+            billed_credits=0.0,
+            end_reason="MAX_DURATION_REACHED",
+        ),
+    ]
+
+    first = log.import_provider_history(rows, "liveavatar")
+    assert (first.added, first.updated, first.read) == (1, 1, 2)
+    mine = log.get_session("mine")
+    assert mine is not None and mine.started_by_dashboard and mine.end_reason == EndReason.STOPPED
+    assert (mine.created_at, mine.ended_at) == (T0, T0 + 300)  # the dashboard's own times stay
+    assert (mine.mode, mine.source, mine.is_sandbox, mine.billed_credits) == ("FULL", "API", False, 9.93)
+    assert mine.provider_end_reason == "USER_CLOSED"
+    theirs = log.get_session("theirs")
+    assert theirs is not None and not theirs.started_by_dashboard and theirs.end_reason == EndReason.IMPORTED
+    assert (theirs.ended_at, theirs.is_sandbox, theirs.billed_credits) == (T0 + 660, True, 0.0)
+
+    again = log.import_provider_history(rows, "liveavatar")
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 2)
+
+
+def test_version_2_log_gains_the_provider_columns_and_keeps_its_sessions(tmp_path: Path) -> None:
+    from lib.usage.schema import MIGRATIONS
+
+    path = tmp_path / "v2.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(MIGRATIONS[0] + MIGRATIONS[1])
+    conn.execute("INSERT INTO sessions (session_id, provider, created_at) VALUES ('old', 'heygen', 1.0)")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with UsageLog(path) as usage:
+        assert usage.schema_version == SCHEMA_VERSION
+        old = usage.get_session("old")
+        assert old is not None and old.billed_credits is None and old.mode is None and old.is_sandbox is None
