@@ -19,6 +19,7 @@ import pytest
 from lib.engine.launcher import LOG_PREFIX, PROJECT_ROOT, EngineStartError, prune_logs, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.models import NewSessionRequest
+from tests.support.processes import process_gone, wait_gone
 
 STARTER = textwrap.dedent(
     """
@@ -32,24 +33,6 @@ STARTER = textwrap.dedent(
     time.sleep(600)
     """
 )
-
-
-def process_gone(pid: int) -> bool:
-    """Exited (a zombie nobody reaps counts: it runs no code and holds no port)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return True
-    return state in ("Z", "X")
-
-
-def wait_gone(pid: int, timeout: float) -> float | None:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if process_gone(pid):
-            return time.monotonic() - started
-        time.sleep(0.05)
-    return None
 
 
 def test_the_engine_stops_its_sessions_and_exits_when_its_starter_is_killed(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from lib.usage.store import EndReason, UsageLog
-from tests.contract.test_engine_launcher import process_gone, wait_gone
+from tests.support.processes import process_gone, wait_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "restart-test-engine-key"
