@@ -10,7 +10,8 @@ subreaper (``systemd --user``, ``tini``).
 
 Each engine writes to its own ``/tmp/avatar-engine-*.log``. A clean stop removes it; the logs of engines
 that died are kept for their tail, and pruned at the next start to the newest :data:`KEEP_DEAD_LOGS`. A
-running engine holds an ``flock`` on its log (through its stdout), so pruning never touches a live one.
+running engine holds an ``flock`` on its log (through its stdout), so pruning never touches a live one; logs
+written in the last :data:`PRUNE_MIN_AGE_S` are kept too (an engine started by an older launcher holds no lock).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from lib.settings import Secret
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOG_PREFIX = "avatar-engine-"
 KEEP_DEAD_LOGS = 5
+PRUNE_MIN_AGE_S = 600.0
 
 
 class EngineStartError(RuntimeError):
@@ -119,8 +121,11 @@ def _spawn(command: list[str], env: dict[str, str], log: Path, mode: str) -> tup
     return process, write_end
 
 
-def prune_logs(directory: Path | None = None, keep: int = KEEP_DEAD_LOGS) -> list[Path]:
-    """Delete the logs of engines that are no longer running, but the newest ``keep``. Returns the removed."""
+def prune_logs(
+    directory: Path | None = None, keep: int = KEEP_DEAD_LOGS, min_age_s: float = PRUNE_MIN_AGE_S
+) -> list[Path]:
+    """Delete the logs of engines that are no longer running, but the newest ``keep`` and any younger than
+    ``min_age_s`` (an engine started by an older launcher holds no lock). Returns the removed."""
     folder = Path(directory or tempfile.gettempdir())
     dead: list[tuple[float, Path]] = []
     for path in folder.glob(f"{LOG_PREFIX}*.log"):
@@ -132,7 +137,8 @@ def prune_logs(directory: Path | None = None, keep: int = KEEP_DEAD_LOGS) -> lis
             continue  # running, or not ours to read
     dead.sort(reverse=True)
     removed = []
-    for _, path in dead[keep:]:
+    cutoff = time.time() - min_age_s
+    for _, path in (entry for entry in dead[keep:] if entry[0] < cutoff):
         with contextlib.suppress(OSError):
             path.unlink()
             removed.append(path)

@@ -84,21 +84,29 @@ def test_a_clean_stop_removes_the_engine_log(tmp_path: Path) -> None:
 
 
 def test_logs_of_dead_engines_are_pruned_to_the_newest_few_and_a_running_ones_is_kept(tmp_path: Path) -> None:
-    for age in range(8):
-        path = tmp_path / f"{LOG_PREFIX}dead{age}.log"
-        path.write_text("crash\n")
-        os.utime(path, (time.time() - 60 * (age + 1),) * 2)
-    running = tmp_path / f"{LOG_PREFIX}running.log"
-    running.write_text("serving\n")
-    os.utime(running, (time.time() - 3600,) * 2)  # oldest of all, but an engine still writes it
+    def log(name: str, age_s: float) -> Path:
+        path = tmp_path / f"{LOG_PREFIX}{name}.log"
+        path.write_text(name)
+        os.utime(path, (time.time() - age_s,) * 2)
+        return path
+
+    for age in range(1, 8):
+        log(f"recent{age}", 60 * age)  # minutes old: past the newest five or not, too young to prune
+    for age in range(1, 4):
+        log(f"old{age}", 3600 * age)
+    running = log("running", 86400)  # oldest of all, but an engine still writes it
     other = tmp_path / "unrelated.log"
     other.write_text("")
     with running.open("ab") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the engine's stdout holds it
         removed = prune_logs(tmp_path, keep=5)
-    assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}dead{age}.log" for age in (5, 6, 7)]
+    assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}old{age}.log" for age in (1, 2, 3)]
     left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([*(f"{LOG_PREFIX}dead{age}.log" for age in range(5)), running.name, other.name])
+    assert left == sorted([*(f"{LOG_PREFIX}recent{age}.log" for age in range(1, 8)), running.name, other.name])
+    # Without the age guard only the newest `keep` dead logs stay (the running one is not dead).
+    removed = prune_logs(tmp_path, keep=2, min_age_s=0)
+    assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}recent{age}.log" for age in range(3, 8)]
+    assert running.exists()
 
 
 def test_an_unwritable_history_folder_stops_the_engine_with_a_message_not_a_traceback() -> None:
