@@ -100,13 +100,13 @@ def test_logs_of_dead_engines_are_pruned_to_the_newest_few_and_a_running_ones_is
     with running.open("ab") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the engine's stdout holds it
         removed = prune_logs(tmp_path, keep=5)
-    assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}old{age}.log" for age in (1, 2, 3)]
-    left = sorted(p.name for p in tmp_path.iterdir())
-    assert left == sorted([*(f"{LOG_PREFIX}recent{age}.log" for age in range(1, 8)), running.name, other.name])
-    # Without the age guard only the newest `keep` dead logs stay (the running one is not dead).
-    removed = prune_logs(tmp_path, keep=2, min_age_s=0)
-    assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}recent{age}.log" for age in range(3, 8)]
-    assert running.exists()
+        assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}old{age}.log" for age in (1, 2, 3)]
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([*(f"{LOG_PREFIX}recent{age}.log" for age in range(1, 8)), running.name, other.name])
+        # Without the age guard only the newest `keep` dead logs stay (the running one is not dead).
+        removed = prune_logs(tmp_path, keep=2, min_age_s=0)
+        assert sorted(p.name for p in removed) == [f"{LOG_PREFIX}recent{age}.log" for age in range(3, 8)]
+        assert running.exists()
 
 
 def test_an_unwritable_history_folder_stops_the_engine_with_a_message_not_a_traceback() -> None:
