@@ -9,7 +9,6 @@ import secrets
 import sqlite3
 import sys
 import threading
-import time
 from pathlib import Path
 
 import uvicorn
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 PARENT_EXIT_GRACE_S = 20.0
-"""After the app died: time for a graceful stop (sessions closed, history written) before a hard exit."""
+"""After the app died: the longest wait for a graceful stop (sessions closed, history written)."""
 
 
 def _watch_parent(fd: int, server: uvicorn.Server, app: FastAPI, reason: str) -> None:
@@ -146,10 +145,16 @@ def _watch_parent(fd: int, server: uvicorn.Server, app: FastAPI, reason: str) ->
     except OSError:
         pass
     logging.getLogger("lib.engine").warning("the app that started this engine has exited: stopping")
+    stopped = threading.Event()
+    app.state.sessions_stopped = stopped
     app.state.shutdown_reason = reason
     server.should_exit = True
-    time.sleep(PARENT_EXIT_GRACE_S)
-    os._exit(1)  # the graceful stop hung: nobody is left to stop this engine otherwise
+    # Exit as soon as the sessions are closed and recorded: a normal interpreter exit would first wait for
+    # background work (avatar kits still being drawn after start-up), which nobody needs any more. If the
+    # graceful stop hangs, nobody is left to stop this engine otherwise: exit anyway.
+    finished = stopped.wait(PARENT_EXIT_GRACE_S)
+    logging.shutdown()
+    os._exit(0 if finished else 1)
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         # The parent watch (lib.engine.__main__) says when the app that started the engine died.
         await state["manager"].shutdown(getattr(app.state, "shutdown_reason", SHUTDOWN_ENGINE))
         history.close()
+        stopped = getattr(app.state, "sessions_stopped", None)
+        if stopped is not None:
+            stopped.set()  # every session is closed and recorded: what remains (background drawing) can go
 
     app = FastAPI(
         title="Avatar Ops local engine",
