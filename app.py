@@ -28,6 +28,7 @@ with st.sidebar:
     except Exception as exc:  # a bad setting must be readable, not a traceback
         st.error(f"Configuration problem: {exc}")
         st.stop()
+    resources.usage_log_or_stop()  # before the provider: an unusable data folder is said as such
     provider = resources.provider_or_stop()
     health = resources.health(provider.name)
     dot = ":green[●]" if health.ok else ":red[●]"

@@ -130,6 +130,18 @@ class ProviderAccount(Protocol):
     def close(self) -> None: ...
 
 
+def _gone_engine_at_our_url(endpoint: str, ours: str) -> bool:
+    """A local engine has one key: a session logged at our engine's URL under another key was on an engine that
+    is gone (a crashed app's engine on a fixed ENGINE_PORT); ours answering ``/healthz`` there proves nothing.
+    Hosted providers serve every account at one URL, so callers exclude their hosts."""
+    return endpoint != ours and endpoint.split("#", 1)[0] == ours.split("#", 1)[0]
+
+
+def _is_heygen_host(endpoint: str) -> bool:
+    host = urlsplit(endpoint.split("#", 1)[0]).hostname or ""
+    return host == "heygen.com" or host.endswith(".heygen.com")
+
+
 # -- HeyGen-shaped: the local engine and legacy HeyGen ------------------------------------------------
 
 
@@ -210,7 +222,12 @@ class StreamingAccount:
         with _heygen_errors():
             return [
                 PastSession(
-                    h.session_id, h.created_at, duration_s=h.duration, avatar_id=h.avatar_id, voice=h.voice_name
+                    h.session_id,
+                    h.created_at,
+                    ended_at=h.ended_at,
+                    duration_s=h.duration,
+                    avatar_id=h.avatar_id,
+                    voice=h.voice_name,
                 )
                 for h in self.client.list_history(start, end)
                 if h.created_at is not None
@@ -220,6 +237,8 @@ class StreamingAccount:
         raise AccountError(f"{self.client.provider_label} keeps no transcripts.", AccountErrorKind.NOT_SUPPORTED)
 
     def reachable(self, endpoint: str) -> bool:
+        if _gone_engine_at_our_url(endpoint, self.endpoint) and not _is_heygen_host(endpoint):
+            return False
         return endpoint_reachable(endpoint)
 
     def close(self) -> None:
@@ -326,7 +345,9 @@ class LiveAvatarAccount:
     def reachable(self, endpoint: str) -> bool:
         # Another LiveAvatar account cannot be asked without its key: its sessions stay open until a
         # dashboard holding that key reconciles them. An engine twin is gone when it no longer answers.
-        return True if _is_liveavatar_host(endpoint) else self._reachable(endpoint)
+        if _is_liveavatar_host(endpoint):
+            return True
+        return False if _gone_engine_at_our_url(endpoint, self.endpoint) else self._reachable(endpoint)
 
     def close(self) -> None:
         self.client.close()

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -30,7 +30,7 @@ import pandas as pd
 from lib.accounts import AccountError, AccountSession, ProviderAccount, StopOutcome, StopResult
 from lib.capabilities import Capabilities, Concurrency
 from lib.usage.credits import Pricing
-from lib.usage.store import EndReason, EventKind, SessionRow, UsageLog
+from lib.usage.store import EndReason, EventKind, Reconciliation, SessionRow, UsageLog
 
 Origin = Literal["dashboard", "elsewhere", "orphan"]
 
@@ -188,6 +188,40 @@ def _merge(
     )
 
 
+def provider_end_times(account: ProviderAccount, rows: Sequence[SessionRow]) -> dict[str, float]:
+    """When the provider really stopped these sessions, from its history (empty when it cannot say)."""
+    wanted = {row.session_id for row in rows}
+    if not wanted:
+        return {}
+    since = datetime.fromtimestamp(min(row.created_at for row in rows) - 60, UTC)
+    until = datetime.fromtimestamp(time.time() + 60, UTC)
+    try:
+        past = account.history(since, until)
+    except AccountError:
+        return {}  # no history now: the last heartbeat stands
+    found: dict[str, float] = {}
+    for entry in past:
+        if entry.session_id not in wanted:
+            continue
+        if entry.ended_at is not None:
+            found[entry.session_id] = entry.ended_at.timestamp()
+        elif entry.duration_s is not None:
+            found[entry.session_id] = entry.created_at.timestamp() + entry.duration_s
+    return found
+
+
+def reconcile(
+    account: ProviderAccount, log: UsageLog, provider: str, active: Iterable[str], *, listed_at: float
+) -> Reconciliation:
+    """Reconcile the log with a listing that began at ``listed_at``, then give the sessions closed as lost
+    the end time the provider's history knows (a crashed dashboard's engine records it when it stops them)."""
+    result = log.reconcile(active, provider, account.endpoint, reachable=account.reachable, listed_at=listed_at)
+    if result.lost and log.settle_end_times(provider_end_times(account, result.lost)):
+        settled = [log.get_session(row.session_id) or row for row in result.lost]
+        result = replace(result, lost=settled)
+    return result
+
+
 def take_snapshot(
     account: ProviderAccount,
     log: UsageLog,
@@ -199,14 +233,14 @@ def take_snapshot(
     """List, reconcile, merge. A provider error comes back as ``Snapshot.error`` and leaves the log alone
     (closing every open session as lost because the provider was unreachable would be wrong)."""
     provider = str(caps.kind)
+    # Taken before the request: a session logged after this moment may be missing from the answer.
+    listed_at = time.time() if now is None else now
     try:
         active = account.active_sessions()
     except AccountError as exc:
         return Snapshot(provider, time.time() if now is None else now, error=str(exc))
     at = time.time() if now is None else now
-    reconciliation = log.reconcile(
-        (s.session_id for s in active), provider, account.endpoint, reachable=account.reachable
-    )
+    reconciliation = reconcile(account, log, provider, (s.session_id for s in active), listed_at=listed_at)
     for session_id in reconciliation.still_open:
         log.heartbeat(session_id, at=at)
     rows = {row.session_id: row for row in log.open_sessions(provider)}

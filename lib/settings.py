@@ -5,6 +5,7 @@ Nothing here imports streamlit; the app passes ``st.secrets`` in as a mapping.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -187,17 +188,46 @@ def _lookup(name: str, env_name: str, secrets: Mapping[str, Any], env: Mapping[s
     return value if value not in (None, "") else None
 
 
-def _number(raw: str | None, default: float, env_name: str, cast: type = float) -> Any:
+_FIX = "Fix it in the environment or in .streamlit/secrets.toml, or remove it to use the default"
+
+
+def _number(
+    raw: str | None,
+    default: float,
+    env_name: str,
+    cast: type = float,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    meaning: str = "",
+) -> Any:
+    """``raw`` as a finite number within ``[minimum, maximum]``; the message names the setting and the range."""
     if raw is None:
         return cast(default)
     try:
-        return cast(raw)
+        value = cast(raw)
     except ValueError:
-        raise SettingsError(f"{env_name} must be a number, got {raw!r}.") from None
+        raise SettingsError(f"{env_name} must be a number, got {raw!r}. {_FIX} ({default:g}).") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"{env_name} must be a finite number, got {raw!r}. {_FIX} ({default:g}).")
+    low_ok = minimum is None or value >= minimum
+    high_ok = maximum is None or value <= maximum
+    if not (low_ok and high_ok):
+        if maximum is None:
+            wanted = f"{minimum:g} or more"
+        elif minimum is None:
+            wanted = f"at most {maximum:g}"
+        else:
+            wanted = f"between {minimum:g} and {maximum:g}"
+        note = f" ({meaning})" if meaning else ""
+        raise SettingsError(f"{env_name} must be {wanted}{note}, got {raw}. {_FIX} ({default:g}).")
+    return value
 
 
 def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Resolve settings; ``secrets`` is ``st.secrets`` (or any mapping), ``env`` defaults to ``os.environ``."""
+    """Resolve and validate settings; ``secrets`` is ``st.secrets`` (or any mapping), ``env`` defaults to
+    ``os.environ``. The one place values are checked, for the app, the command line and the engine alike:
+    a value that cannot be used raises :class:`SettingsError` naming the setting and what it must be."""
     secrets = secrets if secrets is not None else {}
     env = env if env is not None else os.environ
 
@@ -219,9 +249,15 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
     db = get("database_path")
     engine_key = get("engine_api_key")
     llm_key = get("llm_api_key")
-    idle = _number(get("idle_timeout"), 120, "IDLE_TIMEOUT", int)
-    if not 30 <= idle <= 3600:
-        raise SettingsError(f"IDLE_TIMEOUT must be between 30 and 3600 seconds, got {idle}.")
+    idle = _number(get("idle_timeout"), 120, "IDLE_TIMEOUT", int, minimum=30, maximum=3600, meaning="seconds")
+    preset = get("credit_preset") or preset
+    if get("credit_preset"):
+        # Only when set: the presets live with the usage code, which the engine (also a reader of these
+        # settings) does not otherwise load.
+        from lib.usage.credits import PRESETS
+
+        if preset not in PRESETS:
+            raise SettingsError(f"CREDIT_PRESET must be one of {', '.join(PRESETS)}; got {preset!r}.")
 
     return Settings(
         provider=provider,  # type: ignore[arg-type]
@@ -230,19 +266,29 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         heygen_api_key=heygen_key,
         heygen_base_url=(get("heygen_base_url") or HEYGEN_BASE_URL).rstrip("/"),
         engine_host=get("engine_host") or "127.0.0.1",
-        engine_port=_number(get("engine_port"), 0, "ENGINE_PORT", int),
+        engine_port=_number(
+            get("engine_port"), 0, "ENGINE_PORT", int, minimum=0, maximum=65535, meaning="0 = a free port"
+        ),
         engine_url=(get("engine_url") or None),
         engine_api_key=Secret(engine_key) if engine_key else None,
-        engine_session_budget=_number(get("engine_session_budget"), 6, "ENGINE_SESSION_BUDGET", int),
-        engine_max_duration=_number(get("engine_max_duration"), 3600, "ENGINE_MAX_DURATION", int),
+        engine_session_budget=_number(
+            get("engine_session_budget"), 6, "ENGINE_SESSION_BUDGET", int, minimum=1, meaning="capacity units"
+        ),
+        engine_max_duration=_number(
+            get("engine_max_duration"), 3600, "ENGINE_MAX_DURATION", int, minimum=1, meaning="seconds"
+        ),
         data_dir=data_dir,
         database_path=Path(db).expanduser() if db else data_dir / "usage.db",
-        credit_preset=get("credit_preset") or preset,
-        price_per_credit=_number(get("price_per_credit"), price, "PRICE_PER_CREDIT"),
-        monthly_budget_credits=_number(get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS"),
+        credit_preset=preset,
+        price_per_credit=_number(get("price_per_credit"), price, "PRICE_PER_CREDIT", minimum=0, meaning="money"),
+        monthly_budget_credits=_number(
+            get("monthly_budget_credits"), 100.0, "MONTHLY_BUDGET_CREDITS", minimum=0, meaning="credits; 0 = no budget"
+        ),
         idle_timeout=idle,
-        session_max_minutes=_number(get("session_max_minutes"), 30.0, "SESSION_MAX_MINUTES"),
-        watcher_timeout=_number(get("watcher_timeout"), 45.0, "WATCHER_TIMEOUT"),
+        session_max_minutes=_number(
+            get("session_max_minutes"), 30.0, "SESSION_MAX_MINUTES", minimum=0, meaning="minutes; 0 = no cap"
+        ),
+        watcher_timeout=_number(get("watcher_timeout"), 45.0, "WATCHER_TIMEOUT", minimum=1, meaning="seconds"),
         llm_base_url=get("llm_base_url"),
         llm_model=get("llm_model"),
         llm_api_key=Secret(llm_key) if llm_key else None,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import streamlit as st
 
-from lib import gc_pauses
+from lib import gc_pauses, ops
 from lib.accounts import AccountError
 from lib.capabilities import ProviderKind
 from lib.engine.launcher import EngineStartError
@@ -13,7 +15,7 @@ from lib.heygen.errors import HeyGenError
 from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
-from lib.usage.store import Reconciliation, UsageLog
+from lib.usage.store import Reconciliation, UsageLog, UsageLogError
 from lib.voice import SpeechToText, get_speech_to_text
 
 
@@ -71,6 +73,17 @@ def usage_log() -> UsageLog:
     return UsageLog(settings().database_path)
 
 
+def usage_log_or_stop() -> UsageLog:
+    """The usage log, or what is wrong with its file and what to do, on the page (and the page stops).
+    Not cached when it fails: the next run tries again, after the user fixed the folder or the setting."""
+    try:
+        return usage_log()
+    except UsageLogError as exc:
+        st.error(str(exc), icon=":material/database:")
+    st.stop()
+    raise AssertionError("unreachable")
+
+
 @st.cache_resource(show_spinner=False)
 def settled_heap() -> int:
     """Once per server process, after the heavy imports: see lib.gc_pauses (why live media needs it)."""
@@ -80,11 +93,13 @@ def settled_heap() -> int:
 @st.cache_resource(show_spinner=False)
 def startup_reconciliation() -> Reconciliation:
     """Once per server process: sessions a crashed dashboard left open in the log are checked against the
-    provider; gone ones are closed at their last heartbeat. Raises (and is retried next run) on errors."""
+    provider; gone ones are closed at the end time the provider's history gives, else at their last heartbeat.
+    Raises (and is retried next run) on errors."""
     configured = configured_provider()
     account = configured.account
+    listed_at = time.time()  # before the request: sessions logged after it are not judged by this listing
     active = [s.session_id for s in account.active_sessions()]
-    return usage_log().reconcile(active, configured.name, account.endpoint, reachable=account.reachable)
+    return ops.reconcile(account, usage_log(), configured.name, active, listed_at=listed_at)
 
 
 @st.cache_resource(show_spinner="Loading offline speech recognition…")

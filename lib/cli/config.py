@@ -157,7 +157,9 @@ def provider_error(exc: HeyGenError | AccountError | str) -> CliError:
 def open_log(settings: Settings) -> UsageLog:
     try:
         return UsageLog(settings.database_path)
-    except (UsageLogError, sqlite3.Error, OSError) as exc:
+    except UsageLogError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None  # names the file and what to do
+    except (sqlite3.Error, OSError) as exc:
         raise CliError(
             f"Cannot open the usage log {settings.database_path}: {exc}. Check USAGE_DB_PATH.", ExitCode.USAGE
         ) from None

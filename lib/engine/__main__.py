@@ -6,14 +6,18 @@ import argparse
 import logging
 import os
 import secrets
+import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
+from fastapi import FastAPI
 
 from lib.engine.config import EngineConfig
+from lib.engine.history import SessionHistory
 from lib.engine.responder import LlmConfig
-from lib.settings import Secret, load_settings
+from lib.settings import Secret, SettingsError, load_settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,11 +72,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--liveavatar-minute-seconds", type=float, default=60.0, help=argparse.SUPPRESS)
     parser.add_argument("--history-db", type=Path, default=settings.data_dir / "engine-history.db")
     parser.add_argument("--no-voices", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--parent-fd",
+        type=int,
+        default=None,
+        help="read end of a pipe held by the app that started this engine: end-of-file stops the engine",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+        load_settings()  # the LLM settings below; a bad value ends here with its message, not a traceback
+    except SettingsError as exc:
+        sys.exit(f"Configuration problem: {exc}")
+    try:
+        SessionHistory(args.history_db).close()
+    except (OSError, sqlite3.Error) as exc:
+        sys.exit(
+            f"The engine cannot use its history file {args.history_db}: {exc}. Point --history-db (or "
+            "AVATAR_OPS_DATA_DIR) at a writable folder."
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     key = args.api_key or os.environ.get("ENGINE_API_KEY")
     if not key:
@@ -99,11 +120,41 @@ def main(argv: list[str] | None = None) -> None:
         liveavatar_minute_seconds=args.liveavatar_minute_seconds,
     )
     from lib.engine.server import create_app
+    from lib.engine.sessions import SHUTDOWN_APP_EXITED
 
+    app = create_app(config, llm)
     # uvicorn handles SIGINT/SIGTERM; the app's lifespan then closes every session.
-    uvicorn.run(
-        create_app(config, llm), host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5)
     )
+    if args.parent_fd is not None:
+        watch = (args.parent_fd, server, app, SHUTDOWN_APP_EXITED)
+        threading.Thread(target=_watch_parent, args=watch, name="parent-watch", daemon=True).start()
+    server.run()
+
+
+PARENT_EXIT_GRACE_S = 20.0
+"""After the app died: the longest wait for a graceful stop (sessions closed, history written)."""
+
+
+def _watch_parent(fd: int, server: uvicorn.Server, app: FastAPI, reason: str) -> None:
+    """Block on the app's lifeline; end-of-file means the app is gone (however it died): stop the engine."""
+    try:
+        while os.read(fd, 64):
+            pass
+    except OSError:
+        pass
+    logging.getLogger("lib.engine").warning("the app that started this engine has exited: stopping")
+    stopped = threading.Event()
+    app.state.sessions_stopped = stopped
+    app.state.shutdown_reason = reason
+    server.should_exit = True
+    # Exit as soon as the sessions are closed and recorded: a normal interpreter exit would first wait for
+    # background work (avatar kits still being drawn after start-up), which nobody needs any more. If the
+    # graceful stop hangs, nobody is left to stop this engine otherwise: exit anyway.
+    finished = stopped.wait(PARENT_EXIT_GRACE_S)
+    logging.shutdown()
+    os._exit(0 if finished else 1)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lib.private_files import private_file
+
 
 @dataclass(frozen=True)
 class HistoryRow:
@@ -29,14 +31,16 @@ class HistoryRow:
             api_key_type="local",
             duration=round(self.duration, 3),
             created_at=int(self.created_at),
-            ended_at=int(self.ended_at),
+            # To the millisecond (HeyGen sends whole seconds): a dashboard settling a session its crash
+            # left open takes this as the true end.
+            ended_at=round(self.ended_at, 3),
         )
         return row
 
 
 class SessionHistory:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(path)  # which sessions ran, when: owner only
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

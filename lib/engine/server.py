@@ -26,7 +26,7 @@ from lib.engine.history import SessionHistory
 from lib.engine.liveavatar_api import register as register_liveavatar
 from lib.engine.liveavatar_state import LiveAvatarState
 from lib.engine.responder import LlmConfig
-from lib.engine.sessions import EngineSession, SessionManager, SessionOptions
+from lib.engine.sessions import SHUTDOWN_ENGINE, EngineSession, SessionManager, SessionOptions
 from lib.engine.speaker import predict_duration_ms
 from lib.engine.tts import UnknownVoice, VoiceBank
 
@@ -46,7 +46,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
     state: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         voices = await loop.run_in_executor(None, lambda: VoiceBank(load_piper=config.load_voices))
@@ -67,8 +67,12 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         log.info("engine ready in %.1f s", time.perf_counter() - started)
         yield
         await state["liveavatar"].shutdown()
-        await state["manager"].shutdown()
+        # The parent watch (lib.engine.__main__) says when the app that started the engine died.
+        await state["manager"].shutdown(getattr(app.state, "shutdown_reason", SHUTDOWN_ENGINE))
         history.close()
+        stopped = getattr(app.state, "sessions_stopped", None)
+        if stopped is not None:
+            stopped.set()  # every session is closed and recorded: what remains (background drawing) can go
 
     app = FastAPI(
         title="Avatar Ops local engine",

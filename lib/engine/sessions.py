@@ -43,6 +43,8 @@ class SessionState(StrEnum):
 
 
 ACTIVE_STATES = (SessionState.NEW, SessionState.CONNECTING, SessionState.CONNECTED)
+SHUTDOWN_ENGINE = "engine_shutdown"  # end reason of sessions the engine closes when told to stop
+SHUTDOWN_APP_EXITED = "app_exited"  # ... when the app that started it died
 
 
 @dataclass(frozen=True)
@@ -385,9 +387,9 @@ class SessionManager:
                 if reason:
                     await self.close(session, reason)
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, reason: str = SHUTDOWN_ENGINE) -> None:
         for session in list(self.sessions.values()):
-            await self.close(session, "engine_shutdown")
+            await self.close(session, reason)
         if self._watchdog is not None:
             self._watchdog.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -249,6 +249,7 @@ class HistorySession:
     avatar_id: str | None = None
     voice_name: str | None = None
     api_key_type: str | None = None
+    ended_at: datetime | None = None
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> HistorySession:
@@ -260,7 +261,17 @@ class HistorySession:
             avatar_id=_str(data.get("avatar_id")),
             voice_name=_str(data.get("voice_name")),
             api_key_type=_str(data.get("api_key_type")),
+            ended_at=parse_time(data.get("ended_at")),
         )
+
+    @property
+    def end_time(self) -> float | None:
+        """When the provider stopped it (unix seconds): its ``ended_at``, else start plus duration."""
+        if self.ended_at is not None:
+            return self.ended_at.timestamp()
+        if self.created_at is not None and self.duration is not None:
+            return self.created_at.timestamp() + self.duration
+        return None
 
 
 @dataclass(frozen=True)

@@ -559,8 +559,20 @@ def sessions_csv(
             values[19] = None if billed is None else round(billed, 6)
             values[20] = round(estimate, 6)
             values[21] = "true" if off else "false"
-            writer.writerow(values)
+            writer.writerow([spreadsheet_safe(v) for v in values])
     return out.getvalue().encode("utf-8")
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP "CSV Injection")."""
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A text cell that a spreadsheet would run as a formula (``=HYPERLINK(...)`` in an imported history row)
+    gets a leading ``'``, as OWASP advises, so it shows as typed. Numbers are left alone: -3.5 is a number."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def filter_options(log: UsageLog) -> dict[str, list[str]]:

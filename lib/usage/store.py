@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from lib.private_files import private_file
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -41,6 +42,7 @@ class EventKind(StrEnum):
     STOP = "stop"
     CLOSED = "closed"
     FORCE_STOP = "force_stop"  # from the Sessions page or the command line, with its outcome
+    REOPENED = "reopened"  # closed as lost, then listed active again by the provider: the close was wrong
 
 
 class EndReason(StrEnum):
@@ -55,7 +57,31 @@ class EndReason(StrEnum):
 
 
 class UsageLogError(RuntimeError):
-    """The log file cannot be used (e.g. written by a newer version of the dashboard)."""
+    """The log file cannot be used (not a database, not writable, written by a newer version of the
+    dashboard); the message names the file and what to do."""
+
+
+_WHERE = "Set AVATAR_OPS_DATA_DIR (or USAGE_DB_PATH) to a writable place"
+
+
+def storage_problem(path: Path, exc: OSError | sqlite3.Error) -> str:
+    """What went wrong with the log file ``path`` and what to do about it, in one or two sentences."""
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "")
+        if name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
+            return (
+                f"The usage log {path} is not a SQLite database (it was left untouched). Move it away, or point "
+                "USAGE_DB_PATH at another file."
+            )
+        if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR")):
+            return f"The usage log {path} cannot be written ({exc}). Make {path.parent} writable. {_WHERE}."
+        return f"The usage log {path} cannot be used: {exc}. {_WHERE}."
+    if isinstance(exc, FileExistsError | NotADirectoryError):
+        blocker = next((p for p in path.parents if p.is_file()), path)
+        return f"The usage log {path} cannot be created: {blocker} is a file, not a folder. {_WHERE}."
+    reason = exc.strerror or str(exc)
+    where = exc.filename or path.parent
+    return f"The usage log {path} cannot be created or written: {reason} ({where}). {_WHERE}."
 
 
 _SESSION_COLUMNS = (
@@ -127,6 +153,11 @@ class Reconciliation:
     elsewhere: list[SessionRow] = field(default_factory=list)
     """Open in the log on another engine or account that is still reachable (or cannot be checked): left
     open for whoever uses that endpoint to reconcile."""
+    too_new: list[str] = field(default_factory=list)
+    """Open in the log, not listed, but logged after the listing began (or within the grace period): the
+    listing cannot say anything about them, so they are left open for the next look."""
+    reopened: list[str] = field(default_factory=list)
+    """Closed as ``lost`` before this listing began, yet listed active: reopened (and in ``still_open``)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +190,11 @@ class HistoryImport:
     def unchanged(self) -> int:
         return self.read - self.added - self.updated
 
+
+RECONCILE_GRACE_S = 2.0
+"""A session logged less than this before a listing began is not judged by it. The log's ``created_at`` is
+taken after the provider answered ``streaming.new``, so on one clock no grace is needed; this covers clock
+skew between machines sharing one log."""
 
 _SENSITIVE_KEY = re.compile(r"api[_-]?key|token|secret|password|authori[sz]ation|credential", re.I)
 
@@ -200,15 +236,19 @@ class UsageLog:
 
     def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._busy_timeout_s = busy_timeout_s
         self._pool: list[sqlite3.Connection] = []
         self._pool_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
-        with self._connection() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._migrate(conn)
+        try:
+            private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
+            with self._connection() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                self._migrate(conn)
+        except (OSError, sqlite3.Error) as exc:
+            self.close()
+            raise UsageLogError(storage_problem(self.path, exc)) from None
 
     def __repr__(self) -> str:
         return f"UsageLog({str(self.path)!r})"
@@ -406,7 +446,28 @@ class UsageLog:
         )
         if cur.rowcount == 0:
             return False
-        self._insert_event(conn, session_id, EventKind.CLOSED, {"reason": reason}, at)
+        details: dict[str, Any] = {"reason": reason}
+        if reason == EndReason.LOST:
+            # A lost session is closed at its last heartbeat, long before the decision; reconciliation
+            # needs the decision time to tell a later listing (which may reopen it) from a stale one.
+            details["decided_at"] = time.time()
+        self._insert_event(conn, session_id, EventKind.CLOSED, details, at)
+        return True
+
+    def _reopen_if_wrongly_lost(self, conn: sqlite3.Connection, session_id: str, listed_at: float) -> bool:
+        """Undo a ``lost`` close when a listing that began after the decision still shows the session."""
+        row = conn.execute("SELECT end_reason FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        if row is None or row[0] != EndReason.LOST:
+            return False
+        closed = conn.execute(
+            "SELECT at, details FROM events WHERE session_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (session_id, EventKind.CLOSED),
+        ).fetchone()
+        decided = json.loads(closed[1] or "{}").get("decided_at", closed[0]) if closed else None
+        if decided is not None and float(decided) >= listed_at:
+            return False  # the listing is older than the decision: it proves nothing
+        conn.execute("UPDATE sessions SET ended_at = NULL, end_reason = NULL WHERE session_id = ?", (session_id,))
+        self._insert_event(conn, session_id, EventKind.REOPENED, {"was": "lost", "listed_at": listed_at}, listed_at)
         return True
 
     @staticmethod
@@ -459,6 +520,7 @@ class UsageLog:
         endpoint: str | None = None,
         *,
         reachable: Callable[[str], bool] | None = None,
+        listed_at: float | None = None,
     ) -> Reconciliation:
         """Align the log with the provider's ``streaming.list`` (after a crash or on every refresh).
 
@@ -466,8 +528,15 @@ class UsageLog:
         in that list: they are closed as lost only if ``reachable(their_endpoint)`` says that endpoint is
         gone, else kept open and returned as ``elsewhere``. Without an ``endpoint`` (or for sessions logged
         without one) every open session of ``provider`` is compared with the list.
+
+        ``listed_at`` is when the listing *began* (taken before the request). A session logged after that
+        (less :data:`RECONCILE_GRACE_S`) may have started after the provider answered, so its absence means
+        nothing: it is left open (``too_new``). A session closed as lost before ``listed_at`` that the
+        listing still shows was closed wrongly and is reopened. Without ``listed_at`` the listing counts as
+        taken now (callers that list first should always pass it).
         """
         active = set(active_session_ids)
+        listed = time.time() if listed_at is None else listed_at
         verdicts: dict[str, bool] = {}
 
         def compared(row: SessionRow) -> bool:
@@ -492,8 +561,12 @@ class UsageLog:
             ]
             lost: list[SessionRow] = []
             elsewhere: list[SessionRow] = []
+            too_new: list[str] = []
             for row in open_rows:
                 if row.session_id in active:
+                    continue
+                if row.created_at >= listed - RECONCILE_GRACE_S:
+                    too_new.append(row.session_id)
                     continue
                 if not compared(row) and not gone_elsewhere(row):
                     elsewhere.append(row)
@@ -515,13 +588,39 @@ class UsageLog:
                 sql = f"SELECT session_id, ended_at IS NOT NULL FROM sessions WHERE session_id IN ({marks})"
                 for sid, ended in conn.execute(sql, chunk):
                     known[sid] = bool(ended)
+            reopened = [
+                sid for sid in ids if known.get(sid) is True and self._reopen_if_wrongly_lost(conn, sid, listed)
+            ]
+            for sid in reopened:
+                known[sid] = False
         return Reconciliation(
             lost=lost,
             orphans=[sid for sid in ids if sid not in known],
             still_open=[sid for sid in ids if known.get(sid) is False],
             closed_but_active=[sid for sid in ids if known.get(sid) is True],
             elsewhere=elsewhere,
+            too_new=too_new,
+            reopened=reopened,
         )
+
+    def settle_end_times(self, end_times: Mapping[str, float]) -> int:
+        """Replace the last-heartbeat end of sessions closed as ``lost`` with the provider's own end time
+        (its history knows when it really stopped them). Returns how many rows changed."""
+        changed = 0
+        with self._write() as conn:
+            for session_id, ended in end_times.items():
+                cur = conn.execute(
+                    "UPDATE sessions SET ended_at = MAX(?, created_at) WHERE session_id = ? AND end_reason = ?",
+                    (float(ended), session_id, EndReason.LOST),
+                )
+                if cur.rowcount:
+                    changed += 1
+                    conn.execute(
+                        "UPDATE events SET at = ? WHERE id = (SELECT MAX(id) FROM events WHERE session_id = ? "
+                        "AND kind = ?)",
+                        (float(ended), session_id, EventKind.CLOSED),
+                    )
+        return changed
 
     def import_history(self, rows: Iterable[HistoryRow | Mapping[str, Any]], provider: str = "heygen") -> int:
         """Add the provider's past sessions; ids already in the log are kept as logged. Returns rows added."""

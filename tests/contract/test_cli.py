@@ -178,8 +178,10 @@ def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_
     """The app's embedded engine and the engine the command line uses can share one usage log."""
     mine = new_session(client)
     log.open_session(mine, "local", created_at=time.time() - 30, endpoint=client.endpoint)
-    # Another dashboard's engine, still up: the same server answers /healthz, but with another key.
-    log.open_session("other-dashboards", "local", created_at=time.time() - 30, endpoint=f"{engine.url}#key-other")
+    # Another dashboard's engine, still up: the test engine stands in for it under another URL (one engine has
+    # one key, so a session logged at this engine's own URL under another key was on an engine that is gone).
+    other_url = engine.url.replace("127.0.0.1", "localhost")
+    log.open_session("other-dashboards", "local", created_at=time.time() - 30, endpoint=f"{other_url}#key-other")
     # An engine that has since been shut down.
     gone = f"http://127.0.0.1:{free_port()}#key-gone"
     log.open_session("crashed-engines", "local", created_at=time.time() - 60, endpoint=gone)
@@ -201,7 +203,7 @@ def test_sessions_of_another_engine_sharing_the_log_stay_open_until_that_engine_
     code, out, err = cli("sessions", "stop", "other-dashboards", "--json")
     assert code == ExitCode.NOT_FOUND
     [result] = json.loads(out)["results"]
-    assert result["outcome"] == "elsewhere" and engine.url in result["message"] and "key-" not in result["message"]
+    assert result["outcome"] == "elsewhere" and other_url in result["message"] and "key-" not in result["message"]
     assert log.get_session("other-dashboards").is_open  # type: ignore[union-attr]
 
 
@@ -315,6 +317,42 @@ def test_usage_export_writes_the_filtered_sessions(cli, seeded: UsageLog, tmp_pa
     code, out, _ = cli("usage", "export")
     assert code == ExitCode.OK
     assert len(list(csv.DictReader(io.StringIO(out)))) == 4
+
+
+def test_usage_export_neutralises_spreadsheet_formulas_from_imported_history(cli, log: UsageLog) -> None:
+    log.import_history([{"session_id": "imported", "created_at": ts(1, 10), "duration": 60, "avatar_id": "=1+1"}])
+    code, out, _ = cli("usage", "export")
+    assert code == ExitCode.OK
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["avatar_id"] == "'=1+1"
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("PRICE_PER_CREDIT", "nan"), ("MONTHLY_BUDGET_CREDITS", "-1"), ("CREDIT_PRESET", "x")]
+)
+def test_a_bad_setting_is_a_configuration_error_naming_it(cli, seeded: UsageLog, setting: str, value: str) -> None:
+    code, out, err = cli("usage", "totals", **{setting: value})
+    assert code == ExitCode.USAGE and out == ""
+    assert err.startswith("error: Configuration problem: ") and setting in err and "Traceback" not in err
+
+
+def test_a_usage_log_that_is_not_a_database_is_named_and_left_untouched(cli, tmp_path: Path) -> None:
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"not a database\n" * 100)
+    before = junk.read_bytes()
+    code, out, err = cli("usage", "totals", USAGE_DB_PATH=str(junk))
+    assert code == ExitCode.USAGE and out == ""
+    assert err == (
+        f"error: The usage log {junk} is not a SQLite database (it was left untouched). Move it away, or point "
+        "USAGE_DB_PATH at another file.\n"
+    )
+    assert junk.read_bytes() == before
+
+
+def test_an_unwritable_data_folder_is_named_with_the_setting_to_change(cli) -> None:
+    code, _, err = cli("usage", "export", USAGE_DB_PATH="/sys/avatar-ops-test/usage.db")
+    assert code == ExitCode.USAGE
+    assert "/sys/avatar-ops-test" in err and "AVATAR_OPS_DATA_DIR" in err and "Traceback" not in err
 
 
 def test_bad_arguments_are_usage_errors(cli) -> None:

@@ -122,10 +122,10 @@ def test_sessions_of_another_live_engine_sharing_the_log_are_counted_not_closed(
     db: Path, engine: EngineProcess
 ) -> None:
     with UsageLog(db) as log:
-        # Logged by a second dashboard whose engine is up (it answers /healthz) but has another key.
-        log.open_session(
-            "other-dashboards", "local", "anna_office", created_at=time.time() - 60, endpoint=f"{engine.url}#key-other"
-        )
+        # Logged by a second dashboard whose engine is up (it answers /healthz): the test engine under another
+        # URL stands in for it (at this engine's own URL another key would mean an engine that is gone).
+        other = engine.url.replace("127.0.0.1", "localhost") + "#key-other"
+        log.open_session("other-dashboards", "local", "anna_office", created_at=time.time() - 60, endpoint=other)
 
     at = run_page()
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from lib.engine.lipsync import MouthKey, envelope, mouth_at, phone_shape, phonemes_to_timeline
+from lib.engine.lipsync import MouthKey, envelope, mouth_at, phone_shape, phonemes_to_timeline, shape_for_level
 from lib.engine.mouth import MouthShape as S
 
 RATE = 48_000
@@ -194,3 +194,10 @@ def test_fast_enough_for_the_render_loop() -> None:
         mouth_at(timeline, pos)
     assert time.perf_counter() - t0 < 0.5
     assert len(env) == 750
+
+
+def test_loudness_alone_picks_a_shape_closed_when_quiet_widest_when_loud() -> None:
+    levels = [0.0, 0.05, 0.2, 0.5, 0.9, 1.0]
+    shapes = [shape_for_level(x) for x in levels]
+    assert shapes[:2] == [S.REST, S.REST]
+    assert shapes[-1] is S.A and len(set(shapes)) == 4

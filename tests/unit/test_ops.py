@@ -12,7 +12,7 @@ from lib import ops
 from lib.accounts import StreamingAccount
 from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError, ProviderUnavailable, SessionNotFound, SessionStateError, Unauthorized
-from lib.heygen.models import ActiveSession
+from lib.heygen.models import ActiveSession, HistorySession
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.store import EndReason, UsageLog
 
@@ -36,11 +36,15 @@ class FakeClient:
         self.stop_errors = stop_errors or {}
         self.list_error = list_error
         self.stopped: list[str] = []
+        self.history: list[HistorySession] = []
 
     def list(self) -> list[ActiveSession]:
         if self.list_error:
             raise self.list_error
         return list(self.sessions.values())
+
+    def list_history(self, date_from: object = None, date_to: object = None) -> list[HistorySession]:
+        return list(self.history)
 
     def stop(self, session_id: str) -> None:
         if session_id in self.stop_errors:
@@ -230,3 +234,49 @@ def test_lost_sessions_are_described_with_their_end_time(log: UsageLog) -> None:
     log.heartbeat("ghost", at=NOW - 40)
     snap = ops.take_snapshot(account(FakeClient([])), log, LOCAL, PRICING, now=NOW)
     assert ops.describe_lost(snap.lost, "UTC") == ["ghost (bob), closed at its last heartbeat 11:59:20"]
+
+
+def test_a_session_closed_as_lost_gets_the_end_time_from_the_provider_history(log: UsageLog) -> None:
+    log.open_session("crashed", "local", "anna", created_at=NOW - 600)
+    log.heartbeat("crashed", at=NOW - 500)
+    client = FakeClient([])
+    client.history = [
+        HistorySession("crashed", "closed", datetime.fromtimestamp(NOW - 601, UTC), 170.25),
+        HistorySession("unrelated", "closed", datetime.fromtimestamp(NOW - 900, UTC), 10.0),
+    ]
+
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
+
+    assert [(r.session_id, r.ended_at) for r in snap.lost] == [("crashed", pytest.approx(NOW - 430.75))]
+    row = log.get_session("crashed")
+    assert row is not None and row.end_reason == EndReason.LOST and row.ended_at == pytest.approx(NOW - 430.75)
+    assert log.get_session("unrelated") is None
+
+
+def test_a_session_logged_while_the_listing_was_under_way_is_not_closed(log: UsageLog) -> None:
+    class ListThenLog(FakeClient):
+        """The provider answers, then another tab logs a session it has just started."""
+
+        def list(self) -> list[ActiveSession]:
+            answer = super().list()
+            log.open_session("just-started", "local", created_at=NOW + 0.2)
+            return answer
+
+    snap = ops.take_snapshot(account(ListThenLog([])), log, LOCAL, PRICING, now=NOW)
+
+    assert snap.lost == []
+    assert log.get_session("just-started").is_open  # type: ignore[union-attr]
+
+
+def test_a_session_of_a_dead_engine_on_the_same_port_is_closed_even_though_ours_answers_there(
+    log: UsageLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = FakeClient([])
+    same_port_other_key = client.endpoint.split("#")[0] + "#key-ffffffffffff"
+    log.open_session("predecessor", "local", created_at=NOW - 300, endpoint=same_port_other_key)
+    log.heartbeat("predecessor", at=NOW - 200)
+    monkeypatch.setattr("lib.accounts.endpoint_reachable", lambda endpoint: True)  # ours answers /healthz there
+
+    snap = ops.take_snapshot(account(client), log, LOCAL, PRICING, now=NOW)
+
+    assert [r.session_id for r in snap.lost] == ["predecessor"] and snap.elsewhere == []

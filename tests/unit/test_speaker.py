@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from lib.engine.speaker import SENTENCE_PAUSE_S, Speaker, SpeechBuffer
+from lib.engine.lipsync import envelope
+from lib.engine.mouth import CLOSED_SHAPES
+from lib.engine.speaker import SENTENCE_PAUSE_S, PreparedChunk, Speaker, SpeechBuffer, Utterance
 from lib.engine.tts import SpeechChunk, split_sentences
 
 FRAME = 48_000 // 25
@@ -89,3 +91,26 @@ async def test_a_fast_synthesizer_starts_at_once():
         first_piece = split_sentences(text)[0]
         synth_frames = math.ceil(0.8 * (0.068 + 0.0057 * len(first_piece)) * 25)
         assert frames.index(True) <= synth_frames + 2  # as soon as the first piece is synthesized
+
+
+# --- audio without phoneme timings (LITE) -------------------------------------------------------
+
+
+async def test_audio_without_a_timeline_opens_the_mouth_with_loudness_and_closes_it_in_silence():
+    rate = 48_000
+    t = np.arange(rate) / rate
+    loud = (12_000 * np.sin(2 * np.pi * 220 * t) * (0.55 + 0.45 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
+    audio = np.concatenate([loud, np.zeros(rate, np.int16), loud])  # 1 s loud, 1 s silence, 1 s loud
+    buffer = SpeechBuffer(lambda _e: None, FRAME)
+    utt = Utterance("t", "", "lite", asyncio.get_running_loop().create_future())
+    buffer.enqueue(utt)
+    chunk = SpeechChunk("", audio, [])
+    buffer.add_chunk(utt, PreparedChunk(chunk, envelope(audio, rate, FRAME), announced=True))
+    buffer.finish_synthesis(utt)
+    ticks = [buffer.next_tick(FRAME) for _ in range(75)]
+    loud_ticks = ticks[2:23] + ticks[52:73]
+    silent_ticks = ticks[29:48]  # after the release has eased the jaw shut
+    assert sum(tk.mouth not in CLOSED_SHAPES for tk in loud_ticks) >= 0.8 * len(loud_ticks)
+    assert len({(tk.mouth, round(tk.openness, 1)) for tk in loud_ticks}) >= 3  # it moves, not one pose
+    assert all(tk.mouth in CLOSED_SHAPES and tk.openness == 0.0 for tk in silent_ticks)
+    assert all(tk.speaking for tk in ticks)  # a pause inside an utterance is still speaking

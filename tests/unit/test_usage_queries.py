@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -250,6 +251,23 @@ def test_cumulative_credits_with_budget_and_projection(log: UsageLog) -> None:
     assert (df["budget"] == 100).all()
     past = cumulative_credits(log, date(2024, 2, 1), PRICING, today=date(2024, 3, 3), now=NOW)
     assert past["cumulative"].iloc[-1] == pytest.approx(0.4) and past["projected"].isna().all()
+
+
+def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(log: UsageLog) -> None:
+    log.import_history(
+        [
+            {"session_id": "=1+2", "created_at": NOW - 3600, "duration": 60, "avatar_id": '=HYPERLINK("http://x")'},
+            {"session_id": "plain", "created_at": NOW - 3600, "duration": 60, "avatar_id": "@SUM(A1)", "voice": "+1"},
+            {"session_id": "-dash", "created_at": NOW - 3600, "duration": 60, "avatar_id": "\tcmd", "voice": "-2"},
+        ]
+    )
+    rows = list(csv.DictReader(io.StringIO(sessions_csv(log, UsageFilter(), PRICING, now=NOW).decode())))
+    by_id = {r["session_id"]: r for r in rows}
+    assert by_id["'=1+2"]["avatar_id"] == '\'=HYPERLINK("http://x")'
+    assert (by_id["plain"]["avatar_id"], by_id["plain"]["voice_id"]) == ("'@SUM(A1)", "'+1")
+    assert (by_id["'-dash"]["avatar_id"], by_id["'-dash"]["voice_id"]) == ("'\tcmd", "'-2")
+    # Nothing else changes: numbers stay numbers, times keep their sign-bearing offset.
+    assert all(not r["credits"].startswith("'") and not r["created"].startswith("'") for r in rows)
 
 
 def test_billed_credits_win_over_the_estimate_and_far_estimates_are_flagged(tmp_path: Path) -> None:

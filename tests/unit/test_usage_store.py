@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import gc
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,7 +117,8 @@ def test_sessions_left_open_by_a_crashed_process_are_reconciled(tmp_path: Path) 
         assert result.still_open == ["still-live"]
         assert usage.get_session("opened-elsewhere") is None  # orphans are reported, not inserted
         assert [s.session_id for s in usage.open_sessions()] == ["still-live"]
-        assert usage.events("crashed")[-1][1:] == (EventKind.CLOSED, {"reason": "lost"})
+        at, kind, details = usage.events("crashed")[-1]
+        assert (at, kind, details and details["reason"]) == (1_700_000_042.0, EventKind.CLOSED, "lost")
 
 
 def test_dropped_instance_without_close_is_reconciled_by_the_next(tmp_path: Path) -> None:
@@ -303,6 +306,112 @@ def test_closed_log_says_so(tmp_path: Path) -> None:
     usage.close()
     with pytest.raises(UsageLogError, match="closed"):
         usage.open_session("s", "heygen")
+
+
+def test_a_session_logged_after_the_listing_began_is_not_judged_by_it(log: UsageLog) -> None:
+    listed_at = T0 + 100
+    log.open_session("old", "local", created_at=T0)
+    log.open_session("new", "local", created_at=listed_at + 0.005)  # logged 5 ms after the request went out
+    result = log.reconcile([], "local", listed_at=listed_at)
+    assert [r.session_id for r in result.lost] == ["old"]
+    assert result.too_new == ["new"]
+    assert log.get_session("new").is_open  # type: ignore[union-attr]
+    # The next listing, begun after it was logged, judges it.
+    assert [r.session_id for r in log.reconcile([], "local", listed_at=listed_at + 10).lost] == ["new"]
+
+
+def test_a_session_wrongly_closed_as_lost_is_reopened_and_takes_heartbeats_again(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    log.heartbeat("s", at=T0 + 5)
+    assert [r.session_id for r in log.reconcile([], "local", listed_at=T0 + 10).lost] == ["s"]
+    assert not log.heartbeat("s", at=T0 + 20)  # closed rows ignore heartbeats
+
+    result = log.reconcile(["s"], "local", listed_at=time.time() + 1)  # a listing begun after the decision
+
+    assert result.reopened == ["s"] and result.still_open == ["s"] and result.closed_but_active == []
+    row = log.get_session("s")
+    assert row is not None and row.is_open and row.end_reason is None
+    assert log.heartbeat("s", at=T0 + 30)
+    assert log.get_session("s").last_seen == T0 + 30  # type: ignore[union-attr]
+    assert EventKind.REOPENED in [kind for _, kind, _ in log.events("s")]
+
+
+def test_a_listing_older_than_the_lost_decision_does_not_reopen_the_session(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    stale_listing = time.time() - 1  # began before the close below was decided
+    log.reconcile([], "local", listed_at=T0 + 10)
+    result = log.reconcile(["s"], "local", listed_at=stale_listing)
+    assert result.reopened == [] and result.closed_but_active == ["s"]
+    assert not log.get_session("s").is_open  # type: ignore[union-attr]
+
+
+def test_a_stop_is_never_reopened_by_a_listing(log: UsageLog) -> None:
+    log.open_session("s", "local", created_at=T0)
+    log.close_session("s", EndReason.STOPPED, at=T0 + 5)
+    result = log.reconcile(["s"], "local", listed_at=time.time() + 1)
+    assert result.reopened == [] and result.closed_but_active == ["s"]
+
+
+def test_settle_end_times_moves_only_lost_sessions_to_the_provider_end(log: UsageLog) -> None:
+    log.open_session("lost", "local", created_at=T0)
+    log.open_session("stopped", "local", created_at=T0)
+    log.close_session("stopped", EndReason.STOPPED, at=T0 + 5)
+    log.reconcile([], "local", listed_at=T0 + 100)
+    assert log.settle_end_times({"lost": T0 + 42.5, "stopped": T0 + 99}) == 1
+    assert log.get_session("lost").ended_at == T0 + 42.5  # type: ignore[union-attr]
+    assert log.get_session("stopped").ended_at == T0 + 5  # type: ignore[union-attr]
+    assert log.events("lost")[-1][0] == T0 + 42.5
+
+
+def test_the_log_and_the_folders_it_creates_are_private_to_their_user(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    os.chmod(shared, 0o755)
+    path = shared / "avatar-ops" / "data" / "usage.db"
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+        files = [path, path.with_name("usage.db-wal"), path.with_name("usage.db-shm")]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(path.parent.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(shared.stat().st_mode & 0o777) == "0o755"  # not ours to change
+
+
+def test_an_existing_log_keeps_the_mode_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    path.touch(mode=0o640)
+    os.chmod(path, 0o640)
+    with UsageLog(path) as usage:
+        usage.open_session("s", "heygen", created_at=T0)
+    assert oct(path.stat().st_mode & 0o777) == "0o640"
+
+
+def test_a_file_that_is_not_a_database_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    junk = b"these are my notes, not a database\n" * 200
+    path.write_bytes(junk)
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(path)
+    assert str(raised.value) == (
+        f"The usage log {path} is not a SQLite database (it was left untouched). Move it away, or point "
+        "USAGE_DB_PATH at another file."
+    )
+    assert path.read_bytes() == junk
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["usage.db"]
+
+
+def test_a_place_that_cannot_be_written_is_reported_with_the_setting_to_change() -> None:
+    path = Path("/sys/avatar-ops-test/usage.db")  # sysfs: nobody, not even root, can create a folder there
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(path)
+    message = str(raised.value)
+    assert str(path) in message and "AVATAR_OPS_DATA_DIR" in message and "Traceback" not in message
+
+
+def test_a_file_in_the_way_of_the_data_folder_is_named(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("")
+    with pytest.raises(UsageLogError, match=f"{tmp_path / 'data'} is a file, not a folder"):
+        UsageLog(tmp_path / "data" / "usage.db")
 
 
 def test_provider_history_import_matches_logged_sessions_and_twice_changes_nothing(log: UsageLog) -> None:
