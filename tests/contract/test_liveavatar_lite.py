@@ -284,6 +284,11 @@ async def test_lips_move_while_the_audio_is_loud_and_stay_shut_in_silence(la, me
         still, pairs = _mouth_changes(received, silence_from + 0.3, silence_to - 0.1)
         assert pairs > 15 and still <= 1, (still, pairs)
         first_lip = _first_mouth_change(received, sent_at)
+        # Same pitch as sent: 24 kHz in, played at 48 kHz — a rate mix-up would shift it an octave.
+        heard = np.concatenate([a for t, a in received.audio if first_part[0] <= t < first_part[1]])
+        rate = next(iter(received.audio_rates))
+        spectrum = np.abs(np.fft.rfft(heard.astype(np.float64)))
+        assert np.argmax(spectrum) * rate / len(heard) == pytest.approx(220.0, abs=5.0)
         audio_ms, lip_ms = (loud[0] - sent_at) * 1000, (first_lip - sent_at) * 1000
         print(f"LITE speak → first loud audio {audio_ms:.0f} ms, → first lip frame {lip_ms:.0f} ms")
     finally:
@@ -314,6 +319,33 @@ async def test_interrupt_stops_the_audio_at_once_and_drops_what_is_queued_here(l
         # The session goes on: the next utterance plays.
         again = lite.session.speak(to_lite_pcm(_speech(0.5), 48_000))
         assert await wait_for(lambda: lite.first(LiteEventType.SPEAK_ENDED, again) is not None, timeout=10)
+    finally:
+        await lite.session.close()
+
+
+async def test_our_own_voice_streamed_sentence_by_sentence_is_heard_in_full_with_moving_lips(la, media_for):
+    from lib.engine.tts import TARGET_RATE, VoiceBank
+
+    voices = VoiceBank(load_piper=False)  # espeak-ng: the same SpeechChunk path as piper, 500x real time
+    lite = await _open(la)
+    try:
+        media = await media_for(lite.started)
+        sent_at = time.monotonic()
+        utt = lite.session.begin()
+        total = 0
+        text = "Hello there. This answer is spoken by our own voice, sent over the LITE socket."
+        for chunk in voices.synthesize(text, "espeak-en-us-male"):
+            utt.add(to_lite_pcm(chunk.audio, TARGET_RATE))  # the engine's 48 kHz int16 → 24 kHz s16
+            total += len(chunk.audio)
+            await asyncio.sleep(0)
+        utt.end()
+        assert await wait_for(lambda: lite.first(LiteEventType.SPEAK_ENDED, utt.event_id) is not None, timeout=30)
+        await asyncio.sleep(0.3)
+        loud = _loud_times(media.received, sent_at)
+        spoken = total / TARGET_RATE
+        assert loud and abs((loud[-1] - loud[0]) - spoken) < 0.5, (loud[-1] - loud[0], spoken)
+        moving, pairs = _mouth_changes(media.received, loud[0], loud[-1])
+        assert pairs > 25 and moving > pairs / 5, (moving, pairs)
     finally:
         await lite.session.close()
 
