@@ -6,6 +6,7 @@ import streamlit as st
 
 from lib.heygen.errors import HeyGenError
 from lib.log_limits import limit_logger
+from lib.usage.store import EndReason
 from ui import live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
@@ -48,7 +49,7 @@ with st.sidebar:
     if provider.name != settings.provider:
         st.caption("Using the local engine as a fallback for this tab.")
         if st.button("Back to HeyGen", icon=":material/cloud:"):
-            live.live_chat().release("fallback_ended")
+            live.live_chat().release(EndReason.FALLBACK_ENDED)
             resources.use_local_fallback(False)
             st.rerun()
     st.caption("HeyGen key: " + ("configured" if settings.has_heygen_key else "not configured"))
@@ -61,7 +62,7 @@ with st.sidebar:
 
 if pages.title != "Live chat":
     # Leaving the live page ends its avatar session: nobody is watching it any more.
-    live.live_chat().release("left_page")
+    live.leave_page()
 
 resources.budget_banner()
 pages.run()

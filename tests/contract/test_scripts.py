@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lib.bridge.link import AvatarLink, LinkOptions
 from lib.heygen.models import NewSessionRequest, TaskResult
+from lib.live.session import LiveSession, SessionOptions
 from lib.scripts import (
     MAX_SEGMENT_CHARS,
     RunnerState,
@@ -300,7 +300,7 @@ def usage(tmp_path):
 
 @pytest.fixture
 def link(client, usage):
-    link = AvatarLink(client, "local", usage, LinkOptions(request=NewSessionRequest(quality="low")))
+    link = LiveSession(client, "local", usage, SessionOptions(request=NewSessionRequest(quality="low")))
     assert link.wait_connected(20), link.error
     yield link
     link.stop()

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from lib.bridge.link import AvatarLink, LinkOptions, LinkState, to_mono_s16
 from lib.heygen.errors import MissingParameter
 from lib.heygen.models import NewSessionRequest
+from lib.live.session import LiveSession, SessionOptions, SessionState, to_mono_s16
 from lib.usage.store import UsageLog
 
 
@@ -32,13 +32,13 @@ def usage(tmp_path):
     log.close()
 
 
-def _link(client, usage, audio=None, **options) -> AvatarLink:
+def _link(client, usage, audio=None, **options) -> LiveSession:
     request = NewSessionRequest(quality="low", avatar_id=client.avatars()[0].avatar_id)
-    return AvatarLink(
+    return LiveSession(
         client,
         "local",
         usage,
-        LinkOptions(request=request, **options),
+        SessionOptions(request=request, **options),
         audio_out=audio.push if audio else None,
         audio_clear=audio.clear if audio else None,
     )
@@ -77,7 +77,7 @@ def test_link_relays_video_audio_events_and_stops(client, usage):
     assert np.mean(np.abs(speech) > 32000) < 0.001
     session_id = link.session_id
     link.stop()
-    assert link.state is LinkState.CLOSED
+    assert link.state is SessionState.CLOSED
     assert session_id not in {s.session_id for s in client.list()}
     row = usage.get_session(session_id)
     assert row.end_reason == "stopped" and row.connected_at is not None and row.provider == "local"
@@ -116,9 +116,9 @@ def test_interrupt_clears_local_audio_too(client, usage):
 
 
 def test_unknown_avatar_fails_with_a_clear_message(client, usage):
-    link = AvatarLink(client, "local", usage, LinkOptions(request=NewSessionRequest(avatar_id="nobody")))
+    link = LiveSession(client, "local", usage, SessionOptions(request=NewSessionRequest(avatar_id="nobody")))
     assert not link.wait_connected(20)
-    assert link.state is LinkState.FAILED
+    assert link.state is SessionState.FAILED
     assert "was not found" in link.error and "nobody" in link.error
     assert client.list() == []
 
@@ -128,7 +128,7 @@ def test_nobody_watching_stops_the_session(client, usage):
     assert link.wait_connected(20), link.error
     session_id = link.session_id
     assert link.finished.wait(6)
-    assert link.state is LinkState.CLOSED
+    assert link.state is SessionState.CLOSED
     assert session_id not in {s.session_id for s in client.list()}
     assert usage.get_session(session_id).end_reason == "watcher_gone"
 
@@ -176,7 +176,7 @@ class FakeHeyGen:
 def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
     import av
 
-    from lib.bridge import livekit_transport
+    from lib.live.media import livekit as livekit_transport
 
     rooms = []
 
@@ -196,7 +196,7 @@ def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
 
     monkeypatch.setattr(livekit_transport, "LiveKitConnection", FakeRoom)
     client = FakeHeyGen()
-    link = AvatarLink(client, "heygen", usage, LinkOptions(request=NewSessionRequest(quality="high", version="v2")))
+    link = LiveSession(client, "heygen", usage, SessionOptions(request=NewSessionRequest(quality="high", version="v2")))
     assert link.wait_connected(5), link.error
     assert rooms[0].joined == ("wss://example.livekit.cloud", "lk-jwt")
     assert ("start", "hg-1", None) in client.calls  # streaming.start without an SDP answer
@@ -227,17 +227,20 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
     second = None
     try:
         with StreamingClient(first.url, key, backoff=0, retries=0) as client:
-            link = AvatarLink(
-                client, "local", usage, LinkOptions(request=NewSessionRequest(quality="low"), video_stall_timeout=1.5)
+            link = LiveSession(
+                client,
+                "local",
+                usage,
+                SessionOptions(request=NewSessionRequest(quality="low"), video_stall_timeout=1.5),
             )
             assert link.wait_connected(20), link.error
             old = link.session_id
             first.process.kill()
             first.process.wait()
-            assert _wait(lambda: link.state is LinkState.RECONNECTING, 6)
+            assert _wait(lambda: link.state is SessionState.RECONNECTING, 6)
             assert link.error and "video" in link.error
             second = start_engine(port=port, api_key=key, extra_args=args)
-            assert _wait(lambda: link.state is LinkState.CONNECTED, 40), link.error
+            assert _wait(lambda: link.state is SessionState.CONNECTED, 40), link.error
             assert link.session_id != old and link.reconnects == 1
             # The dashboard cap counts the whole conversation; the provider's limit only the new session.
             assert link.session_age_seconds() < link.age_seconds() - 1.0
@@ -266,7 +269,7 @@ def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
     results = ops.force_stop(client, usage, "local", snapshot.by_id([session_id]))
     assert [r.outcome for r in results] == ["stopped"]
 
-    assert _wait(lambda: link.state is LinkState.DISCONNECTED, 15), (link.state, link.error)
+    assert _wait(lambda: link.state is SessionState.DISCONNECTED, 15), (link.state, link.error)
     assert "force-stopped" in (link.error or "")
     assert link.finished.wait(5)
     time.sleep(1.5)  # long enough for a reconnect to have opened a new session

@@ -13,21 +13,21 @@ _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 
 
-def bridge_loop() -> asyncio.AbstractEventLoop:
+def media_loop() -> asyncio.AbstractEventLoop:
     global _loop
     with _lock:
         if _loop is None or _loop.is_closed():
             loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="avatar-bridge", daemon=True).start()
+            threading.Thread(target=loop.run_forever, name="avatar-media", daemon=True).start()
             _loop = loop
         return _loop
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run a coroutine on the bridge loop from any other thread and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, bridge_loop()).result(timeout)
+    """Run a coroutine on the media loop from any other thread and wait for its result."""
+    return asyncio.run_coroutine_threadsafe(coro, media_loop()).result(timeout)
 
 
 def submit(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Start a coroutine on the bridge loop without waiting (returns a concurrent Future)."""
-    return asyncio.run_coroutine_threadsafe(coro, bridge_loop())
+    """Start a coroutine on the media loop without waiting (returns a concurrent Future)."""
+    return asyncio.run_coroutine_threadsafe(coro, media_loop())
