@@ -177,6 +177,26 @@ with video_col:
     conversation = st.container()
 
 
+# No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
+prompt = st.chat_input("Type a message for the avatar", disabled=not chat.connected)
+if prompt:
+    try:
+        outcome = chat.message(prompt)
+    except (HeyGenError, RuntimeError) as exc:
+        st.error(str(exc))
+    else:
+        if outcome is MessageOutcome.TOO_LONG:
+            st.session_state[PENDING_SCRIPT_KEY] = prompt
+            st.error(
+                f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
+                "It is waiting in the **Script** tab, which delivers long text piece by piece."
+            )
+
+# After every widget that depends on the session's state, before the panels that compare with it: a run cut
+# short by a rerun leaves the older view recorded, and the status panel asks for a whole run again.
+chat.mark_drawn(drawn)
+
+
 @st.fragment(run_every=1.0)
 def status_panel() -> None:
     current = chat.session
@@ -229,19 +249,3 @@ with side_col, st.container(border=True):
 
 with conversation:
     transcript()
-
-# No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
-prompt = st.chat_input("Type a message for the avatar", disabled=not chat.connected)
-chat.mark_drawn(drawn)  # last: a run cut short by a rerun leaves the older view, and the status panel redraws
-if prompt:
-    try:
-        outcome = chat.message(prompt)
-    except (HeyGenError, RuntimeError) as exc:
-        st.error(str(exc))
-    else:
-        if outcome is MessageOutcome.TOO_LONG:
-            st.session_state[PENDING_SCRIPT_KEY] = prompt
-            st.error(
-                f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
-                "It is waiting in the **Script** tab, which delivers long text piece by piece."
-            )

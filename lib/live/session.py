@@ -86,22 +86,22 @@ class SessionOptions:
     reconnect_attempts: int = 8
 
 
-_open_links = 0
-_open_links_lock = threading.Lock()
+_open_sessions = 0
+_open_sessions_lock = threading.Lock()
 
 
-def _link_opened() -> None:
-    global _open_links
-    with _open_links_lock:
-        _open_links += 1
+def _session_opened() -> None:
+    global _open_sessions
+    with _open_sessions_lock:
+        _open_sessions += 1
 
 
-def _link_closed() -> None:
-    """The last link of this process is gone: give its decoders' memory back (glibc would keep it)."""
-    global _open_links
-    with _open_links_lock:
-        _open_links -= 1
-        idle = _open_links == 0
+def _session_closed() -> None:
+    """The last live session of this process is gone: give its decoders' memory back (glibc would keep it)."""
+    global _open_sessions
+    with _open_sessions_lock:
+        _open_sessions -= 1
+        idle = _open_sessions == 0
     if idle:
         gc_pauses.release_memory()
 
@@ -117,7 +117,7 @@ class LiveSession:
         audio_out: AudioOut | None = None,
         audio_clear: Callable[[], None] | None = None,
     ) -> None:
-        _link_opened()
+        _session_opened()
         self.client = client
         self.provider = provider
         self.usage = usage
@@ -518,7 +518,7 @@ class LiveSession:
             return False
 
     async def _release(self, reason: EndReason) -> None:
-        """Close the current media and provider session (not the link: a reconnect may follow)."""
+        """Close the current media and provider session (not the live session: a reconnect may follow)."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
@@ -539,7 +539,7 @@ class LiveSession:
         self.speaking = False
         await self._release(reason)
         self.finished.set()
-        _link_closed()
+        _session_closed()
 
     async def _stop_provider(self, reason: EndReason) -> None:
         if self.provider_session is None or self.provider_session.session_id in self._stopped_sessions:

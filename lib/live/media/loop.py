@@ -1,4 +1,4 @@
-"""One background asyncio loop per process for every avatar link, so media never runs on Streamlit's loop."""
+"""One background asyncio loop per process for every live session, so media never runs on Streamlit's loop."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ class MediaQuality:
         return " · ".join(parts)
 
     def suggestion(self, quality: str | None) -> str | None:
-        """Advice when the link cannot carry the current quality (None when it can)."""
+        """Advice when the media link cannot carry the current quality (None when it can)."""
         struggling = (self.loss_pct is not None and self.loss_pct > 5) or self.fps < 18
         if not struggling:
             return None
