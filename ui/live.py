@@ -37,7 +37,7 @@ SAMPLE_KNOWLEDGE_BASE = (
     "With a HeyGen API key the same dashboard runs HeyGen's streaming avatars."
 )
 VIDEO_KEYS = ("avatar-stream", "avatar-stream-mic")  # without and with the microphone
-_LEFT_PAGE_KEY = "live_video_left_page"
+LEFT_PAGE_KEY = "live_video_left_page"
 
 
 def _admit(provider_name: str, override: bool) -> Admission:
@@ -67,12 +67,21 @@ def live_chat() -> LiveChat:
 def leave_page(reason: EndReason = EndReason.LEFT_PAGE) -> None:
     """The user is on another page: end the session; the video component starts afresh on return."""
     live_chat().release(reason)
-    st.session_state[_LEFT_PAGE_KEY] = True
+    st.session_state[LEFT_PAGE_KEY] = True
 
 
 def make_listener(**callbacks: Any) -> VoiceListener:
     """A microphone listener on the process's shared Whisper model."""
     return VoiceListener(stt=resources.speech_to_text(), **callbacks)
+
+
+def settle_orphan_check(key: str) -> None:
+    """Before drawing the component ``key``: leave streamlit-webrtc's orphan check on only after the user left
+    the page (see ``video``)."""
+    context = st.session_state.get(key)
+    if context is not None and hasattr(context, "_last_rendered_run_count"):
+        # -2: any run count makes the check fire (the remounted component starts afresh); None: it never does.
+        context._last_rendered_run_count = -2 if st.session_state.pop(LEFT_PAGE_KEY, False) else None
 
 
 def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | None = None) -> ComponentState:
@@ -87,10 +96,7 @@ def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | Non
     back, which ``leave_page`` marks; only then is the library's check left to run.
     """
     key = VIDEO_KEYS[1] if voice_on else VIDEO_KEYS[0]
-    context = st.session_state.get(key)
-    if context is not None and hasattr(context, "_last_rendered_run_count"):
-        # -2: any run count makes the check fire (the remounted component starts afresh); None: it never does.
-        context._last_rendered_run_count = -2 if st.session_state.pop(_LEFT_PAGE_KEY, False) else None
+    settle_orphan_check(key)
     video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
     audio_track = create_audio_source_track(chat.audio_frame, key="avatar-audio", sample_rate=AUDIO_RATE)
     mic = create_audio_sink_track(on_mic, key="mic") if on_mic is not None else None

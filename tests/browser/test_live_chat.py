@@ -17,6 +17,7 @@ from tests.support.browser import (
     WEBRTC_IFRAME,
     AppServer,
     click_start,
+    click_stop_component,
     engine_events,
     go_to,
     heard_audio,
@@ -113,8 +114,13 @@ def test_start_talk_stop_and_start_again(
     wait_video_playing(webrtc_frame(page), timeout=20)
     sessions = wait_for(client.list, timeout=10)
     assert [s.session_id for s in sessions] != [session_id] and len(sessions) == 1, sessions
+    # The video's own STOP is the user's stop too, and it takes effect at once.
+    click_stop_component(page)
+    stopped_at = time.monotonic()
+    assert wait_for(lambda: not client.list(), timeout=10), client.list()
+    print(f"video STOP → engine session gone in {time.monotonic() - stopped_at:.2f} s")
+    assert wait_for(lambda: end_reason(app, sessions[0].session_id), timeout=5) == "stopped"
     page.close()
-    assert wait_for(lambda: not client.list(), timeout=20), client.list()
 
 
 def test_closing_the_tab_stops_the_session(app: AppServer, browser: Browser, client: StreamingClient) -> None:
