@@ -52,13 +52,13 @@ def test_over_budget_refuses_heygen_sessions_and_a_logged_override_lets_one_thro
     admitted = admit_session(status, pricing, "heygen", override=True)
     assert admitted.allowed
     # The override travels with the new session into the log (the engine stands in for HeyGen here).
-    link = LiveSession(
+    live = LiveSession(
         client,
         "heygen",
         log,
         SessionOptions(request=NewSessionRequest(quality="low"), open_events=admitted.open_events),
     )
-    assert link.wait_connected(20), link.error
-    events = {kind: details for _, kind, details in log.events(link.session_id)}
+    assert live.wait_connected(20), live.error
+    events = {kind: details for _, kind, details in log.events(live.session_id)}
     assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0}
-    link.stop()
+    live.stop()
