@@ -6,8 +6,7 @@ import streamlit as st
 
 from lib.heygen.errors import HeyGenError
 from lib.live.controller import ChatSetup, Encoding, MessageOutcome, PageAction, Quality
-from lib.live.session import SessionState
-from lib.live.status import status_rows
+from lib.live.status import cap_warning, quality_advice, status_rows
 from lib.scripts import MAX_SEGMENT_CHARS
 from lib.usage.store import EndReason
 from ui import live, resources, script_panel
@@ -102,8 +101,10 @@ with side_col:
         voice_mode = st.radio(
             "Mode", ["hands-free", "push-to-talk"], horizontal=True, key="voice_mode", disabled=not voice_on
         )
-        chat.barge_in = st.checkbox(
-            "Speaking interrupts the avatar (barge-in)", value=True, key="barge_in", disabled=not voice_on
+        chat.voice_options(
+            barge_in=st.checkbox(
+                "Speaking interrupts the avatar (barge-in)", value=True, key="barge_in", disabled=not voice_on
+            )
         )
 
 setup = ChatSetup(
@@ -144,10 +145,9 @@ with video_col:
             st.rerun()
     if listener is not None and chat.live:
         if voice_mode == "push-to-talk":
-            talking = st.toggle("Talking (switch off when you are done)", key="ptt")
-            listener.set_enabled(talking)
+            chat.listen(st.toggle("Talking (switch off when you are done)", key="ptt"))
         else:
-            listener.set_enabled(True)
+            chat.listen(True)
             st.caption(
                 ":material/mic: Listening: just speak. "
                 + ("Speaking while the avatar talks interrupts it." if chat.barge_in else "")
@@ -206,11 +206,9 @@ def status_panel() -> None:
     chat.watched()
     if chat.changed_since_drawn():
         st.rerun()  # the whole page depends on the state (buttons, chat input): redraw it
-    left = current.seconds_left() if current.live else None
-    if left is not None and left < 60:
-        st.warning(f"The session stops in {max(0, left):.0f} s (the duration cap you set).", icon=":material/timer:")
-    advice = current.quality.suggestion(current.options.request.quality) if current.quality else None
-    if advice and current.state is SessionState.CONNECTED:
+    if warning := cap_warning(current):
+        st.warning(warning, icon=":material/timer:")
+    if advice := quality_advice(current):
         st.info(advice, icon=":material/network_check:")
     for label, value in status_rows(current, resources.pricing(), chat.traits, chat.playout.stats):
         label_col, value_col = st.columns([1, 1])

@@ -292,6 +292,15 @@ class LiveChat:
             )
         return self.listener
 
+    def voice_options(self, *, barge_in: bool) -> None:
+        """The user's voice settings: does speaking interrupt the avatar."""
+        self.barge_in = barge_in
+
+    def listen(self, talking: bool) -> None:
+        """The microphone counts while a session is live and the user talks (always, hands-free)."""
+        if self.listener is not None:
+            self.listener.set_enabled(talking and self.live)
+
     def hearing(self) -> str | None:
         """What the microphone user is saying right now, before it is final (None when nobody speaks)."""
         return self.listener.partial if self.listener is not None and self.listener.enabled else None

@@ -33,6 +33,24 @@ def audio_leg_summary(stats: PlayoutStats) -> str:
     return " · ".join(parts)
 
 
+CAP_WARNING_S = 60  # the duration cap is announced this long before it stops the session
+
+
+def cap_warning(session: LiveSession) -> str | None:
+    """The duration cap is about to stop the session (None otherwise)."""
+    left = session.seconds_left() if session.live else None
+    if left is None or left >= CAP_WARNING_S:
+        return None
+    return f"The session stops in {max(0, left):.0f} s (the duration cap you set)."
+
+
+def quality_advice(session: LiveSession) -> str | None:
+    """Advice when the media link cannot carry the chosen quality (None when it can)."""
+    if session.quality is None or session.state is not SessionState.CONNECTED:
+        return None
+    return session.quality.suggestion(session.options.request.quality)
+
+
 def status_rows(
     session: LiveSession, pricing: Pricing, traits: ProviderTraits | None, playout: PlayoutStats | None = None
 ) -> list[tuple[str, str]]:

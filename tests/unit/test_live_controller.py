@@ -282,3 +282,47 @@ def test_closing_the_tab_releases_the_session(chat: LiveChat, world: World) -> N
     replay(chat, PLAYING)
     chat.close()
     assert world.sessions[0].end_reason is EndReason.RELEASED
+
+
+class FakeListener:
+    def __init__(self, **callbacks: Any) -> None:
+        self.callbacks = callbacks
+        self.enabled = True
+        self.partial: str | None = None
+        self.closed = False
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_microphone_counts_only_while_a_session_is_live(chat: LiveChat, world: World) -> None:
+    listener = chat.voice_listener(FakeListener)
+    assert chat.voice_listener(FakeListener) is listener  # one per tab
+    chat.listen(True)
+    assert listener.enabled is False  # nothing to talk to yet
+    replay(chat, PLAYING)
+    chat.listen(True)
+    assert listener.enabled is True
+    chat.listen(False)  # push-to-talk released
+    assert listener.enabled is False
+    chat.listen(True)
+    chat.stop()
+    assert listener.enabled is False
+    chat.close()
+    assert listener.closed
+
+
+def test_speech_interrupts_a_speaking_avatar_only_with_barge_in_on(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    session = world.sessions[0]
+    session.state = SessionState.CONNECTED
+    session.awaiting_answer = True  # an answer is on its way: the user has moved on
+    chat.voice_options(barge_in=False)
+    chat._barge_in()
+    assert session.interrupts == 0
+    chat.voice_options(barge_in=True)
+    chat._barge_in()
+    assert session.interrupts == 1

@@ -214,3 +214,20 @@ def test_downtime_counts_from_the_last_frame_received_and_the_status_shows_the_g
     assert reconnect["downtime_ms"] >= 4000, reconnect
     assert "Media" not in dict(status_rows(session, Pricing(), None))  # frames again: no gap shown
     session.stop()
+
+
+def test_the_duration_cap_is_announced_in_its_last_minute(provider: FakeProvider, usage: UsageLog) -> None:
+    from lib.live.status import cap_warning
+
+    session = MediaFreeSession(
+        provider,  # type: ignore[arg-type]
+        "local",
+        usage,
+        SessionOptions(request=NewSessionRequest(quality="low"), max_duration=90),
+    )
+    assert session.wait_connected(5)
+    assert cap_warning(session) is None  # 90 s left
+    session.connected_wall = time.time() - 40
+    assert cap_warning(session) == "The session stops in 50 s (the duration cap you set)."
+    session.stop()
+    assert cap_warning(session) is None
