@@ -156,7 +156,7 @@ with video_col:
             st.warning(listener.error or chat.voice_error)
     if session is not None and session.error:
         st.error(session.error)
-        if session.error_kind == "ConcurrencyLimit":
+        if chat.too_many_sessions:
             st.page_link("views/sessions.py", label="Open Sessions to stop running sessions", icon=":material/dns:")
         if chat.offers_local_fallback(provider.name) and st.button(
             "Continue on the local engine",

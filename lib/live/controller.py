@@ -157,6 +157,11 @@ class LiveChat:
     def can_reconnect(self) -> bool:
         return self.session is not None and self.session.state in (SessionState.FAILED, SessionState.DISCONNECTED)
 
+    @property
+    def too_many_sessions(self) -> bool:
+        """The provider refused for its concurrency limit: stopping other sessions (Sessions page) helps."""
+        return self.session is not None and self.session.error_kind == "ConcurrencyLimit"
+
     def offers_local_fallback(self, provider_name: str) -> bool:
         """Offer "Continue on the local engine": a hosted provider refused or could not be reached."""
         if not ProviderTraits.of(provider_name).hosted:

@@ -326,3 +326,11 @@ def test_speech_interrupts_a_speaking_avatar_only_with_barge_in_on(chat: LiveCha
     chat.voice_options(barge_in=True)
     chat._barge_in()
     assert session.interrupts == 1
+
+
+def test_a_concurrency_refusal_points_to_the_sessions_page(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    assert not chat.too_many_sessions
+    world.sessions[0].state = SessionState.FAILED
+    world.sessions[0].error, world.sessions[0].error_kind = "Too many sessions", "ConcurrencyLimit"
+    assert chat.too_many_sessions
