@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
-from lib.bridge.direct import DirectConnection
 from lib.engine import avatars
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.heygen.client import StreamingClient
+from lib.live.media.direct import DirectConnection
 from lib.liveavatar import LiteSessionConfig, LiveAvatarClient, SessionEndReason, StartedSession
 from lib.liveavatar.lite import (
     BYTES_PER_SECOND,
