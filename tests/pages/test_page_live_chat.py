@@ -88,3 +88,32 @@ def test_the_page_forwards_the_components_reports_and_a_passing_state_ends_nothi
     with UsageLog(tmp_path / "usage.db") as log:
         row = log.get_session(sessions[0].session_id)
     assert row is not None and row.end_reason == "stopped"
+
+
+def test_the_users_words_are_shown_as_typed_not_as_markdown(env, client):
+    """`**bold**`, a link and a right-to-left override in a message: the conversation shows the characters
+    typed (Markdown escaped), and the override that would flip the line is gone."""
+    from lib.live.controller import ComponentState
+    from tests.support.browser import wait_for
+
+    env.setenv("AVATAR_PROVIDER", "local")
+    report = [ComponentState(False, False)]
+    env.setattr("ui.live.video", lambda chat, **_: report[0])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    for state in [(False, True), (True, False)]:
+        report[0] = ComponentState(*state)
+        at.run()
+    assert wait_for(lambda: not at.run().chat_input[0].disabled, timeout=20)
+    at.radio(key="task_type").set_value("repeat")
+    at.chat_input[0].set_value("say **bold** [here](http://example.com) \u202eabc").run()
+
+    def user_line() -> str | None:
+        return next((m.value for m in at.run().markdown if "bold" in m.value), None)
+
+    shown = wait_for(user_line, timeout=20)
+    assert shown is not None
+    assert "\\*\\*bold\\*\\*" in shown and "\\[here\\]\\(http" in shown, shown
+    assert "\u202e" not in shown
+    report[0] = ComponentState(False, False)
+    at.run()
+    assert wait_for(lambda: not client.list(), timeout=15), client.list()
