@@ -8,16 +8,20 @@ from lib.accounts import AccountError
 from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.log_limits import limit_logger
-from ui import live, resources
+from ui import access, live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
 resources.settled_heap()
 limit_logger("streamlit_webrtc.source")  # one "callback is too slow" warning a minute, with a count
 
+# Sign-in first (when `[auth]` is configured): nothing else is drawn for a visitor without a role.
+who = access.gate()
+
 pages = st.navigation(
     [
-        st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
-        st.Page("views/sessions.py", title="Sessions", icon=":material/dns:"),
+        # A viewer cannot start sessions: they land on Sessions instead.
+        st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=who.is_operator),
+        st.Page("views/sessions.py", title="Sessions", icon=":material/dns:", default=not who.is_operator),
         st.Page("views/usage.py", title="Usage", icon=":material/monitoring:"),
     ]
 )
@@ -32,6 +36,7 @@ with st.sidebar:
     provider = resources.provider_or_stop()
     health = resources.health(provider.name)
     dot = ":green[●]" if health.ok else ":red[●]"
+    access.sidebar_badge(who)
     st.markdown(f"**Provider:** {dot} {provider.label}")
     if health.ok:
         st.caption(f"{provider.base_url} · {health.latency_ms:.0f} ms")
@@ -79,5 +84,12 @@ if pages.title != "Live chat":
     # Leaving the live page ends its avatar session: nobody is watching it any more.
     live.live_chat().release("left_page")
 
+access.exposure_warning()
 resources.budget_banner()
+if pages.title == "Live chat" and not who.is_operator:
+    # Starting a session spends credits: the Live chat page is for operators. (Checked here until the Live
+    # chat controller takes an identity itself; the budget override in lib.guards already checks the role.)
+    st.title("Live chat")
+    access.viewer_note("start avatar sessions")
+    st.stop()
 pages.run()

@@ -257,13 +257,14 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
 def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
     """The Sessions page (or the command line) stops a session a Live chat tab is showing."""
     from lib import ops
+    from lib.access import LOCAL_OPERATOR
     from lib.usage.credits import PRESETS, Pricing
 
     link = _link(client, usage, video_stall_timeout=1.5)
     assert link.wait_connected(20), link.error
     session_id = link.session_id
     snapshot = ops.take_snapshot(client, usage, "local", Pricing(PRESETS["heygen_current"]))
-    results = ops.force_stop(client, usage, "local", snapshot.by_id([session_id]))
+    results = ops.force_stop(client, usage, "local", snapshot.by_id([session_id]), identity=LOCAL_OPERATOR)
     assert [r.outcome for r in results] == ["stopped"]
 
     assert _wait(lambda: link.state is LinkState.DISCONNECTED, 15), (link.state, link.error)

@@ -57,5 +57,5 @@ def test_over_budget_refuses_heygen_sessions_and_a_logged_override_lets_one_thro
     )
     assert link.wait_connected(20), link.error
     events = {kind: details for _, kind, details in log.events(link.session_id)}
-    assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0}
+    assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0, "by": "local"}
     link.stop()
