@@ -36,6 +36,7 @@ engine: deps
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: deps browser-deps lint
 	$(BIN)/python -m pytest

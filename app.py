@@ -8,6 +8,7 @@ from lib.accounts import AccountError
 from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.log_limits import limit_logger
+from lib.usage.store import EndReason
 from ui import access, live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
@@ -57,7 +58,7 @@ with st.sidebar:
     if provider.name != settings.provider:
         st.caption("Using the local engine as a fallback for this tab.")
         if st.button(f"Back to {configured.name}", icon=":material/cloud:"):
-            live.live_chat().release("fallback_ended")
+            live.live_chat().release(EndReason.FALLBACK_ENDED)
             resources.use_local_fallback(False)
             st.rerun()
     if configured.shut_down:
@@ -82,7 +83,7 @@ with st.sidebar:
 
 if pages.title != "Live chat":
     # Leaving the live page ends its avatar session: nobody is watching it any more.
-    live.live_chat().release("left_page")
+    live.leave_page()
 
 access.exposure_warning()
 resources.budget_banner()

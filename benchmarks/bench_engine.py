@@ -34,12 +34,12 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checks import finish
-from lib.bridge.direct import DirectConnection
 from lib.engine.config import QUALITIES
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import NewSessionRequest
+from lib.live.media.direct import DirectConnection
 
 CONCURRENT_LIMIT_CODE = 10007
 FPS_FLOOR = 24.0  # "holding 24 fps": the concurrency criterion of issue 3

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from lib.bridge.link import AvatarLink, LinkState
-from lib.scripts import (
-    TERMINAL_STATES,
-    RunnerState,
-    ScriptRunner,
-    ScriptStore,
-    decode_script,
-    parse_script,
-)
+from lib.live.controller import LiveChat
+from lib.scripts import TERMINAL_STATES, RunnerState, ScriptStore, decode_script
 from ui import resources
-from ui.live import LiveChat
 
 EXAMPLE_SCRIPT = """Welcome to the safety training. This takes about one minute.
 
@@ -75,40 +67,34 @@ def script_editor() -> str:
 @st.fragment(run_every=0.5)
 def script_runner(chat: LiveChat, text: str, pause: float) -> None:
     """Controls and progress together, redrawn twice a second: buttons follow the runner's state."""
-    script_controls(chat, chat.link, text, pause)
+    script_controls(chat, text, pause)
     script_progress(chat)
 
 
-def script_controls(chat: LiveChat, link: AvatarLink | None, text: str, pause: float) -> None:
-    live = link is not None and link.state is LinkState.CONNECTED
-    runner = chat.runner if chat.runner is not None and chat.runner.link is link else None
-    state = runner.status().state if runner else None
+def script_controls(chat: LiveChat, text: str, pause: float) -> None:
+    status = chat.script_status()
+    state = status.state if status is not None else None
     cols = st.columns(5)
     if cols[0].button(
         "Start" if state in (None, *TERMINAL_STATES) else "Resume",
-        disabled=not live or state is RunnerState.RUNNING,
+        disabled=not chat.connected or state is RunnerState.RUNNING,
         use_container_width=True,
     ):
-        if state is RunnerState.PAUSED:
-            runner.resume()
-        else:
-            try:
-                segments = parse_script(text)
-            except ValueError as exc:
-                st.error(str(exc))
-                return
-            chat.runner = ScriptRunner(link, segments, default_pause_s=pause)
-            chat.runner.start()
+        try:
+            chat.script_start(text, pause)
+        except (ValueError, RuntimeError) as exc:
+            st.error(str(exc))
+            return
     if cols[1].button("Pause", disabled=state is not RunnerState.RUNNING, use_container_width=True):
-        runner.pause()
+        chat.script_pause()
     if cols[2].button(
         "Skip", disabled=state not in (RunnerState.RUNNING, RunnerState.PAUSED), use_container_width=True
     ):
-        runner.skip()
-    if cols[3].button("Restart", disabled=runner is None or not live, use_container_width=True):
-        runner.restart()
+        chat.script_skip()
+    if cols[3].button("Restart", disabled=status is None or not chat.connected, use_container_width=True):
+        chat.script_restart()
     if cols[4].button("Stop", disabled=state in (None, *TERMINAL_STATES), use_container_width=True):
-        runner.stop()
+        chat.script_stop()
 
 
 def script_progress(chat: LiveChat) -> None:

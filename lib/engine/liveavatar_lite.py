@@ -272,6 +272,10 @@ class LiteSocket:
         self.speaks.clear()
         with contextlib.suppress(E.ApiError):  # the session is closing: nothing left to interrupt
             self.engine.interrupt()  # empties the speech buffer and the audio already rendered
+        # Utterances that had not started get no stop event from the engine: forget them now.
+        for task_id, speak in list(self.by_task.items()):
+            if speak.utt.cancelled and not speak.utt.started:
+                del self.by_task[task_id]
 
     def _abandon_all(self) -> None:
         for speak in self.speaks.values():
@@ -301,8 +305,6 @@ class LiteSocket:
             elif kind == "avatar_stop_talking":
                 self.by_task.pop(speak.utt.task_id, None)
                 await self._speak_event("agent.speak_ended", speak)
-            elif kind == "avatar_end_message" and speak.utt.cancelled:
-                self.by_task.pop(speak.utt.task_id, None)
 
     async def _speak_event(self, kind: str, speak: _Speak) -> None:
         with contextlib.suppress(Exception):

@@ -471,6 +471,9 @@ class LiteSession:
             pass
         finally:
             code, reason = self._ws.close_code, self._ws.close_reason or ""
+            for task in self._tasks:  # nothing left to send to: the sender and keep-alive end with the socket
+                if task is not asyncio.current_task():
+                    task.cancel()
             self.state = LiteState.CLOSED
             self.speaking = False
             self._cancel_queued()
@@ -581,3 +584,5 @@ class LiteSessionThread:
                 self._call(self.session.close()).result(timeout)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
+            if not self._thread.is_alive():
+                self._loop.close()

@@ -2,7 +2,7 @@
 (``runner``), and keep them for reuse (``store``)."""
 
 from lib.scripts.parse import MAX_PAUSE_S, MAX_SEGMENT_CHARS, Segment, decode_script, estimate_seconds, parse_script
-from lib.scripts.runner import TERMINAL_STATES, RunnerState, RunnerStatus, ScriptLink, ScriptRunner, SegmentRun
+from lib.scripts.runner import TERMINAL_STATES, RunnerState, RunnerStatus, ScriptRunner, ScriptSession, SegmentRun
 from lib.scripts.store import MAX_NAME_CHARS, SavedScript, ScriptStore
 
 __all__ = [
@@ -13,8 +13,8 @@ __all__ = [
     "RunnerState",
     "RunnerStatus",
     "SavedScript",
-    "ScriptLink",
     "ScriptRunner",
+    "ScriptSession",
     "ScriptStore",
     "Segment",
     "SegmentRun",

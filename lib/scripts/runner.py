@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from lib.heygen.models import TaskResult
 from lib.scripts.parse import Segment
-from lib.usage.store import UsageLog
+from lib.usage.store import EventKind, UsageLog
 
 log = logging.getLogger("avatar_ops.scripts")
 
@@ -30,8 +30,8 @@ class RunnerState(StrEnum):
 TERMINAL_STATES = (RunnerState.FINISHED, RunnerState.STOPPED, RunnerState.FAILED)
 
 
-class ScriptLink(Protocol):
-    """What the runner needs of a live avatar session (``lib.bridge.link.AvatarLink``)."""
+class ScriptSession(Protocol):
+    """What the runner needs of a live avatar session (``lib.live.session.LiveSession``)."""
 
     @property
     def live(self) -> bool: ...
@@ -45,7 +45,7 @@ class ScriptLink(Protocol):
 
 @dataclass
 class SegmentRun:
-    """One delivery of one segment. Times are wall-clock seconds, like ``AvatarLink.events()``."""
+    """One delivery of one segment. Times are wall-clock seconds, like ``LiveSession.events()``."""
 
     index: int
     task_id: str | None
@@ -92,7 +92,7 @@ class ScriptRunner:
 
     def __init__(
         self,
-        link: ScriptLink,
+        session: ScriptSession,
         segments: list[Segment],
         *,
         default_pause_s: float = 1.0,
@@ -103,7 +103,7 @@ class ScriptRunner:
     ) -> None:
         if not segments:
             raise ValueError("The script has no segments to deliver.")
-        self.link = link
+        self.session = session
         self.segments = list(segments)
         self.default_pause_s = default_pause_s
         self.task_type = task_type
@@ -292,12 +292,12 @@ class ScriptRunner:
             log.exception("script runner on_change callback failed")
 
     def _log(self, details: dict[str, Any]) -> None:
-        usage: UsageLog | None = getattr(self.link, "usage", None)
-        session_id = getattr(self.link, "session_id", None)
+        usage: UsageLog | None = getattr(self.session, "usage", None)
+        session_id = getattr(self.session, "session_id", None)
         if usage is None or session_id is None:
             return
         try:
-            usage.record_event(session_id, "script", details)
+            usage.record_event(session_id, EventKind.SCRIPT, details)
         except Exception:  # the log must never stop the script
             log.exception("could not log script %s", details.get("action"))
 
@@ -353,7 +353,7 @@ class ScriptRunner:
 
     def _cut(self) -> None:
         try:
-            self.link.interrupt()
+            self.session.interrupt()
         except Exception as exc:  # the session may be gone; the runner's own state is already right
             log.warning("interrupting the avatar failed: %s", exc)
 
@@ -361,7 +361,7 @@ class ScriptRunner:
         segment = self.segments[index]
         sent_at = time.time()
         try:
-            result = self.link.send(segment.text, self.task_type)
+            result = self.session.send(segment.text, self.task_type)
         except Exception as exc:
             with self._cond:
                 self._sending = False
@@ -436,7 +436,7 @@ class ScriptRunner:
                 if stopped is not None:
                     run.ended_at = stopped
                     return "done"
-                if not self.link.live:
+                if not self.session.live:
                     return "lost"
                 if time.monotonic() >= deadline:
                     run.ended_at = time.time()
@@ -445,7 +445,7 @@ class ScriptRunner:
 
     def _task_events(self, run: SegmentRun) -> tuple[float | None, float | None]:
         started = stopped = None
-        for at, event in self.link.events():
+        for at, event in self.session.events():
             if run.task_id is not None:
                 if event.get("task_id") != run.task_id:
                     continue

@@ -33,27 +33,36 @@ class EventKind(StrEnum):
 
     CREATED = "created"
     CONNECTED = "connected"
+    FIRST_FRAME = "first_frame"  # the avatar's first picture arrived (ms since the session was asked for)
     TASK = "task"
     INTERRUPT = "interrupt"
     KEEP_ALIVE = "keep_alive"
     VOICE_TURN = "voice_turn"
+    SCRIPT = "script"  # a script runner's step (segment sent, paused, skipped, …)
+    BUDGET_OVERRIDE = "budget_override"  # started despite the monthly budget, with the usage at the time
     RECONNECT = "reconnect"
     ERROR = "error"
-    STOP = "stop"
     CLOSED = "closed"
     FORCE_STOP = "force_stop"  # from the Sessions page or the command line, with its outcome
     REOPENED = "reopened"  # closed as lost, then listed active again by the provider: the close was wrong
 
 
 class EndReason(StrEnum):
-    STOPPED = "stopped"
-    FORCE_STOPPED = "force_stopped"
-    RELEASED = "released"
-    IDLE_TIMEOUT = "idle_timeout"
-    DURATION_CAP = "duration_cap"
-    ERROR = "error"
-    LOST = "lost"
-    IMPORTED = "imported"
+    """Why a session ended, as written to the log."""
+
+    STOPPED = "stopped"  # the user pressed Stop (the page's button or the video's STOP)
+    FORCE_STOPPED = "force_stopped"  # from the Sessions page or the command line
+    RELEASED = "released"  # the browser tab's Streamlit session ended (tab closed)
+    REPLACED = "replaced"  # a new session replaced it in the same tab (Reconnect, budget override)
+    LEFT_PAGE = "left_page"  # the user went to another page
+    FALLBACK = "fallback"  # the user switched to the local engine
+    FALLBACK_ENDED = "fallback_ended"  # the user switched back from the local engine
+    WATCHER_GONE = "watcher_gone"  # no page showed it for the watcher timeout
+    DURATION_CAP = "duration_cap"  # the dashboard's cap on one session's length
+    ERROR = "error"  # it could not be set up
+    DISCONNECTED = "disconnected"  # media lost and not reconnected (the session of that attempt)
+    LOST = "lost"  # closed by reconciliation: the provider no longer had it
+    IMPORTED = "imported"  # from the provider's history
 
 
 class UsageLogError(RuntimeError):

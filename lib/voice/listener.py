@@ -146,7 +146,6 @@ class VoiceListener:
         self._promoted: _Utterance | None = None  # the utterance whose guess is being transcribed now
         self._stats_lock = threading.Lock()
         self._stats = ListenerStats()
-        self._stt_ready = threading.Event()
 
         # Only push() touches these, from the one thread that delivers frames.
         self._resampler: av.AudioResampler | None = None
@@ -162,11 +161,6 @@ class VoiceListener:
     @property
     def enabled(self) -> bool:
         return self._enabled
-
-    @property
-    def ready(self) -> bool:
-        """True once speech-to-text is loaded; until then utterances wait in the queue."""
-        return self._stt_ready.is_set() and self._error is None
 
     @property
     def error(self) -> str | None:
@@ -364,7 +358,6 @@ class VoiceListener:
         except Exception as exc:
             self._fail(f"Speech-to-text could not be loaded: {exc}")
             return
-        self._stt_ready.set()
         guess: tuple[tuple[float, float], str] | None = None  # the last speculative transcription
         while True:
             with self._utterance_cond:
@@ -436,4 +429,3 @@ class VoiceListener:
     def _fail(self, message: str) -> None:
         log.error(message)
         self._error = message
-        self._stt_ready.set()

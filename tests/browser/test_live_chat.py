@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,6 +17,7 @@ from tests.support.browser import (
     WEBRTC_IFRAME,
     AppServer,
     click_start,
+    click_stop_component,
     engine_events,
     go_to,
     heard_audio,
@@ -111,8 +114,13 @@ def test_start_talk_stop_and_start_again(
     wait_video_playing(webrtc_frame(page), timeout=20)
     sessions = wait_for(client.list, timeout=10)
     assert [s.session_id for s in sessions] != [session_id] and len(sessions) == 1, sessions
+    # The video's own STOP is the user's stop too, and it takes effect at once.
+    click_stop_component(page)
+    stopped_at = time.monotonic()
+    assert wait_for(lambda: not client.list(), timeout=10), client.list()
+    print(f"video STOP → engine session gone in {time.monotonic() - stopped_at:.2f} s")
+    assert wait_for(lambda: end_reason(app, sessions[0].session_id), timeout=5) == "stopped"
     page.close()
-    assert wait_for(lambda: not client.list(), timeout=20), client.list()
 
 
 def test_closing_the_tab_stops_the_session(app: AppServer, browser: Browser, client: StreamingClient) -> None:
@@ -127,3 +135,34 @@ def test_closing_the_tab_stops_the_session(app: AppServer, browser: Browser, cli
     # without waiting for the 45 s watcher timeout.
     assert reason == "released"
     assert took < 10
+
+
+def test_quick_starts_under_load_all_stay_live(app: AppServer, browser: Browser, client: StreamingClient) -> None:
+    """10 STARTs, each in a fresh tab, clicked the moment the button appears, with one core kept busy: no
+    session ends by itself (a transient state of the video component must not read as the user's STOP)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    failures: list[str] = []
+    try:
+        for attempt in range(10):
+            page = open_app(browser, app.url)
+            go_to(page, "Live chat")
+            click_start(page)  # playwright clicks as soon as the button is there
+            session = wait_for(client.list, timeout=15)
+            if not session:
+                failures.append(f"start {attempt}: no session within 15 s")
+                page.close()
+                continue
+            session_id = session[0].session_id
+            page.wait_for_timeout(8000)
+            live = [s.session_id for s in client.list()]
+            enabled = page.get_by_placeholder(CHAT_PLACEHOLDER).is_enabled()
+            reason = end_reason(app, session_id)
+            if session_id not in live or not enabled or reason is not None:
+                failures.append(f"start {attempt}: live={session_id in live} chat box enabled={enabled} end={reason}")
+                screenshot(page, f"live-chat-quick-start-{attempt}.png")
+            page.close()
+            assert wait_for(lambda: not client.list(), timeout=20), client.list()
+    finally:
+        busy.kill()
+        busy.wait()
+    assert not failures, failures

@@ -163,6 +163,9 @@ def test_page_recovers_by_itself_after_the_engine_restarts(
     engine.process.kill()
     engine.process.wait()
     killed_at = time.monotonic()
+    # The status panel says the frames stopped before the loss is even detected.
+    page.get_by_text("no media for").first.wait_for(timeout=6_000)
+    gap_shown = time.monotonic() - killed_at
     assert wait_for(lambda: state_is(page, "reconnecting"), timeout=15), diagnostics(app, engine, page)
     noticed = time.monotonic() - killed_at
     assert wait_for(lambda: mean_luma(frame) < PLACEHOLDER_LUMA, timeout=5), mean_luma(frame)
@@ -171,7 +174,7 @@ def test_page_recovers_by_itself_after_the_engine_restarts(
     restart_at = time.monotonic()
     engine.restart()  # same port, same key; returns once healthy
     print(
-        f"\nengine killed → page says reconnecting in {noticed:.1f} s; restart took "
+        f"\nengine killed → page says no media in {gap_shown:.1f} s, reconnecting in {noticed:.1f} s; restart took "
         f"{time.monotonic() - restart_at:.1f} s; picture brightness {avatar_luma:.0f} (avatar) vs "
         f"{placeholder_luma:.0f} (placeholder)"
     )

@@ -39,9 +39,9 @@ def test_budget_levels(log, heygen_minutes, level):
 
 
 def test_over_budget_refuses_heygen_sessions_and_a_logged_override_lets_one_through(log, client):
-    from lib.bridge.link import AvatarLink, LinkOptions
     from lib.guards import BUDGET_OVERRIDE_EVENT, admit_session
     from lib.heygen.models import NewSessionRequest
+    from lib.live.session import LiveSession, SessionOptions
 
     pricing = Pricing(PRESETS["heygen_current"], 1.0, 10.0)
     _session(log, "h1", "heygen", NOW - 86400, 60)  # 12 credits of a 10-credit budget
@@ -52,10 +52,13 @@ def test_over_budget_refuses_heygen_sessions_and_a_logged_override_lets_one_thro
     admitted = admit_session(status, pricing, "heygen", override=True)
     assert admitted.allowed
     # The override travels with the new session into the log (the engine stands in for HeyGen here).
-    link = AvatarLink(
-        client, "heygen", log, LinkOptions(request=NewSessionRequest(quality="low"), open_events=admitted.open_events)
+    live = LiveSession(
+        client,
+        "heygen",
+        log,
+        SessionOptions(request=NewSessionRequest(quality="low"), open_events=admitted.open_events),
     )
-    assert link.wait_connected(20), link.error
-    events = {kind: details for _, kind, details in log.events(link.session_id)}
+    assert live.wait_connected(20), live.error
+    events = {kind: details for _, kind, details in log.events(live.session_id)}
     assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0, "by": "local"}
-    link.stop()
+    live.stop()

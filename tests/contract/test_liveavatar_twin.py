@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from lib.bridge.direct import DirectConnection
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.engine.liveavatar_state import LiveAvatarStore, SessionRecord
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
+from lib.live.media.direct import DirectConnection
 from lib.liveavatar import (
     SANDBOX_AVATAR_ID,
     ConcurrencyLimit,

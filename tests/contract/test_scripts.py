@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from lib.bridge.link import AvatarLink, LinkOptions
 from lib.heygen.models import NewSessionRequest, TaskResult
+from lib.live.session import LiveSession, SessionOptions
 from lib.scripts import (
     MAX_SEGMENT_CHARS,
     RunnerState,
@@ -163,7 +163,7 @@ def test_store_refuses_nameless_or_empty_scripts(tmp_path):
 # --- runner without a provider (edge cases the engine cannot produce on demand) --------------------
 
 
-class SilentLink:
+class SilentSession:
     """Accepts tasks but never reports the end of speech; can be made to drop or refuse tasks."""
 
     def __init__(self, refuse: Exception | None = None) -> None:
@@ -186,34 +186,34 @@ class SilentLink:
 
 
 def test_missing_stop_event_times_out_and_the_script_goes_on():
-    link = SilentLink()
-    runner = ScriptRunner(link, [Segment("A."), Segment("B.")], default_pause_s=0.0, finish_grace_s=0.2)
+    session = SilentSession()
+    runner = ScriptRunner(session, [Segment("A."), Segment("B.")], default_pause_s=0.0, finish_grace_s=0.2)
     runner.start()
     assert runner.wait(3)
-    assert runner.state is RunnerState.FINISHED and link.sent == ["A.", "B."]
+    assert runner.state is RunnerState.FINISHED and session.sent == ["A.", "B."]
     assert [r.outcome for r in runner.history()] == ["timeout", "timeout"]
 
 
 def test_refused_task_fails_with_the_providers_message():
-    runner = ScriptRunner(SilentLink(refuse=RuntimeError("The avatar session is not connected.")), [Segment("A.")])
+    runner = ScriptRunner(SilentSession(refuse=RuntimeError("The avatar session is not connected.")), [Segment("A.")])
     runner.start()
     assert runner.wait(3)
     assert runner.state is RunnerState.FAILED and runner.error == "The avatar session is not connected."
 
 
 def test_session_lost_mid_segment_fails_the_script():
-    link = SilentLink()
+    session = SilentSession()
     seen: list[RunnerState] = []
-    runner = ScriptRunner(link, [Segment("A."), Segment("B.")], on_change=lambda s: seen.append(s.state))
+    runner = ScriptRunner(session, [Segment("A."), Segment("B.")], on_change=lambda s: seen.append(s.state))
     runner.start()
     time.sleep(0.2)
-    link.live = False
+    session.live = False
     assert runner.wait(3)
-    assert runner.state is RunnerState.FAILED and "ended" in runner.error and link.sent == ["A."]
+    assert runner.state is RunnerState.FAILED and "ended" in runner.error and session.sent == ["A."]
     assert seen[0] is RunnerState.RUNNING and seen[-1] is RunnerState.FAILED
 
 
-class TimedLink:
+class TimedSession:
     """Speaks each task for `speak_s` after a short latency, one at a time, like a provider queue."""
 
     def __init__(self, speak_s: float = 0.3) -> None:
@@ -253,35 +253,35 @@ class TimedLink:
 
 
 def test_interrupt_between_segments_holds_before_the_next_one():
-    link = TimedLink(speak_s=0.1)
-    runner = ScriptRunner(link, [Segment("A.", 2.0), Segment("B.")])
+    session = TimedSession(speak_s=0.1)
+    runner = ScriptRunner(session, [Segment("A.", 2.0), Segment("B.")])
     runner.start()
     assert _wait(lambda: runner.history() and runner.history()[0].outcome == "done", 2)
     runner.interrupt()  # during the 2 s pause: nothing to cut, A. is not said again
     assert runner.state is RunnerState.PAUSED and runner.current == 1
     runner.resume()
-    assert runner.wait(2) and link.sent == ["A.", "B."]
+    assert runner.wait(2) and session.sent == ["A.", "B."]
 
 
 def test_pause_asked_during_the_pause_between_segments_holds_at_once():
-    link = TimedLink(speak_s=0.1)
-    runner = ScriptRunner(link, [Segment("A.", 5.0), Segment("B.")])
+    session = TimedSession(speak_s=0.1)
+    runner = ScriptRunner(session, [Segment("A.", 5.0), Segment("B.")])
     runner.start()
     assert _wait(lambda: runner.history() and runner.history()[0].outcome == "done", 2)
     runner.pause()
     assert _wait(lambda: runner.state is RunnerState.PAUSED, 0.5) and runner.current == 1
     runner.resume()
-    assert runner.wait(2) and link.sent == ["A.", "B."]
+    assert runner.wait(2) and session.sent == ["A.", "B."]
 
 
 def test_finished_script_can_be_restarted_and_skipped_to_the_end():
-    link = TimedLink(speak_s=0.05)
-    runner = ScriptRunner(link, [Segment("A."), Segment("B.")], default_pause_s=0.0)
+    session = TimedSession(speak_s=0.05)
+    runner = ScriptRunner(session, [Segment("A."), Segment("B.")], default_pause_s=0.0)
     runner.start()
     assert runner.wait(2) and runner.state is RunnerState.FINISHED
     runner.restart()
-    assert _wait(lambda: len(link.sent) == 3, 2) and link.sent[2] == "A."
-    assert runner.wait(2) and link.sent == ["A.", "B.", "A.", "B."]
+    assert _wait(lambda: len(session.sent) == 3, 2) and session.sent[2] == "A."
+    assert runner.wait(2) and session.sent == ["A.", "B.", "A.", "B."]
     runner.restart()
     runner.skip()
     runner.skip()
@@ -299,11 +299,11 @@ def usage(tmp_path):
 
 
 @pytest.fixture
-def link(client, usage):
-    link = AvatarLink(client, "local", usage, LinkOptions(request=NewSessionRequest(quality="low")))
-    assert link.wait_connected(20), link.error
-    yield link
-    link.stop()
+def session(client, usage):
+    session = LiveSession(client, "local", usage, SessionOptions(request=NewSessionRequest(quality="low")))
+    assert session.wait_connected(20), session.error
+    yield session
+    session.stop()
 
 
 def _wait(predicate, timeout=10.0):
@@ -313,26 +313,26 @@ def _wait(predicate, timeout=10.0):
     return predicate()
 
 
-def _said(link) -> list[str]:
-    return [t.text for t in link.transcript() if t.role == "avatar"]
+def _said(session) -> list[str]:
+    return [t.text for t in session.transcript() if t.role == "avatar"]
 
 
-def _event_time(link, kind: str, task_id: str) -> float:
-    return next(at for at, e in link.events() if e.get("type") == kind and e.get("task_id") == task_id)
+def _event_time(session, kind: str, task_id: str) -> float:
+    return next(at for at, e in session.events() if e.get("type") == kind and e.get("task_id") == task_id)
 
 
-def test_segments_are_spoken_in_order_with_the_pauses_between_them(link, usage):
+def test_segments_are_spoken_in_order_with_the_pauses_between_them(session, usage):
     segments = parse_script("Good morning.\n\n[pause 0.5s]\n\nThis is **part** two.\n<pause 1.5>\nAnd part three.")
-    runner = ScriptRunner(link, segments, default_pause_s=1.0)
+    runner = ScriptRunner(session, segments, default_pause_s=1.0)
     assert runner.progress == (1, 3) and runner.state is RunnerState.IDLE
     runner.start()
     assert runner.wait(25), runner.status()
     assert runner.state is RunnerState.FINISHED and runner.progress == (3, 3)
-    assert _said(link) == ["Good morning.", "This is part two.", "And part three."]
+    assert _said(session) == ["Good morning.", "This is part two.", "And part three."]
     runs = runner.history()
     assert [(r.index, r.outcome) for r in runs] == [(0, "done"), (1, "done"), (2, "done")]
-    starts = [_event_time(link, "avatar_start_talking", r.task_id) for r in runs]
-    stops = [_event_time(link, "avatar_stop_talking", r.task_id) for r in runs]
+    starts = [_event_time(session, "avatar_start_talking", r.task_id) for r in runs]
+    stops = [_event_time(session, "avatar_stop_talking", r.task_id) for r in runs]
     assert [r.started_at for r in runs] == starts  # the runner recorded when each segment began
     for i, pause in ((0, 0.5), (1, 1.5)):
         nxt = runs[i + 1]
@@ -344,12 +344,14 @@ def test_segments_are_spoken_in_order_with_the_pauses_between_them(link, usage):
         # latency differed from the estimate (CPU contention on a shared machine makes it jitter).
         surprise = abs((starts[i + 1] - nxt.sent_at) - nxt.lead_s)
         assert starts[i + 1] - stops[i] == pytest.approx(pause, abs=0.3 + surprise)
-    actions = [d["action"] for _, kind, d in usage.events(link.session_id) if kind == "script"]
+    actions = [d["action"] for _, kind, d in usage.events(session.session_id) if kind == "script"]
     assert actions == ["start", "finished"]
 
 
-def test_pause_waits_for_the_segment_boundary_and_resume_goes_on(link):
-    runner = ScriptRunner(link, [Segment("One, two, three."), Segment("Four."), Segment("Five.")], default_pause_s=0.2)
+def test_pause_waits_for_the_segment_boundary_and_resume_goes_on(session):
+    runner = ScriptRunner(
+        session, [Segment("One, two, three."), Segment("Four."), Segment("Five.")], default_pause_s=0.2
+    )
     runner.start()
     assert _wait(lambda: runner.history() and runner.history()[0].started_at, 10)
     runner.pause()
@@ -359,15 +361,15 @@ def test_pause_waits_for_the_segment_boundary_and_resume_goes_on(link):
     assert runner.current == 1 and runner.progress == (2, 3)
     assert runner.history()[0].outcome == "done"  # the segment was finished, not cut
     time.sleep(0.8)
-    assert len(runner.history()) == 1 and not link.speaking  # nothing more while paused
+    assert len(runner.history()) == 1 and not session.speaking  # nothing more while paused
     runner.resume()
     assert runner.wait(15)
-    assert _said(link) == ["One, two, three.", "Four.", "Five."]
+    assert _said(session) == ["One, two, three.", "Four.", "Five."]
 
 
-def test_skip_cuts_the_segment_and_moves_on(link):
+def test_skip_cuts_the_segment_and_moves_on(session):
     long = "This first segment is deliberately long. It has several sentences. Nobody should hear all of them."
-    runner = ScriptRunner(link, [Segment(long, 3.0), Segment("Second."), Segment("Third.")], default_pause_s=0.2)
+    runner = ScriptRunner(session, [Segment(long, 3.0), Segment("Second."), Segment("Third.")], default_pause_s=0.2)
     runner.start()
     assert _wait(lambda: runner.history() and runner.history()[0].started_at, 10)
     skipped_at = time.time()
@@ -377,40 +379,40 @@ def test_skip_cuts_the_segment_and_moves_on(link):
     runs = runner.history()
     assert [(r.index, r.outcome) for r in runs] == [(0, "skipped"), (1, "done"), (2, "done")]
     # The avatar went silent at once and the next segment was sent without the 3 s pause.
-    assert _event_time(link, "avatar_stop_talking", runs[0].task_id) - skipped_at < 0.5
+    assert _event_time(session, "avatar_stop_talking", runs[0].task_id) - skipped_at < 0.5
     assert runs[1].sent_at - skipped_at < 0.3 and runs[1].started_at is not None
-    first, *rest = _said(link)
+    first, *rest = _said(session)
     assert len(first) < len(long) and rest == ["Second.", "Third."]
 
 
-def test_interrupt_keeps_the_place_and_resume_says_that_segment_again(link):
+def test_interrupt_keeps_the_place_and_resume_says_that_segment_again(session):
     middle = "Now the important part. Listen carefully to every word of it."
-    runner = ScriptRunner(link, [Segment("Start."), Segment(middle), Segment("End.")], default_pause_s=0.2)
+    runner = ScriptRunner(session, [Segment("Start."), Segment(middle), Segment("End.")], default_pause_s=0.2)
     runner.start()
     assert _wait(lambda: len(runner.history()) == 2 and runner.history()[1].started_at, 10)
     runner.interrupt()
     assert runner.state is RunnerState.PAUSED and runner.current == 1
-    assert _wait(lambda: not link.speaking, 1.0)
+    assert _wait(lambda: not session.speaking, 1.0)
     time.sleep(0.5)
     assert len(runner.history()) == 2 and runner.current == 1  # held on the interrupted segment
     runner.resume()
     assert runner.wait(20)
     runs = runner.history()
     assert [(r.index, r.outcome) for r in runs] == [(0, "done"), (1, "interrupted"), (1, "done"), (2, "done")]
-    said = _said(link)
+    said = _said(session)
     assert said[0] == "Start." and said[2:] == [middle, "End."]  # said again in full from its start
 
 
-def test_stop_ends_the_script_and_restart_begins_again(link):
+def test_stop_ends_the_script_and_restart_begins_again(session):
     long = "This segment will be stopped. It would otherwise take quite a while to say."
-    runner = ScriptRunner(link, [Segment(long), Segment("Never said.")], default_pause_s=0.2)
+    runner = ScriptRunner(session, [Segment(long), Segment("Never said.")], default_pause_s=0.2)
     runner.start()
     assert _wait(lambda: runner.history() and runner.history()[0].started_at, 10)
     runner.stop()
     assert runner.state is RunnerState.STOPPED
-    assert _wait(lambda: not link.speaking, 1.0)
+    assert _wait(lambda: not session.speaking, 1.0)
     time.sleep(0.6)
-    assert [r.outcome for r in runner.history()] == ["stopped"] and "Never said." not in _said(link)
+    assert [r.outcome for r in runner.history()] == ["stopped"] and "Never said." not in _said(session)
     assert not [t for t in threading.enumerate() if t.name == "script-runner"]
     runner.resume()
     runner.skip()
@@ -420,4 +422,4 @@ def test_stop_ends_the_script_and_restart_begins_again(link):
     assert runner.history()[1].index == 0
     runner.skip()
     assert runner.wait(15) and runner.state is RunnerState.FINISHED
-    assert _said(link)[-1] == "Never said."
+    assert _said(session)[-1] == "Never said."

@@ -60,3 +60,31 @@ def test_heygen_down_offers_the_local_engine(env):
     back = next(b for b in at.sidebar.button if b.label == "Back to HeyGen")
     at = back.click().run()
     assert not any(b.label == "Back to HeyGen" for b in at.sidebar.button)
+
+
+def test_the_page_forwards_the_components_reports_and_a_passing_state_ends_nothing(env, client, tmp_path):
+    """The video component is replaced by its reports: START's passing states start one session and end none;
+    the component's stop after playing ends it as the user's stop."""
+    from lib.live.controller import ComponentState
+    from lib.usage.store import UsageLog
+    from tests.support.browser import wait_for
+
+    env.setenv("AVATAR_PROVIDER", "local")
+    report = [ComponentState(False, False)]
+    env.setattr("ui.live.video", lambda chat, **_: report[0])
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, at.exception
+    for state in [(False, True), (False, False), (False, True), (True, False)]:
+        report[0] = ComponentState(*state)
+        at.run()
+    sessions = wait_for(client.list, timeout=15)
+    assert len(sessions) == 1, sessions
+    # Runs while it connects: the chat box is enabled once the page is drawn from the connected session.
+    assert wait_for(lambda: not at.run().chat_input[0].disabled, timeout=20)
+    assert [s.session_id for s in client.list()] == [sessions[0].session_id]
+    report[0] = ComponentState(False, False)  # the user pressed the video's STOP
+    at.run()
+    assert wait_for(lambda: not client.list(), timeout=15), client.list()
+    with UsageLog(tmp_path / "usage.db") as log:
+        row = log.get_session(sessions[0].session_id)
+    assert row is not None and row.end_reason == "stopped"

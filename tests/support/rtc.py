@@ -10,9 +10,9 @@ from typing import Any
 import av
 import numpy as np
 
-from lib.bridge.direct import DirectConnection
 from lib.heygen.client import StreamingClient
 from lib.heygen.models import NewSessionRequest
+from lib.live.media.direct import DirectConnection
 
 
 @dataclass

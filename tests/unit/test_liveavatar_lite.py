@@ -242,6 +242,8 @@ async def test_events_update_state_and_reach_the_callback_and_the_session_stoppe
     await server.socket.close()
     assert await session.wait_closed(5)
     assert session.end_reason is SessionEndReason.MAX_DURATION_REACHED
+    await asyncio.sleep(0.05)
+    assert all(task.done() for task in session._tasks)  # no keep-alive left ticking for a closed socket
     assert not session.speaking and session.state is LiteState.CLOSED
     assert seen[-3:] == [LiteEventType.SPEAK_STARTED, LiteEventType.SESSION_STOPPED, LiteEventType.DISCONNECTED]
 
@@ -278,3 +280,10 @@ async def test_the_thread_driver_can_be_used_from_plain_threads(server):
         assert driver.events.get(timeout=1).type == LiteEventType.STATE_UPDATED
     finally:
         await loop.run_in_executor(None, driver.close)
+
+
+def test_the_twins_socket_address_follows_the_engines_scheme():
+    from lib.engine.liveavatar_lite import ws_url
+
+    assert ws_url("http://127.0.0.1:8765/", "s1", "tok") == "ws://127.0.0.1:8765/v1/lite/s1?token=tok"
+    assert ws_url("https://engine.example:443", "s1", "tok") == "wss://engine.example:443/v1/lite/s1?token=tok"

@@ -1,6 +1,7 @@
-"""One live avatar session seen from the dashboard: create it, receive its media, talk to it, stop it.
+"""The live session the Live chat page shows: create it, receive its media, talk to it, stop it.
 
-The link owns the provider session's whole life. It logs every step to the usage log as it happens,
+It owns the provider session's whole life (and, after a media loss, its replacement's: a reconnect is a new
+provider session under the same live session). It logs every step to the usage log as it happens,
 keeps the session alive only while someone is watching, and never leaves a billable session behind.
 """
 
@@ -15,21 +16,21 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 import av
 import numpy as np
 
 from lib import gc_pauses
-from lib.bridge import loop as bridge
-from lib.bridge.direct import DirectConnection
-from lib.bridge.quality import LinkQuality, QualityMeter
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
+from lib.live.media import loop as media_loop
+from lib.live.media.direct import DirectConnection
+from lib.live.media.quality import MediaQuality, QualityMeter
 from lib.usage.store import EndReason, EventKind, UsageLog
 
-log = logging.getLogger("avatar_ops.bridge")
+log = logging.getLogger("avatar_ops.live")
 
 AudioOut = Callable[[np.ndarray], None]
 
@@ -46,7 +47,7 @@ def to_mono_s16(frame: av.AudioFrame) -> np.ndarray:
     return samples.astype(np.int32).mean(axis=1).astype(np.int16)
 
 
-class LinkState(StrEnum):
+class SessionState(StrEnum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     RECONNECTING = "reconnecting"
@@ -55,7 +56,7 @@ class LinkState(StrEnum):
     CLOSED = "closed"
 
 
-LIVE_STATES = (LinkState.CONNECTING, LinkState.CONNECTED, LinkState.RECONNECTING)
+LIVE_STATES = (SessionState.CONNECTING, SessionState.CONNECTED, SessionState.RECONNECTING)
 
 
 @dataclass
@@ -69,7 +70,7 @@ class Turn:
 
 
 @dataclass(frozen=True)
-class LinkOptions:
+class SessionOptions:
     request: NewSessionRequest
     keep_alive_every: float = 30.0
     heartbeat_every: float = 5.0
@@ -85,38 +86,38 @@ class LinkOptions:
     reconnect_attempts: int = 8
 
 
-_open_links = 0
-_open_links_lock = threading.Lock()
+_open_sessions = 0
+_open_sessions_lock = threading.Lock()
 
 
-def _link_opened() -> None:
-    global _open_links
-    with _open_links_lock:
-        _open_links += 1
+def _session_opened() -> None:
+    global _open_sessions
+    with _open_sessions_lock:
+        _open_sessions += 1
 
 
-def _link_closed() -> None:
-    """The last link of this process is gone: give its decoders' memory back (glibc would keep it)."""
-    global _open_links
-    with _open_links_lock:
-        _open_links -= 1
-        idle = _open_links == 0
+def _session_closed() -> None:
+    """The last live session of this process is gone: give its decoders' memory back (glibc would keep it)."""
+    global _open_sessions
+    with _open_sessions_lock:
+        _open_sessions -= 1
+        idle = _open_sessions == 0
     if idle:
         gc_pauses.release_memory()
 
 
-class AvatarLink:
+class LiveSession:
     def __init__(
         self,
         client: StreamingClient,
         provider: str,
         usage: UsageLog | None,
-        options: LinkOptions,
+        options: SessionOptions,
         *,
         audio_out: AudioOut | None = None,
         audio_clear: Callable[[], None] | None = None,
     ) -> None:
-        _link_opened()
+        _session_opened()
         self.client = client
         self.provider = provider
         self.usage = usage
@@ -124,11 +125,11 @@ class AvatarLink:
         self._audio_out = audio_out
         self._audio_clear = audio_clear
         self._lock = threading.Lock()
-        self.state = LinkState.CONNECTING
+        self.state = SessionState.CONNECTING
         self.error: str | None = None
         self.error_kind: str | None = None  # e.g. "ConcurrencyLimit": lets the page offer the right fix
-        self.end_reason: str | None = None
-        self.session: NewSession | None = None
+        self.end_reason: EndReason | None = None
+        self.provider_session: NewSession | None = None
         self._establishing_since = time.monotonic()
         self.connected_wall: float | None = None  # the conversation's start: the dashboard cap counts from here
         self.session_wall: float | None = None  # the current provider session's start (a reconnect is a new one)
@@ -136,8 +137,7 @@ class AvatarLink:
         self.last_task_to_talk_ms: float | None = None
         self.speaking = False
         self.awaiting_answer = False  # a task was sent and the avatar has not started answering yet
-        self.listening = False
-        self.quality: LinkQuality | None = None
+        self.quality: MediaQuality | None = None
         self._meter = QualityMeter()
         self._keep_alive_rtt_ms: float | None = None
         self.frames_received = 0
@@ -157,12 +157,12 @@ class AvatarLink:
         self._stopped_sessions: set[str] = set()
         self._last_frame_at = time.monotonic()
         self.reconnects = 0
-        self._future = bridge.submit(self._connect())
+        self._future = media_loop.submit(self._connect())
 
     # --- what the page reads ------------------------------------------------------------------
     @property
     def session_id(self) -> str | None:
-        return self.session.session_id if self.session else None
+        return self.provider_session.session_id if self.provider_session else None
 
     @property
     def live(self) -> bool:
@@ -185,6 +185,13 @@ class AvatarLink:
     def session_age_seconds(self) -> float:
         return time.time() - self.session_wall if self.session_wall else 0.0
 
+    def no_media_seconds(self) -> float | None:
+        """Seconds since the avatar's last video frame while the session should be showing it (None before
+        the first frame or after the end): what the page shows as "no media for N s"."""
+        if self.frames_received == 0 or self.state not in (SessionState.CONNECTED, SessionState.RECONNECTING):
+            return None
+        return time.monotonic() - self._last_frame_at
+
     def idle_seconds(self) -> float:
         """Seconds since the provider last saw activity from us (task, interrupt or keep-alive)."""
         return time.monotonic() - self._activity_at
@@ -196,7 +203,7 @@ class AvatarLink:
     def wait_connected(self, timeout: float | None = None) -> bool:
         with contextlib.suppress(Exception):
             self._future.result(timeout)
-        return self.state is LinkState.CONNECTED
+        return self.state is SessionState.CONNECTED
 
     # --- actions ------------------------------------------------------------------------------
     def send(self, text: str, task_type: str = "talk") -> TaskResult:
@@ -214,7 +221,8 @@ class AvatarLink:
             self._log_event(EventKind.ERROR, {"action": "task", "error": str(exc)})
             raise
         with self._lock:
-            self._task_sent[result.task_id] = self._last_sent_at
+            if result.task_id is not None:
+                self._task_sent[result.task_id] = self._last_sent_at
             self.awaiting_answer = True
         self._log_event(
             EventKind.TASK,
@@ -249,28 +257,23 @@ class AvatarLink:
         self._activity_at = time.monotonic()
         self._log_event(EventKind.INTERRUPT, None)
 
-    def set_listening(self, listening: bool) -> None:
-        session_id = self._require_live()
-        (self.client.start_listening if listening else self.client.stop_listening)(session_id)
-        self.listening = listening
-
-    def stop(self, reason: str = "stopped") -> None:
+    def stop(self, reason: EndReason = EndReason.STOPPED) -> None:
         """Stop the provider session and release the media. Safe to call twice and from any thread."""
         with self._lock:
             if self._stopping:
                 return
             self._stopping = True
         try:
-            bridge.run(self._shutdown(reason), timeout=15)
+            media_loop.run(self._shutdown(reason), timeout=15)
         except Exception:  # stopping must never raise into a page or a release callback
-            log.exception("stopping avatar link failed")
+            log.exception("stopping the live session failed")
 
     def _require_live(self) -> str:
-        if self.state is not LinkState.CONNECTED or self.session is None:
+        if self.state is not SessionState.CONNECTED or self.provider_session is None:
             raise RuntimeError("The avatar session is not connected.")
-        return self.session.session_id
+        return self.provider_session.session_id
 
-    # --- bridge loop side ---------------------------------------------------------------------
+    # --- media loop side ---------------------------------------------------------------------
     async def _connect(self) -> None:
         try:
             await self._establish()
@@ -285,12 +288,12 @@ class AvatarLink:
         self._first_frame.clear()
         self._establishing_since = time.monotonic()
         self._conn = None
-        self.session = await asyncio.to_thread(self.client.new, self.options.request)
+        session = self.provider_session = await asyncio.to_thread(self.client.new, self.options.request)
         self._log_open()
         if self._stopping:  # the user gave up while the provider was creating it
-            await self._stop_provider(self.end_reason or "stopped")
+            await self._stop_provider(self.end_reason or EndReason.STOPPED)
             raise asyncio.CancelledError
-        await self._open_media()
+        await self._open_media(session)
         if not await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout):
             raise TimeoutError
 
@@ -309,34 +312,34 @@ class AvatarLink:
         return f"Could not connect to the avatar ({type(exc).__name__}). Try again.", None
 
     def _went_live(self) -> None:
-        self.state = LinkState.CONNECTED
+        self.state = SessionState.CONNECTED
         self.session_wall = time.time()
-        self._last_frame_at = time.monotonic()
-        if self.usage is not None and self.session is not None:
-            self.usage.mark_connected(self.session.session_id)
-            self._log_event("first_frame", {"ms": self.first_frame_ms})
+        if self.usage is not None and self.provider_session is not None:
+            self.usage.mark_connected(self.provider_session.session_id)
+            self._log_event(EventKind.FIRST_FRAME, {"ms": self.first_frame_ms})
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._keep_alive()), loop.create_task(self._monitor())]
 
-    async def _open_media(self) -> None:
+    async def _open_media(self, session: NewSession) -> None:
         """Direct WebRTC when the provider sent an SDP offer (local engine, HeyGen legacy); a LiveKit room
         when it sent a room URL and token (HeyGen ``version: "v2"``)."""
-        session = self.session
-        callbacks = {
-            "on_video": self._on_video,
-            "on_audio": self._on_audio,
-            "on_event": self._on_event,
-            "on_state": self._on_state,
-        }
         if session.sdp is not None:
-            conn = DirectConnection(**callbacks, ice_servers=session.ice_servers)
+            conn = DirectConnection(
+                on_video=self._on_video,
+                on_audio=self._on_audio,
+                on_event=self._on_event,
+                on_state=self._on_state,
+                ice_servers=session.ice_servers,
+            )
             self._conn = conn
             answer = await conn.answer(session.sdp)
             await asyncio.to_thread(self.client.start, session.session_id, answer)
         elif session.url and session.access_token:
-            from lib.bridge.livekit_transport import LiveKitConnection  # heavy import, only for HeyGen v2
+            from lib.live.media.livekit import LiveKitConnection  # heavy import, only for HeyGen v2
 
-            room = LiveKitConnection(**callbacks)
+            room = LiveKitConnection(
+                on_video=self._on_video, on_audio=self._on_audio, on_event=self._on_event, on_state=self._on_state
+            )
             self._conn = room
             await asyncio.to_thread(self.client.start, session.session_id)  # as HeyGen's SDK: start, then join
             await room.connect(session.url, session.access_token, timeout=self.options.connect_timeout)
@@ -348,11 +351,11 @@ class AvatarLink:
             )
 
     def _log_open(self) -> None:
-        if self.usage is None or self.session is None:
+        if self.usage is None or self.provider_session is None:
             return
         req = self.options.request
         self.usage.open_session(
-            self.session.session_id,
+            self.provider_session.session_id,
             self.provider,
             req.avatar_id or req.avatar_name or "",
             req.voice_id or "",
@@ -365,31 +368,32 @@ class AvatarLink:
             self._log_event(kind, details)
 
     def _log_event(self, kind: str, details: dict[str, Any] | None) -> None:
-        if self.usage is not None and self.session is not None:
+        if self.usage is not None and self.provider_session is not None:
             try:
-                self.usage.record_event(self.session.session_id, kind, details)
+                self.usage.record_event(self.provider_session.session_id, kind, details)
             except Exception:  # the log must never take the live session down
                 log.exception("could not write %s to the usage log", kind)
 
     async def _fail(self, message: str, kind: str | None = None) -> None:
         if self._stopping:
-            await self._shutdown(self.end_reason or "stopped")
+            await self._shutdown(self.end_reason or EndReason.STOPPED)
             return  # the user stopped it meanwhile: not an error
         self.error = message
         self.error_kind = kind
-        self.state = LinkState.FAILED
+        self.state = SessionState.FAILED
         self._log_event(EventKind.ERROR, {"error": message})
-        await self._shutdown("error")
+        await self._shutdown(EndReason.ERROR)
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.options.keep_alive_every)
             if time.monotonic() - self._watched_at > self.options.watcher_timeout:
-                await self._shutdown("watcher_gone")
+                await self._shutdown(EndReason.WATCHER_GONE)
                 return
             try:
                 sent = time.monotonic()
-                await asyncio.to_thread(self.client.keep_alive, self.session.session_id)
+                if self.provider_session is not None:
+                    await asyncio.to_thread(self.client.keep_alive, self.provider_session.session_id)
                 self._activity_at = time.monotonic()
                 self._keep_alive_rtt_ms = (self._activity_at - sent) * 1000
                 self._log_event(EventKind.KEEP_ALIVE, None)
@@ -414,16 +418,16 @@ class AvatarLink:
             if now - last_stats >= 2.0:
                 last_stats = now
                 await self._measure_quality(now)
-            if now - last_beat >= self.options.heartbeat_every and self.usage is not None and self.session:
+            if now - last_beat >= self.options.heartbeat_every and self.usage is not None and self.provider_session:
                 last_beat = now
                 with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.usage.heartbeat, self.session.session_id)
+                    await asyncio.to_thread(self.usage.heartbeat, self.provider_session.session_id)
             if now - self._watched_at > self.options.watcher_timeout:
-                await self._shutdown("watcher_gone")
+                await self._shutdown(EndReason.WATCHER_GONE)
                 return
             left = self.seconds_left()
             if left is not None and left <= 0:
-                await self._shutdown("duration_cap")
+                await self._shutdown(EndReason.DURATION_CAP)
                 return
             if now - self._last_frame_at > self.options.video_stall_timeout:
                 await self._lost(f"No video from the avatar for {self.options.video_stall_timeout:.0f} s.")
@@ -442,17 +446,18 @@ class AvatarLink:
 
     async def _lost(self, message: str) -> None:
         """The media or the provider session went away: reconnect with a new session, keeping the transcript."""
-        if self.state is not LinkState.CONNECTED or self._stopping:
+        if self.state is not SessionState.CONNECTED or self._stopping:
             return
-        self.state = LinkState.RECONNECTING
+        self.state = SessionState.RECONNECTING
         self.error = message
         self._log_event(EventKind.ERROR, {"error": message})
-        lost_at = time.monotonic()
+        # The picture was gone from the last frame on, not from when the loss was noticed (seconds later).
+        lost_at = self._last_frame_at
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
                 task.cancel()
-        await self._release("disconnected")
+        await self._release(EndReason.DISCONNECTED)
         self._tasks = [asyncio.get_running_loop().create_task(self._reconnect(lost_at))]
 
     async def _reconnect(self, lost_at: float) -> None:
@@ -468,7 +473,7 @@ class AvatarLink:
                     "This session was force-stopped from the Sessions page or the command line. "
                     "Press Reconnect for a new one."
                 )
-                self.state = LinkState.DISCONNECTED
+                self.state = SessionState.DISCONNECTED
                 self._log_event(EventKind.ERROR, {"error": "force-stopped elsewhere; not reconnecting"})
                 await self._shutdown(EndReason.FORCE_STOPPED)
                 return
@@ -479,7 +484,7 @@ class AvatarLink:
             except Exception as exc:
                 message, _ = self._describe(exc)
                 self.error = f"{message.rstrip('.')}. Reconnecting (attempt {attempt} failed)…"
-                await self._release("error")
+                await self._release(EndReason.ERROR)
                 delay = min(delay * 2, 8.0)
                 continue
             self.reconnects += 1
@@ -500,8 +505,8 @@ class AvatarLink:
             f"Could not reconnect after {self.options.reconnect_attempts} attempts. "
             f"Check that {self.client.provider_label} is running, then press Reconnect."
         )
-        self.state = LinkState.DISCONNECTED
-        await self._shutdown("disconnected")
+        self.state = SessionState.DISCONNECTED
+        await self._shutdown(EndReason.DISCONNECTED)
 
     def _force_stopped(self, session_id: str) -> bool:
         if self.usage is None:
@@ -512,15 +517,15 @@ class AvatarLink:
             log.exception("could not read the usage log")
             return False
 
-    async def _release(self, reason: str) -> None:
-        """Close the current media and provider session (not the link: a reconnect may follow)."""
+    async def _release(self, reason: EndReason) -> None:
+        """Close the current media and provider session (not the live session: a reconnect may follow)."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
             self._conn = None
         await self._stop_provider(reason)
 
-    async def _shutdown(self, reason: str) -> None:
+    async def _shutdown(self, reason: EndReason) -> None:
         self._stopping = True
         current = asyncio.current_task()
         for task in self._tasks:
@@ -530,38 +535,38 @@ class AvatarLink:
             return
         self.end_reason = reason
         if self.state in LIVE_STATES:
-            self.state = LinkState.CLOSED
+            self.state = SessionState.CLOSED
         self.speaking = False
         await self._release(reason)
         self.finished.set()
-        _link_closed()
+        _session_closed()
 
-    async def _stop_provider(self, reason: str) -> None:
-        if self.session is None or self.session.session_id in self._stopped_sessions:
+    async def _stop_provider(self, reason: EndReason) -> None:
+        if self.provider_session is None or self.provider_session.session_id in self._stopped_sessions:
             return
-        self._stopped_sessions.add(self.session.session_id)
+        self._stopped_sessions.add(self.provider_session.session_id)
         try:
-            await asyncio.to_thread(self.client.stop, self.session.session_id)
+            await asyncio.to_thread(self.client.stop, self.provider_session.session_id)
         except (SessionNotFound, SessionStateError):
             pass  # already gone at the provider: nothing is billing
         except HeyGenError as exc:
             self._log_event(EventKind.ERROR, {"action": "stop", "error": str(exc)})
         if self.usage is not None:
             with contextlib.suppress(Exception):
-                self.usage.close_session(self.session.session_id, reason)
+                self.usage.close_session(self.provider_session.session_id, reason)
 
-    # --- media callbacks (bridge loop) --------------------------------------------------------
-    def _on_video(self, frame: av.VideoFrame) -> None:
-        self._latest = frame
+    # --- media callbacks (media loop) --------------------------------------------------------
+    def _on_video(self, frame: av.frame.Frame) -> None:
+        self._latest = cast(av.VideoFrame, frame)  # the transports hand video frames to this callback only
         self._last_frame_at = time.monotonic()
         self.frames_received += 1
         if not self._first_frame.is_set():
             self.first_frame_ms = round((time.monotonic() - self._establishing_since) * 1000, 1)
             self._first_frame.set()
 
-    def _on_audio(self, frame: av.AudioFrame) -> None:
+    def _on_audio(self, frame: av.frame.Frame) -> None:
         if self._audio_out is not None:
-            self._audio_out(to_mono_s16(frame))
+            self._audio_out(to_mono_s16(cast(av.AudioFrame, frame)))
 
     def _on_event(self, event: dict[str, Any]) -> None:
         now = time.monotonic()
@@ -571,7 +576,8 @@ class AvatarLink:
             if kind == "avatar_start_talking":
                 self.speaking = True
                 self.awaiting_answer = False
-                sent = self._task_sent.get(task_id, self._last_sent_at)
+                sent = self._task_sent.get(task_id) if task_id is not None else None
+                sent = sent if sent is not None else self._last_sent_at
                 if sent is not None:
                     self.last_task_to_talk_ms = round((now - sent) * 1000, 1)
             elif kind == "avatar_talking_message":
@@ -591,5 +597,5 @@ class AvatarLink:
                         turn.done = True
 
     def _on_state(self, state: str) -> None:
-        if state in ("failed", "closed") and self.state is LinkState.CONNECTED and not self._stopping:
-            bridge.submit(self._lost("The media connection to the avatar dropped."))
+        if state in ("failed", "closed") and self.state is SessionState.CONNECTED and not self._stopping:
+            media_loop.submit(self._lost("The media connection to the avatar dropped."))

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from livekit import rtc
 
-log = logging.getLogger("avatar_ops.bridge")
+log = logging.getLogger("avatar_ops.live")
 
 FrameCallback = Callable[[av.frame.Frame], None]
 EventCallback = Callable[[dict[str, Any]], None]

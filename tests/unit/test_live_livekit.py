@@ -15,7 +15,7 @@ import pytest
 from livekit import rtc
 from livekit.rtc.room import EventTypes
 
-from lib.bridge.livekit_transport import LiveKitConnectError, LiveKitConnection
+from lib.live.media.livekit import LiveKitConnectError, LiveKitConnection
 
 URL = "wss://avatar-abc.livekit.cloud"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.secret-livekit-jwt"

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-from lib.bridge.link import AvatarLink, LinkOptions, LinkState, to_mono_s16
 from lib.heygen.errors import MissingParameter
 from lib.heygen.models import NewSessionRequest
+from lib.live.session import LiveSession, SessionOptions, SessionState, to_mono_s16
 from lib.usage.store import UsageLog
 
 
@@ -32,13 +32,13 @@ def usage(tmp_path):
     log.close()
 
 
-def _link(client, usage, audio=None, **options) -> AvatarLink:
+def _live(client, usage, audio=None, **options) -> LiveSession:
     request = NewSessionRequest(quality="low", avatar_id=client.avatars()[0].avatar_id)
-    return AvatarLink(
+    return LiveSession(
         client,
         "local",
         usage,
-        LinkOptions(request=request, **options),
+        SessionOptions(request=request, **options),
         audio_out=audio.push if audio else None,
         audio_clear=audio.clear if audio else None,
     )
@@ -51,33 +51,33 @@ def _wait(predicate, timeout=10.0):
     return predicate()
 
 
-def test_link_relays_video_audio_events_and_stops(client, usage):
+def test_a_live_session_relays_video_audio_events_and_stops(client, usage):
     audio = AudioCollector()
-    link = _link(client, usage, audio)
-    assert link.wait_connected(20), link.error
-    assert link.first_frame_ms is not None and link.first_frame_ms < 5000
-    frame = link.latest_frame()
+    live = _live(client, usage, audio)
+    assert live.wait_connected(20), live.error
+    assert live.first_frame_ms is not None and live.first_frame_ms < 5000
+    frame = live.latest_frame()
     assert (frame.width, frame.height) == (854, 480)
-    before = link.frames_received
+    before = live.frames_received
     time.sleep(1.0)
-    assert link.frames_received - before >= 20
+    assert live.frames_received - before >= 20
     with pytest.raises(MissingParameter, match="Type some text"):
-        link.send("   ", "repeat")
-    assert link.transcript() == []  # a refused message leaves no (empty) bubble
-    link.send("Hello there, nice to meet you.", "repeat")
-    assert _wait(lambda: any(t.role == "avatar" and t.done for t in link.transcript()), 15)
-    assert [t.text for t in link.transcript() if t.role == "user"] == ["Hello there, nice to meet you."]
-    said = [t.text for t in link.transcript() if t.role == "avatar"]
+        live.send("   ", "repeat")
+    assert live.transcript() == []  # a refused message leaves no (empty) bubble
+    live.send("Hello there, nice to meet you.", "repeat")
+    assert _wait(lambda: any(t.role == "avatar" and t.done for t in live.transcript()), 15)
+    assert [t.text for t in live.transcript() if t.role == "user"] == ["Hello there, nice to meet you."]
+    said = [t.text for t in live.transcript() if t.role == "avatar"]
     assert said == ["Hello there, nice to meet you."]
-    assert link.last_task_to_talk_ms is not None and link.last_task_to_talk_ms < 2000
+    assert live.last_task_to_talk_ms is not None and live.last_task_to_talk_ms < 2000
     speech = np.concatenate(audio.chunks).astype(float)
     rms = np.sqrt(np.mean(speech**2))
     # The avatar's voice reached the audio source at speech level: not silent, not clipped noise.
     assert 100 < rms < 8000, rms
     assert np.mean(np.abs(speech) > 32000) < 0.001
-    session_id = link.session_id
-    link.stop()
-    assert link.state is LinkState.CLOSED
+    session_id = live.session_id
+    live.stop()
+    assert live.state is SessionState.CLOSED
     assert session_id not in {s.session_id for s in client.list()}
     row = usage.get_session(session_id)
     assert row.end_reason == "stopped" and row.connected_at is not None and row.provider == "local"
@@ -99,43 +99,43 @@ def test_audio_frames_become_mono_int16():
 
 def test_interrupt_clears_local_audio_too(client, usage):
     audio = AudioCollector()
-    link = _link(client, usage, audio)
-    assert link.wait_connected(20), link.error
-    link.send("This sentence is long enough to be interrupted while the avatar is still talking.", "repeat")
-    assert _wait(lambda: link.speaking, 10)
-    link.interrupt()
+    live = _live(client, usage, audio)
+    assert live.wait_connected(20), live.error
+    live.send("This sentence is long enough to be interrupted while the avatar is still talking.", "repeat")
+    assert _wait(lambda: live.speaking, 10)
+    live.interrupt()
     assert audio.cleared == 1
-    assert _wait(lambda: not link.speaking, 2)
+    assert _wait(lambda: not live.speaking, 2)
     # What the avatar had begun to say stays in the conversation, marked as cut off.
-    [answer] = [t for t in link.transcript() if t.role == "avatar"]
+    [answer] = [t for t in live.transcript() if t.role == "avatar"]
     assert answer.text.startswith("This sentence") and answer.interrupted and answer.done
-    link.send("Short one.", "repeat")
-    assert _wait(lambda: sum(t.done for t in link.transcript() if t.role == "avatar") == 2, 10)
-    assert not link.transcript()[-1].interrupted
-    link.stop()
+    live.send("Short one.", "repeat")
+    assert _wait(lambda: sum(t.done for t in live.transcript() if t.role == "avatar") == 2, 10)
+    assert not live.transcript()[-1].interrupted
+    live.stop()
 
 
 def test_unknown_avatar_fails_with_a_clear_message(client, usage):
-    link = AvatarLink(client, "local", usage, LinkOptions(request=NewSessionRequest(avatar_id="nobody")))
-    assert not link.wait_connected(20)
-    assert link.state is LinkState.FAILED
-    assert "was not found" in link.error and "nobody" in link.error
+    live = LiveSession(client, "local", usage, SessionOptions(request=NewSessionRequest(avatar_id="nobody")))
+    assert not live.wait_connected(20)
+    assert live.state is SessionState.FAILED
+    assert "was not found" in live.error and "nobody" in live.error
     assert client.list() == []
 
 
 def test_nobody_watching_stops_the_session(client, usage):
-    link = _link(client, usage, watcher_timeout=1.0, heartbeat_every=0.2)
-    assert link.wait_connected(20), link.error
-    session_id = link.session_id
-    assert link.finished.wait(6)
-    assert link.state is LinkState.CLOSED
+    live = _live(client, usage, watcher_timeout=1.0, heartbeat_every=0.2)
+    assert live.wait_connected(20), live.error
+    session_id = live.session_id
+    assert live.finished.wait(6)
+    assert live.state is SessionState.CLOSED
     assert session_id not in {s.session_id for s in client.list()}
     assert usage.get_session(session_id).end_reason == "watcher_gone"
 
 
 def test_stop_while_connecting_leaks_nothing(client, usage):
-    link = _link(client, usage)
-    link.stop()
+    live = _live(client, usage)
+    live.stop()
     time.sleep(1.5)
     assert client.list() == []
 
@@ -176,7 +176,7 @@ class FakeHeyGen:
 def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
     import av
 
-    from lib.bridge import livekit_transport
+    from lib.live.media import livekit as livekit_transport
 
     rooms = []
 
@@ -196,22 +196,22 @@ def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
 
     monkeypatch.setattr(livekit_transport, "LiveKitConnection", FakeRoom)
     client = FakeHeyGen()
-    link = AvatarLink(client, "heygen", usage, LinkOptions(request=NewSessionRequest(quality="high", version="v2")))
-    assert link.wait_connected(5), link.error
+    live = LiveSession(client, "heygen", usage, SessionOptions(request=NewSessionRequest(quality="high", version="v2")))
+    assert live.wait_connected(5), live.error
     assert rooms[0].joined == ("wss://example.livekit.cloud", "lk-jwt")
     assert ("start", "hg-1", None) in client.calls  # streaming.start without an SDP answer
-    assert link.latest_frame().width == 1280 and link.speaking
-    link.stop()
+    assert live.latest_frame().width == 1280 and live.speaking
+    live.stop()
     assert rooms[0].closed and ("stop", "hg-1") in client.calls
     assert usage.get_session("hg-1").end_reason == "stopped"
 
 
 def test_duration_cap_stops_the_session(client, usage):
-    link = _link(client, usage, max_duration=1.5, heartbeat_every=0.2)
-    assert link.wait_connected(20), link.error
-    assert 0 < link.seconds_left() <= 1.5
-    session_id = link.session_id
-    assert link.finished.wait(6)
+    live = _live(client, usage, max_duration=1.5, heartbeat_every=0.2)
+    assert live.wait_connected(20), live.error
+    assert 0 < live.seconds_left() <= 1.5
+    session_id = live.session_id
+    assert live.finished.wait(6)
     assert session_id not in {s.session_id for s in client.list()}
     assert usage.get_session(session_id).end_reason == "duration_cap"
 
@@ -227,26 +227,33 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
     second = None
     try:
         with StreamingClient(first.url, key, backoff=0, retries=0) as client:
-            link = AvatarLink(
-                client, "local", usage, LinkOptions(request=NewSessionRequest(quality="low"), video_stall_timeout=1.5)
+            live = LiveSession(
+                client,
+                "local",
+                usage,
+                SessionOptions(request=NewSessionRequest(quality="low"), video_stall_timeout=1.5),
             )
-            assert link.wait_connected(20), link.error
-            old = link.session_id
+            assert live.wait_connected(20), live.error
+            old = live.session_id
             first.process.kill()
+            killed_at = time.monotonic()
             first.process.wait()
-            assert _wait(lambda: link.state is LinkState.RECONNECTING, 6)
-            assert link.error and "video" in link.error
+            assert _wait(lambda: live.state is SessionState.RECONNECTING, 6)
+            assert live.error and "video" in live.error
             second = start_engine(port=port, api_key=key, extra_args=args)
-            assert _wait(lambda: link.state is LinkState.CONNECTED, 40), link.error
-            assert link.session_id != old and link.reconnects == 1
+            assert _wait(lambda: live.state is SessionState.CONNECTED, 40), live.error
+            picture_gone_s = time.monotonic() - killed_at
+            assert live.session_id != old and live.reconnects == 1
             # The dashboard cap counts the whole conversation; the provider's limit only the new session.
-            assert link.session_age_seconds() < link.age_seconds() - 1.0
-            before = link.frames_received
-            assert _wait(lambda: link.frames_received > before + 10, 5)
+            assert live.session_age_seconds() < live.age_seconds() - 1.0
+            before = live.frames_received
+            assert _wait(lambda: live.frames_received > before + 10, 5)
             assert usage.get_session(old).end_reason == "disconnected"
-            reconnect = [d for _, kind, d in usage.events(link.session_id) if kind == "reconnect"]
-            assert reconnect and reconnect[0]["previous_session_id"] == old and reconnect[0]["downtime_ms"] > 0
-            link.stop()
+            reconnect = [d for _, kind, d in usage.events(live.session_id) if kind == "reconnect"]
+            assert reconnect and reconnect[0]["previous_session_id"] == old
+            # Downtime runs from the last frame received (before the kill), not from when the loss was noticed.
+            assert reconnect[0]["downtime_ms"] >= (picture_gone_s - 0.5) * 1000, (reconnect, picture_gone_s)
+            live.stop()
             assert client.list() == []
     finally:
         first.stop()
@@ -258,31 +265,34 @@ def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
     """The Sessions page (or the command line) stops a session a Live chat tab is showing."""
     from lib import ops
     from lib.access import LOCAL_OPERATOR
+    from lib.accounts import StreamingAccount
+    from lib.capabilities import CAPABILITIES, ProviderKind
     from lib.usage.credits import PRESETS, Pricing
 
-    link = _link(client, usage, video_stall_timeout=1.5)
-    assert link.wait_connected(20), link.error
-    session_id = link.session_id
-    snapshot = ops.take_snapshot(client, usage, "local", Pricing(PRESETS["heygen_current"]))
-    results = ops.force_stop(client, usage, "local", snapshot.by_id([session_id]), identity=LOCAL_OPERATOR)
+    live = _live(client, usage, video_stall_timeout=1.5)
+    assert live.wait_connected(20), live.error
+    session_id = live.session_id
+    account, caps = StreamingAccount(client), CAPABILITIES[ProviderKind.LOCAL]
+    snapshot = ops.take_snapshot(account, usage, caps, Pricing(PRESETS["heygen_current"]))
+    results = ops.force_stop(account, usage, "local", snapshot.by_id([session_id]), identity=LOCAL_OPERATOR)
     assert [r.outcome for r in results] == ["stopped"]
 
-    assert _wait(lambda: link.state is LinkState.DISCONNECTED, 15), (link.state, link.error)
-    assert "force-stopped" in (link.error or "")
-    assert link.finished.wait(5)
+    assert _wait(lambda: live.state is SessionState.DISCONNECTED, 15), (live.state, live.error)
+    assert "force-stopped" in (live.error or "")
+    assert live.finished.wait(5)
     time.sleep(1.5)  # long enough for a reconnect to have opened a new session
-    assert link.session_id == session_id and link.reconnects == 0
+    assert live.session_id == session_id and live.reconnects == 0
     assert client.list() == []
     assert usage.was_force_stopped(session_id)
     assert usage.open_sessions() == []
 
 
 def test_connection_quality_is_measured_from_webrtc_stats(client, usage):
-    link = _link(client, usage)
-    assert link.wait_connected(20), link.error
-    assert _wait(lambda: link.quality is not None, 8)
-    q = link.quality
+    live = _live(client, usage)
+    assert live.wait_connected(20), live.error
+    assert _wait(lambda: live.quality is not None, 8)
+    q = live.quality
     assert 15 < q.fps < 35
     assert q.bitrate_kbps is not None and q.bitrate_kbps > 20
     assert q.loss_pct is not None and q.loss_pct < 5
-    link.stop()
+    live.stop()

@@ -17,7 +17,7 @@ import av
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-log = logging.getLogger("avatar_ops.bridge")
+log = logging.getLogger("avatar_ops.live")
 
 FrameCallback = Callable[[av.frame.Frame], None]
 EventCallback = Callable[[dict[str, Any]], None]

@@ -6,8 +6,8 @@ import threading
 
 import numpy as np
 
-from lib.bridge.playout import PlayoutBuffer, PlayoutStats
-from lib.live_status import audio_leg_summary
+from lib.live.media.playout import PlayoutBuffer, PlayoutStats
+from lib.live.status import audio_leg_summary
 
 FRAME = 960  # 20 ms at 48 kHz
 

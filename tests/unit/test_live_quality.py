@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib.bridge.quality import LinkQuality, QualityMeter
+from lib.live.media.quality import MediaQuality, QualityMeter
 
 
 def _stats(received: int, lost: int, sent_bytes: int, jitter: int = 900):
@@ -36,5 +36,5 @@ def test_rates_over_the_last_interval():
     ],
 )
 def test_suggests_a_lower_quality_when_the_link_struggles(quality, fps, loss, advice):
-    text = LinkQuality(fps=fps, loss_pct=loss).suggestion(quality)
+    text = MediaQuality(fps=fps, loss_pct=loss).suggestion(quality)
     assert (text is None) if advice is None else (advice in text)

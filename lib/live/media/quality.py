@@ -9,7 +9,7 @@ LOWER = {"high": "medium", "medium": "low"}
 
 
 @dataclass(frozen=True)
-class LinkQuality:
+class MediaQuality:
     fps: float
     bitrate_kbps: float | None = None
     loss_pct: float | None = None
@@ -27,7 +27,7 @@ class LinkQuality:
         return " · ".join(parts)
 
     def suggestion(self, quality: str | None) -> str | None:
-        """Advice when the link cannot carry the current quality (None when it can)."""
+        """Advice when the media link cannot carry the current quality (None when it can)."""
         struggling = (self.loss_pct is not None and self.loss_pct > 5) or self.fps < 18
         if not struggling:
             return None
@@ -48,7 +48,7 @@ class QualityMeter:
     def __init__(self) -> None:
         self._last: tuple[float, int, int, int, int] | None = None  # time, frames, bytes, received, lost
 
-    def sample(self, now: float, frames: int, stats: list[Any], rtt_ms: float | None) -> LinkQuality | None:
+    def sample(self, now: float, frames: int, stats: list[Any], rtt_ms: float | None) -> MediaQuality | None:
         video_in = next((s for s in stats if s.type == "inbound-rtp" and s.kind == "video"), None)
         video_out = next((s for s in stats if s.type == "remote-outbound-rtp" and s.kind == "video"), None)
         received = video_in.packetsReceived if video_in else 0
@@ -59,7 +59,7 @@ class QualityMeter:
             return None
         elapsed = now - previous[0]
         packets = (received - previous[3]) + (lost - previous[4])
-        return LinkQuality(
+        return MediaQuality(
             fps=(frames - previous[1]) / elapsed,
             bitrate_kbps=(sent_bytes - previous[2]) * 8 / elapsed / 1000 if video_out else None,
             loss_pct=100.0 * (lost - previous[4]) / packets if video_in and packets > 0 else None,

@@ -1,0 +1,423 @@
+"""Live chat's state machine: one controller per browser tab, plain code, every collaborator passed in.
+
+Inputs are what the video component reports (``component``), what the user does (``stop``, ``interrupt``,
+``reconnect``, ``override_budget``, ``message``, the script controls), and what the live session reports
+(it runs its own provider/media life: connected, events, media lost, force-stopped elsewhere, cost guards,
+watcher timeout). The page draws what the controller says and forwards events; it never sets its flags.
+
+A session ends only on a user action, a cost guard, the provider, or the watcher timeout. A state of the
+video component that can be transient (not playing and not signalling before it first plays) never ends one:
+only a component that was reported *playing* for this session and is then reported stopped is the user's
+STOP (streamlit-webrtc's frontend sends ``playing: false`` only from its stop path: the STOP button,
+``desired_playing_state=False``, or its own peer connection closing).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, NamedTuple
+
+import av
+import numpy as np
+
+from lib.guards import Admission
+from lib.heygen.client import StreamingClient
+from lib.heygen.errors import HeyGenError
+from lib.heygen.models import NewSessionRequest
+from lib.live.media.playout import PlayoutBuffer
+from lib.live.placeholder import placeholder_frame
+from lib.live.session import LiveSession, SessionOptions, SessionState
+from lib.live.traits import ProviderTraits
+from lib.scripts import MAX_SEGMENT_CHARS, TERMINAL_STATES, RunnerState, RunnerStatus, ScriptRunner, parse_script
+from lib.usage.store import EndReason, EventKind, UsageLog
+from lib.voice import Transcript, VoiceListener
+
+AUDIO_RATE = 48_000
+AUDIO_FRAME_SAMPLES = 960  # the 20 ms frames streamlit-webrtc's audio source pulls
+
+Quality = Literal["low", "medium", "high"]
+Encoding = Literal["VP8", "H264"]
+
+# The provider refused or was unreachable: these are worth offering the local engine for.
+FALLBACK_ERRORS = {
+    "ProviderUnavailable",
+    "Unauthorized",
+    "NoApiAccess",
+    "Forbidden",
+    "ConcurrencyLimit",
+    "RateLimited",
+    "ConnectionError",
+    None,
+}
+
+
+@dataclass(frozen=True)
+class ChatSetup:
+    """What the user chose for the next session."""
+
+    avatar_id: str | None
+    voice_id: str | None
+    quality: Quality
+    video_encoding: Encoding
+    task_type: str
+    knowledge_base: str
+    max_minutes: float = 0.0  # 0: no dashboard cap
+
+    def request(self, idle_timeout: int, traits: ProviderTraits) -> NewSessionRequest:
+        return NewSessionRequest(
+            avatar_id=self.avatar_id,
+            voice_id=self.voice_id,
+            quality=self.quality,
+            video_encoding=self.video_encoding,
+            knowledge_base=self.knowledge_base or None,
+            activity_idle_timeout=idle_timeout,
+            version="v2" if traits.livekit else None,
+        )
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the controller needs from outside, looked up at each START (the provider can change)."""
+
+    provider_name: str
+    client: StreamingClient
+    usage: UsageLog | None
+    idle_timeout: int
+    watcher_timeout: float
+    admit: Callable[[str, bool], Admission]  # (provider name, override) -> may a new session start?
+    # Creates the live session (provider session + media link); the default is the real one.
+    new_session: Callable[..., LiveSession] = LiveSession
+    before_start: Callable[[], object] = lambda: None  # e.g. take the page's imports out of later GCs
+
+
+SessionView = tuple[SessionState, str | None] | None  # a session's state and error, as a page draws them
+
+
+class ComponentState(NamedTuple):
+    """What the video component last reported (``ctx.state`` of streamlit-webrtc)."""
+
+    playing: bool
+    signalling: bool
+
+
+class PageAction(StrEnum):
+    NONE = "none"
+    REDRAW = "redraw"  # the page must rerun to draw the component's START again
+
+
+class MessageOutcome(StrEnum):
+    SENT = "sent"
+    TOO_LONG = "too_long"  # longer than one task holds: hand it to Script mode
+
+
+class LiveChat:
+    """Lives as long as the browser tab's Streamlit session; stops its avatar when that ends."""
+
+    def __init__(self, services: Callable[[], Services]) -> None:
+        self._services = services
+        self._lock = threading.Lock()
+        self.session: LiveSession | None = None
+        self.setup: ChatSetup | None = None
+        self.traits: ProviderTraits | None = None
+        # The component was reported playing for the current claim: its next "stopped" is the user's STOP.
+        self._component_playing = False
+        self._claimed = False  # a playing component already has its session: never start a second one
+        self._stop_asked = False  # Stop session: the component is told to stop until it reports stopped
+        self._drawn: SessionView = None
+        self.refused: str | None = None  # why the budget guard refused the last start
+        self.listener: VoiceListener | None = None
+        self.runner: ScriptRunner | None = None  # Script mode: delivers a script on self.session
+        self.barge_in = True
+        self.voice_error: str | None = None
+        self.last_voice_end: float | None = None
+        # Voice turns call the provider (blocking HTTP): one at a time, off the listener's threads.
+        self._voice_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-turns")
+        self.playout = PlayoutBuffer(AUDIO_RATE)
+
+    # --- what the page reads ------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        """A session is running or being set up: the setup is locked."""
+        return self.session is not None and self.session.live
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None and self.session.state is SessionState.CONNECTED
+
+    @property
+    def desired_playing(self) -> bool | None:
+        """What the video component is told: False after Stop session, until it reports stopped."""
+        return False if self._stop_asked else None
+
+    @property
+    def can_reconnect(self) -> bool:
+        return self.session is not None and self.session.state in (SessionState.FAILED, SessionState.DISCONNECTED)
+
+    @property
+    def too_many_sessions(self) -> bool:
+        """The provider refused for its concurrency limit: stopping other sessions (Sessions page) helps."""
+        return self.session is not None and self.session.error_kind == "ConcurrencyLimit"
+
+    def offers_local_fallback(self, provider_name: str) -> bool:
+        """Offer "Continue on the local engine": a hosted provider refused or could not be reached."""
+        if not ProviderTraits.of(provider_name).hosted:
+            return False
+        session = self.session
+        return session is None or (session.error is not None and session.error_kind in FALLBACK_ERRORS)
+
+    def view(self) -> SessionView:
+        """What the page's state-dependent parts (buttons, chat box) are drawn from."""
+        session = self.session
+        return (session.state, session.error) if session is not None else None
+
+    def mark_drawn(self, view: SessionView) -> None:
+        """The page got through a whole run drawn from ``view``."""
+        self._drawn = view
+
+    def changed_since_drawn(self) -> bool:
+        """The session moved on since the last whole run of the page: it must be redrawn."""
+        return self.view() != self._drawn
+
+    # --- the video component ------------------------------------------------------------------
+    def component(self, state: ComponentState, setup: ChatSetup) -> PageAction:
+        """Forwarded on every run of the page with what the component reports."""
+        if state.playing:
+            self._component_playing = True
+            if not self._claimed:
+                self._claimed = True
+                self._start(setup, override=False)
+            return PageAction.NONE
+        if state.signalling or not self._component_playing:
+            # Between START and playing (or before START): a state that passes; it ends nothing.
+            return PageAction.NONE
+        # Reported playing, now stopped: the user's STOP (or Stop session, below, reaching the component).
+        self._component_playing = False
+        self._claimed = False
+        self._release(EndReason.STOPPED)
+        if self._stop_asked:
+            self._stop_asked = False
+            return PageAction.REDRAW  # the component hides START while told to stop: draw it again
+        return PageAction.NONE
+
+    # --- user actions -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop session: end the session now, and have the video component stop too."""
+        self._release(EndReason.STOPPED)
+        if self._component_playing:
+            self._stop_asked = True
+
+    def reconnect(self, setup: ChatSetup) -> None:
+        """A new session on the playing component (the last one failed or could not reconnect)."""
+        if self._component_playing:
+            self._start(setup, override=False)
+
+    def override_budget(self, setup: ChatSetup) -> None:
+        """Start once despite the monthly budget (logged on the new session)."""
+        if self._component_playing:
+            self._start(setup, override=True)
+
+    def interrupt(self, script_mode: bool) -> None:
+        """Cut the avatar off. In Script mode the runner keeps its place: Resume says this segment again."""
+        session = self._require_connected()
+        runner = self._runner_of(session)
+        if script_mode and runner is not None:
+            runner.interrupt()
+        else:
+            session.interrupt()
+
+    def message(self, text: str) -> MessageOutcome:
+        """A typed message: sent as a task, or too long for one (the page hands it to Script mode)."""
+        if len(text) > MAX_SEGMENT_CHARS:
+            return MessageOutcome.TOO_LONG
+        session = self._require_connected()
+        session.send(text, self.setup.task_type if self.setup else "talk")
+        return MessageOutcome.SENT
+
+    def watched(self) -> None:
+        """The page shows the session right now (keep-alives stop when nobody does)."""
+        if self.session is not None:
+            self.session.watched()
+
+    def release(self, reason: EndReason) -> None:
+        """End the session for a reason outside Live chat (left the page, switched provider)."""
+        self._release(reason)
+
+    def close(self) -> None:
+        """The browser session ended: stop the avatar and the microphone listener."""
+        self._release(EndReason.RELEASED)
+        if self.listener is not None:
+            self.listener.close()
+        self._voice_pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- script mode --------------------------------------------------------------------------
+    def script_status(self) -> RunnerStatus | None:
+        """The runner of the current session (a runner of an earlier session is not shown as current)."""
+        runner = self._runner_of(self.session)
+        return runner.status() if runner is not None else None
+
+    def script_start(self, text: str, pause_s: float) -> None:
+        """Start (or Resume a paused) script; raises ValueError when the script cannot be read."""
+        runner = self._runner_of(self.session)
+        if runner is not None and runner.state is RunnerState.PAUSED:
+            runner.resume()
+            return
+        session = self._require_connected()
+        segments = parse_script(text)
+        self.runner = ScriptRunner(session, segments, default_pause_s=pause_s)
+        self.runner.start()
+
+    def script_pause(self) -> None:
+        if (runner := self._runner_of(self.session)) is not None:
+            runner.pause()
+
+    def script_skip(self) -> None:
+        if (runner := self._runner_of(self.session)) is not None:
+            runner.skip()
+
+    def script_restart(self) -> None:
+        if (runner := self._runner_of(self.session)) is not None and self.connected:
+            runner.restart()
+
+    def script_stop(self) -> None:
+        if (runner := self._runner_of(self.session)) is not None and runner.state not in TERMINAL_STATES:
+            runner.stop()
+
+    # --- voice input --------------------------------------------------------------------------
+    def voice_listener(self, make: Callable[..., VoiceListener]) -> VoiceListener:
+        """The microphone listener of this tab, created on first use by ``make`` (the page's STT model)."""
+        if self.listener is None:
+            self.listener = make(
+                on_transcript=self._on_transcript,
+                on_speech_start=self._on_speech_start,
+                interim=True,
+            )
+        return self.listener
+
+    def voice_options(self, *, barge_in: bool) -> None:
+        """The user's voice settings: does speaking interrupt the avatar."""
+        self.barge_in = barge_in
+
+    def listen(self, talking: bool) -> None:
+        """The microphone counts while a session is live and the user talks (always, hands-free)."""
+        if self.listener is not None:
+            self.listener.set_enabled(talking and self.live)
+
+    def hearing(self) -> str | None:
+        """What the microphone user is saying right now, before it is final (None when nobody speaks)."""
+        return self.listener.partial if self.listener is not None and self.listener.enabled else None
+
+    def _on_transcript(self, transcript: Transcript) -> None:
+        self._voice_pool.submit(self._voice_turn, transcript)
+
+    def _on_speech_start(self) -> None:
+        self._voice_pool.submit(self._barge_in)
+
+    def _voice_turn(self, transcript: Transcript) -> None:
+        session = self.session
+        if session is None or session.state is not SessionState.CONNECTED or self.setup is None:
+            return
+        try:
+            session.send(transcript.text, self.setup.task_type)
+        except (HeyGenError, RuntimeError) as exc:
+            self.voice_error = str(exc)
+            return
+        self.last_voice_end = transcript.ended_at
+        session.record(
+            EventKind.VOICE_TURN,
+            {
+                "chars": len(transcript.text),
+                "audio_ms": round(transcript.audio_ms),
+                "stt_latency_ms": round(transcript.latency_ms),
+            },
+        )
+
+    def _barge_in(self) -> None:
+        session = self.session
+        if session is None or not self.barge_in or session.state is not SessionState.CONNECTED:
+            return
+        # Also while an answer is still on its way: the user has moved on, drop it before it starts.
+        if session.speaking or session.awaiting_answer:
+            try:
+                session.interrupt()
+            except (HeyGenError, RuntimeError) as exc:
+                self.voice_error = str(exc)
+
+    # --- media to the browser -----------------------------------------------------------------
+    def audio_frame(self, pts: int, time_base: object) -> av.AudioFrame:
+        """The browser's next 20 ms of the avatar's voice (silence when there is no session)."""
+        samples = self.playout.read(AUDIO_FRAME_SAMPLES)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        return frame
+
+    def frame(self) -> av.VideoFrame:
+        session = self.session
+        if session is None:
+            if self.refused:
+                return placeholder_frame("Monthly budget reached - see the message on the page")
+            return placeholder_frame("Press START to bring the avatar in")
+        latest = session.latest_frame()
+        if session.state is SessionState.CONNECTED and latest is not None:
+            return latest
+        if session.state is SessionState.CONNECTING:
+            return placeholder_frame("Connecting to the avatar…")
+        if session.state is SessionState.RECONNECTING:
+            return placeholder_frame("Connection lost - reconnecting…")
+        if session.state is SessionState.FAILED:
+            return placeholder_frame("The avatar could not start - see the message on the page")
+        return placeholder_frame("Session ended - press STOP, then START for a new one")
+
+    # --- inside -------------------------------------------------------------------------------
+    def _start(self, setup: ChatSetup, *, override: bool) -> None:
+        """A new session, unless the monthly budget guard refuses it (then ``refused`` says why)."""
+        self._release(EndReason.REPLACED)
+        services = self._services()
+        admission = services.admit(services.provider_name, override)
+        if not admission.allowed:
+            self.refused = admission.message
+            return
+        self.refused = None
+        services.before_start()
+        traits = ProviderTraits.of(services.provider_name)
+        options = SessionOptions(
+            request=setup.request(services.idle_timeout, traits),
+            watcher_timeout=services.watcher_timeout,
+            max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
+            open_events=admission.open_events,
+        )
+        with self._lock:
+            self.setup = setup
+            self.traits = traits
+            self.playout = PlayoutBuffer(AUDIO_RATE)  # fresh figures for the status panel, too
+            self.session = services.new_session(
+                services.client,
+                services.provider_name,
+                services.usage,
+                options,
+                audio_out=self.playout.push,
+                audio_clear=self.playout.clear,
+            )
+
+    def _release(self, reason: EndReason) -> None:
+        if self.runner is not None:
+            self.runner.stop()
+        with self._lock:
+            session = self.session
+        if session is not None and session.end_reason is None:
+            session.stop(reason)
+        if self.listener is not None:
+            self.listener.set_enabled(False)
+
+    def _require_connected(self) -> LiveSession:
+        session = self.session
+        if session is None or session.state is not SessionState.CONNECTED:
+            raise RuntimeError("The avatar session is not connected.")
+        return session
+
+    def _runner_of(self, session: LiveSession | None) -> ScriptRunner | None:
+        runner = self.runner
+        return runner if runner is not None and session is not None and runner.session is session else None

@@ -1,0 +1,336 @@
+"""Live chat's controller: event sequences replayed through it, with a fake live session (no engine, no page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lib.guards import Admission
+from lib.heygen.models import TaskResult
+from lib.live.controller import (
+    ChatSetup,
+    ComponentState,
+    LiveChat,
+    MessageOutcome,
+    PageAction,
+    Services,
+)
+from lib.live.session import SessionOptions, SessionState
+from lib.scripts import MAX_SEGMENT_CHARS, RunnerState
+from lib.usage.store import EndReason
+
+IDLE = ComponentState(playing=False, signalling=False)
+SIGNALLING = ComponentState(playing=False, signalling=True)
+PLAYING = ComponentState(playing=True, signalling=False)
+SETUP = ChatSetup("avatar", "voice", "low", "VP8", "talk", "kb", max_minutes=0)
+
+
+class FakeSession:
+    """Stands in for ``LiveSession``: records what the controller asks of it; tests move its state."""
+
+    def __init__(self, client: Any, provider: str, usage: Any, options: SessionOptions, **_: Any) -> None:
+        self.provider = provider
+        self.options = options
+        self.state = SessionState.CONNECTING
+        self.end_reason: EndReason | None = None
+        self.error: str | None = None
+        self.error_kind: str | None = None
+        self.speaking = False
+        self.awaiting_answer = False
+        self.sent: list[str] = []
+        self.interrupts = 0
+        self.watched_calls = 0
+
+    @property
+    def live(self) -> bool:
+        return self.state in (SessionState.CONNECTING, SessionState.CONNECTED, SessionState.RECONNECTING)
+
+    def stop(self, reason: EndReason = EndReason.STOPPED) -> None:
+        if self.end_reason is None:
+            self.end_reason = reason
+            self.state = SessionState.CLOSED
+
+    def send(self, text: str, task_type: str = "talk") -> TaskResult:
+        self.sent.append(text)
+        return TaskResult(task_id=f"t{len(self.sent)}", duration_ms=None)
+
+    def interrupt(self) -> None:
+        self.interrupts += 1
+
+    def events(self) -> list[tuple[float, dict[str, Any]]]:
+        return []
+
+    def watched(self) -> None:
+        self.watched_calls += 1
+
+    def latest_frame(self) -> None:
+        return None
+
+    def record(self, kind: str, details: dict[str, Any] | None = None) -> None:
+        pass
+
+
+class World:
+    """The controller's collaborators, with knobs: which provider, is the budget spent."""
+
+    def __init__(self) -> None:
+        self.provider = "local"
+        self.over_budget = False
+        self.sessions: list[FakeSession] = []
+        self.overrides: list[bool] = []
+
+    def admit(self, provider: str, override: bool) -> Admission:
+        self.overrides.append(override)
+        if self.over_budget and not override:
+            return Admission(False, "budget reached")
+        return Admission(True, open_events=(("budget_override", {"used_credits": 1.0}),) if override else ())
+
+    def new_session(self, *args: Any, **kwargs: Any) -> FakeSession:
+        session = FakeSession(*args, **kwargs)
+        self.sessions.append(session)
+        return session
+
+    def services(self) -> Services:
+        return Services(
+            provider_name=self.provider,
+            client=None,  # type: ignore[arg-type]  # the fake session never calls it
+            usage=None,
+            idle_timeout=120,
+            watcher_timeout=45,
+            admit=self.admit,
+            new_session=self.new_session,  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+def chat(world: World) -> LiveChat:
+    return LiveChat(world.services)
+
+
+def replay(chat: LiveChat, *states: ComponentState) -> list[PageAction]:
+    return [chat.component(state, SETUP) for state in states]
+
+
+def test_states_that_pass_between_start_and_playing_start_one_session_and_end_none(
+    chat: LiveChat, world: World
+) -> None:
+    # Page runs before START, the offer, a run where the component reports neither, the offer again, playing.
+    replay(chat, IDLE, IDLE, SIGNALLING, IDLE, SIGNALLING, IDLE, PLAYING, PLAYING, PLAYING)
+    assert len(world.sessions) == 1
+    assert world.sessions[0].end_reason is None and chat.live
+
+
+def test_a_session_outlives_component_reports_that_pass_while_it_connects(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    replay(chat, PLAYING, PLAYING)
+    assert world.sessions[0].end_reason is None
+    assert chat.connected
+
+
+def test_the_components_stop_after_playing_is_the_users_stop(chat: LiveChat, world: World) -> None:
+    replay(chat, SIGNALLING, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    assert replay(chat, IDLE) == [PageAction.NONE]
+    assert world.sessions[0].end_reason is EndReason.STOPPED
+    # START again in the same tab: a new session.
+    replay(chat, SIGNALLING, PLAYING)
+    assert len(world.sessions) == 2 and world.sessions[1].end_reason is None
+
+
+def test_stop_while_connecting_stops_the_session_at_once(chat: LiveChat, world: World) -> None:
+    replay(chat, SIGNALLING, PLAYING)
+    assert world.sessions[0].state is SessionState.CONNECTING
+    replay(chat, IDLE)  # the user pressed STOP before the avatar's first frame
+    assert world.sessions[0].end_reason is EndReason.STOPPED
+    assert not chat.live
+
+
+def test_stop_session_tells_the_component_to_stop_and_redraws_start_once_it_has(chat: LiveChat, world: World) -> None:
+    replay(chat, SIGNALLING, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    chat.stop()
+    assert world.sessions[0].end_reason is EndReason.STOPPED
+    assert chat.desired_playing is False
+    # The component has not stopped yet: still playing, and that must not start a second session.
+    replay(chat, PLAYING)
+    assert len(world.sessions) == 1
+    assert replay(chat, IDLE) == [PageAction.REDRAW]
+    assert chat.desired_playing is None
+    replay(chat, SIGNALLING, PLAYING)
+    assert len(world.sessions) == 2
+
+
+def test_a_playing_component_never_starts_a_second_session(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING, PLAYING, PLAYING)
+    world.sessions[0].state = SessionState.FAILED
+    replay(chat, PLAYING)
+    assert len(world.sessions) == 1  # a failed session is replaced only by Reconnect
+
+
+def test_reconnect_replaces_a_failed_session_on_the_playing_component(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.FAILED
+    world.sessions[0].end_reason = EndReason.ERROR
+    assert chat.can_reconnect
+    chat.reconnect(SETUP)
+    assert len(world.sessions) == 2 and chat.session is world.sessions[1]
+
+
+def test_reconnect_without_a_playing_component_does_nothing(chat: LiveChat, world: World) -> None:
+    chat.reconnect(SETUP)
+    assert world.sessions == []
+
+
+def test_the_budget_refuses_and_an_override_starts_once_with_the_override_logged(chat: LiveChat, world: World) -> None:
+    world.over_budget = True
+    replay(chat, SIGNALLING, PLAYING)
+    assert world.sessions == [] and chat.refused == "budget reached"
+    chat.override_budget(SETUP)
+    assert len(world.sessions) == 1 and chat.refused is None
+    assert world.sessions[0].options.open_events[0][0] == "budget_override"
+    assert world.overrides == [False, True]  # the override is one call, not a flag left on
+
+
+def test_a_message_too_long_for_one_task_is_not_sent(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    assert chat.message("x" * (MAX_SEGMENT_CHARS + 1)) is MessageOutcome.TOO_LONG
+    assert chat.message("Hello") is MessageOutcome.SENT
+    assert world.sessions[0].sent == ["Hello"]
+
+
+def test_a_message_before_the_session_is_connected_is_refused(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    with pytest.raises(RuntimeError):
+        chat.message("Hello")
+
+
+def test_interrupt_in_script_mode_keeps_the_scripts_place(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    session = world.sessions[0]
+    session.state = SessionState.CONNECTED
+    chat.script_start("First line.\n\nSecond line.", 0.0)
+    status = chat.script_status()
+    assert status is not None and status.state in (RunnerState.RUNNING, RunnerState.FINISHED)
+    chat.interrupt(script_mode=True)
+    chat.interrupt(script_mode=False)
+    chat.script_stop()
+    assert chat.runner is not None and chat.runner.wait(5)
+    assert session.interrupts >= 1
+
+
+def test_an_unreadable_script_is_an_error_for_the_user(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    with pytest.raises(ValueError):
+        chat.script_start("   ", 1.0)
+
+
+def test_a_new_session_ends_the_scripts_runner_of_the_last_one(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.CONNECTED
+    chat.script_start("One.\n\nTwo.\n\nThree.", 5.0)
+    world.sessions[0].state = SessionState.FAILED
+    chat.reconnect(SETUP)
+    assert chat.script_status() is None  # the old runner is not shown as the new session's
+    assert chat.runner is not None and chat.runner.wait(5)
+
+
+def test_the_watcher_is_fed_only_through_the_controller(chat: LiveChat, world: World) -> None:
+    chat.watched()  # no session: nothing to do, no error
+    replay(chat, PLAYING)
+    chat.watched()
+    assert world.sessions[0].watched_calls == 1
+
+
+def test_the_page_is_redrawn_until_a_whole_run_has_drawn_the_sessions_state(chat: LiveChat, world: World) -> None:
+    chat.mark_drawn(chat.view())
+    assert not chat.changed_since_drawn()
+    replay(chat, PLAYING)
+    assert chat.changed_since_drawn()
+    view = chat.view()  # a run starts drawing the connecting session …
+    world.sessions[0].state = SessionState.CONNECTED  # … the session connects while it draws …
+    chat.mark_drawn(view)  # … and the run ends: what it drew is already old
+    assert chat.changed_since_drawn()
+    # A run cut short (a rerun came first) records nothing: the status panel keeps asking for a redraw.
+    assert chat.changed_since_drawn()
+    chat.mark_drawn(chat.view())
+    assert not chat.changed_since_drawn()
+
+
+def test_only_a_hosted_provider_gets_livekit_and_the_local_fallback(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    assert world.sessions[0].options.request.version is None
+    assert not chat.offers_local_fallback("local")
+    chat.stop()
+    replay(chat, IDLE)
+    world.provider = "heygen"
+    replay(chat, SIGNALLING, PLAYING)
+    assert world.sessions[1].options.request.version == "v2"
+    world.sessions[1].error, world.sessions[1].error_kind = "refused", "Unauthorized"
+    assert chat.offers_local_fallback("heygen")
+
+
+def test_closing_the_tab_releases_the_session(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    chat.close()
+    assert world.sessions[0].end_reason is EndReason.RELEASED
+
+
+class FakeListener:
+    def __init__(self, **callbacks: Any) -> None:
+        self.callbacks = callbacks
+        self.enabled = True
+        self.partial: str | None = None
+        self.closed = False
+
+    def set_enabled(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_microphone_counts_only_while_a_session_is_live(chat: LiveChat, world: World) -> None:
+    listener = chat.voice_listener(FakeListener)
+    assert chat.voice_listener(FakeListener) is listener  # one per tab
+    chat.listen(True)
+    assert listener.enabled is False  # nothing to talk to yet
+    replay(chat, PLAYING)
+    chat.listen(True)
+    assert listener.enabled is True
+    chat.listen(False)  # push-to-talk released
+    assert listener.enabled is False
+    chat.listen(True)
+    chat.stop()
+    assert listener.enabled is False
+    chat.close()
+    assert listener.closed
+
+
+def test_speech_interrupts_a_speaking_avatar_only_with_barge_in_on(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    session = world.sessions[0]
+    session.state = SessionState.CONNECTED
+    session.awaiting_answer = True  # an answer is on its way: the user has moved on
+    chat.voice_options(barge_in=False)
+    chat._barge_in()
+    assert session.interrupts == 0
+    chat.voice_options(barge_in=True)
+    chat._barge_in()
+    assert session.interrupts == 1
+
+
+def test_a_concurrency_refusal_points_to_the_sessions_page(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    assert not chat.too_many_sessions
+    world.sessions[0].state = SessionState.FAILED
+    world.sessions[0].error, world.sessions[0].error_kind = "Too many sessions", "ConcurrencyLimit"
+    assert chat.too_many_sessions
