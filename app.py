@@ -88,8 +88,8 @@ if pages.title != "Live chat":
 access.exposure_warning()
 resources.budget_banner()
 if pages.title == "Live chat" and not who.is_operator:
-    # Starting a session spends credits: the Live chat page is for operators. (Checked here until the Live
-    # chat controller takes an identity itself; the budget override in lib.guards already checks the role.)
+    # Starting a session spends credits: a viewer gets no START button at all (the Live chat controller and
+    # the budget override in lib.guards refuse a non-operator's start by themselves, too).
     st.title("Live chat")
     access.viewer_note("start avatar sessions")
     st.stop()
