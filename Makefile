@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8501
+# Loopback only unless you say otherwise (configure sign-in first: README "Sign-in and roles").
+ADDRESS ?= 127.0.0.1
 
 .PHONY: run test bench lint deps browser-deps engine clean
 
@@ -26,7 +28,7 @@ browser-deps:
 	fi
 
 run: deps
-	$(BIN)/streamlit run app.py --server.port $(PORT) --server.headless true
+	$(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
 
 engine: deps
 	$(BIN)/python -m lib.engine

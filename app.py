@@ -9,16 +9,20 @@ from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.log_limits import limit_logger
 from lib.usage.store import EndReason
-from ui import live, resources
+from ui import access, live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
 resources.settled_heap()
 limit_logger("streamlit_webrtc.source")  # one "callback is too slow" warning a minute, with a count
 
+# Sign-in first (when `[auth]` is configured): nothing else is drawn for a visitor without a role.
+who = access.gate()
+
 pages = st.navigation(
     [
-        st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=True),
-        st.Page("views/sessions.py", title="Sessions", icon=":material/dns:"),
+        # A viewer cannot start sessions: they land on Sessions instead.
+        st.Page("views/live_chat.py", title="Live chat", icon=":material/videocam:", default=who.is_operator),
+        st.Page("views/sessions.py", title="Sessions", icon=":material/dns:", default=not who.is_operator),
         st.Page("views/usage.py", title="Usage", icon=":material/monitoring:"),
     ]
 )
@@ -33,6 +37,7 @@ with st.sidebar:
     provider = resources.provider_or_stop()
     health = resources.health(provider.name)
     dot = ":green[●]" if health.ok else ":red[●]"
+    access.sidebar_badge(who)
     st.markdown(f"**Provider:** {dot} {provider.label}")
     if health.ok:
         st.caption(f"{provider.base_url} · {health.latency_ms:.0f} ms")
@@ -80,5 +85,12 @@ if pages.title != "Live chat":
     # Leaving the live page ends its avatar session: nobody is watching it any more.
     live.leave_page()
 
+access.exposure_warning()
 resources.budget_banner()
+if pages.title == "Live chat" and not who.is_operator:
+    # Starting a session spends credits: a viewer gets no START button at all (the Live chat controller and
+    # the budget override in lib.guards refuse a non-operator's start by themselves, too).
+    st.title("Live chat")
+    access.viewer_note("start avatar sessions")
+    st.stop()
 pages.run()

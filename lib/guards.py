@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from lib.access import LOCAL_OPERATOR, Action, Identity, require_operator
 from lib.capabilities import capabilities_of
 from lib.usage.credits import Pricing
 from lib.usage.queries import UsageFilter, kpis
@@ -65,14 +66,34 @@ class Admission:
     allowed: bool
     message: str | None = None
     # Logged on the new session as soon as it exists: who let it past the guard, and at what usage.
-    open_events: tuple[tuple[str, dict[str, float]], ...] = ()
+    open_events: tuple[tuple[str, dict[str, float | str]], ...] = ()
 
 
-def admit_session(status: BudgetStatus, pricing: Pricing, provider: str, *, override: bool = False) -> Admission:
-    """May a new session start? Only providers that bill credits are held to the budget."""
+def admit_session(
+    status: BudgetStatus,
+    pricing: Pricing,
+    provider: str,
+    *,
+    override: bool = False,
+    identity: Identity = LOCAL_OPERATOR,
+    log: UsageLog | None = None,
+) -> Admission:
+    """May a new session start? Only providers that bill credits are held to the budget. An override is an
+    operator action: a viewer's is refused (:class:`~lib.access.NotAllowed`), an operator's is written to the
+    audit trail of ``log`` with who overrode at what usage.
+
+    ``identity`` defaults to the local operator only for callers that predate sign-in (the Live chat
+    controller); the app keeps viewers away from starting sessions on that page itself."""
     if status.level is not BudgetLevel.OVER or not capabilities_of(provider).bills_credits:
         return Admission(True)
     if not override:
         return Admission(False, status.message(pricing))
-    details = {"used_credits": round(status.used_credits, 2), "budget_credits": status.budget_credits}
-    return Admission(True, open_events=((BUDGET_OVERRIDE_EVENT, details),))
+    require_operator(identity, Action.BUDGET_OVERRIDE)
+    details: dict[str, float | str] = {
+        "used_credits": round(status.used_credits, 2),
+        "budget_credits": status.budget_credits,
+    }
+    if log is not None:
+        used = f"{status.used_credits:.1f} of {status.budget_credits:g} credits"
+        log.record_audit(identity.actor, Action.BUDGET_OVERRIDE, provider, f"new session at {used}")
+    return Admission(True, open_events=((BUDGET_OVERRIDE_EVENT, {**details, "by": identity.actor}),))

@@ -4,7 +4,8 @@
   the log thinks open but the provider no longer lists are closed as ``lost`` at their last heartbeat),
   heartbeats the logged sessions that are still running (seen active = still billable), and merges
   what the log knows (avatar, voice, quality, who started it) into one row per session.
-* ``force_stop`` stops sessions one by one and reports each outcome. A stopped session is closed in the
+* ``force_stop`` stops sessions one by one and reports each outcome, for operators only (``lib.access``);
+  each attempt is written to the audit trail with who asked. A stopped session is closed in the
   log with reason ``force_stopped``. An orphan (running on the provider, unknown to the log) is first
   added to the log with ``started_by_dashboard = False`` and its provider creation time, then closed the
   same way, so the minutes it ran are counted on the Usage page.
@@ -27,14 +28,16 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
+from lib.access import Action, Identity, require_operator
 from lib.accounts import AccountError, AccountSession, ProviderAccount, StopOutcome, StopResult
 from lib.capabilities import Capabilities, Concurrency
 from lib.usage.credits import Pricing
-from lib.usage.store import EndReason, EventKind, Reconciliation, SessionRow, UsageLog
+from lib.usage.store import AuditEntry, EndReason, EventKind, Reconciliation, SessionRow, UsageLog
 
 Origin = Literal["dashboard", "elsewhere", "orphan"]
 
 FORCE_STOP_EVENT = EventKind.FORCE_STOP
+STOP_ACTIONS = (Action.FORCE_STOP, Action.STOP_IDLE, Action.STOP_OLDER)
 ORIGIN_LABELS: dict[str, str] = {"dashboard": "Dashboard", "elsewhere": "Elsewhere", "orphan": "Orphan ⚠"}
 __all__ = ["StopOutcome", "StopResult"]  # re-exported: pages and the command line read results from here
 
@@ -259,13 +262,21 @@ def force_stop(
     provider: str,
     targets: Sequence[LiveSession],
     *,
+    identity: Identity,
+    action: Action = Action.FORCE_STOP,
     now: float | None = None,
 ) -> list[StopResult]:
-    """Stop each session and log the outcome; never raises for a provider error (it is a result)."""
+    """Stop each session and log the outcome, with who asked (``action``: force-stop, or the stop-idle /
+    stop-older shortcut) in the audit trail. Raises :class:`~lib.access.NotAllowed` before touching anything
+    unless ``identity`` is an operator; never raises for a provider error (it is a result)."""
+    if action not in STOP_ACTIONS:
+        raise ValueError(f"{action} is not a stop action")
+    require_operator(identity, action)
     results = []
     for target in targets:
         result = account.stop(target.session_id)
         at = time.time() if now is None else now
+        log.record_audit(identity.actor, action, target.session_id, _stop_detail(result), at=at)
         row = log.get_session(target.session_id)
         if row is None and result.outcome is StopOutcome.STOPPED:
             log.open_session(
@@ -295,6 +306,20 @@ def force_stop(
                 log.close_session(target.session_id, EndReason.LOST, at=seen)
         results.append(result)
     return results
+
+
+def _stop_detail(result: StopResult) -> str:
+    return str(result.outcome) if result.outcome is not StopOutcome.FAILED else f"failed: {result.message}"[:300]
+
+
+def stopped_by(log: UsageLog, session_ids: Iterable[str] | None = None, *, limit: int = 50) -> list[AuditEntry]:
+    """The newest stop lines of the audit trail (who stopped what, and how it went), optionally for some
+    sessions only."""
+    entries = log.audit_entries(actions=STOP_ACTIONS, limit=limit)
+    if session_ids is None:
+        return entries
+    wanted = set(session_ids)
+    return [e for e in entries if e.target in wanted]
 
 
 def idle_sessions(sessions: Iterable[LiveSession], minutes: float) -> tuple[list[LiveSession], int]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lib.access import parse_emails
+
 Provider = Literal["local", "liveavatar", "heygen"]
 PROVIDERS: tuple[str, ...] = ("local", "liveavatar", "heygen")
 
@@ -135,6 +137,20 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("llm_model", "LLM_MODEL", "(none)", "Model name for the chat endpoint."),
     Setting("llm_api_key", "LLM_API_KEY", "(none)", "Key for the chat endpoint, if it needs one."),
+    Setting(
+        "operator_emails",
+        "OPERATOR_EMAILS",
+        "(none)",
+        "With sign-in (`[auth]` in secrets.toml): comma-separated emails or `@domain`s that may start, stop and "
+        "spend (force-stop, stop idle/older, budget override, history import, pricing).",
+    ),
+    Setting(
+        "viewer_emails",
+        "VIEWER_EMAILS",
+        "(none)",
+        "With sign-in: comma-separated emails or `@domain`s that may see every page but change nothing. "
+        "Anyone else who signs in is refused.",
+    ),
 )
 
 
@@ -162,6 +178,8 @@ class Settings:
     llm_base_url: str | None = None
     llm_model: str | None = None
     llm_api_key: Secret | None = field(default=None, repr=False)
+    operator_emails: tuple[str, ...] = ()
+    viewer_emails: tuple[str, ...] = ()
 
     @property
     def has_heygen_key(self) -> bool:
@@ -259,6 +277,13 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         if preset not in PRESETS:
             raise SettingsError(f"CREDIT_PRESET must be one of {', '.join(PRESETS)}; got {preset!r}.")
 
+    emails: dict[str, tuple[str, ...]] = {}
+    for name in ("operator_emails", "viewer_emails"):
+        try:
+            emails[name] = parse_emails(get(name))
+        except ValueError as exc:
+            raise SettingsError(f"{name.upper()}: {exc}. Use comma-separated addresses or @domain.") from None
+
     return Settings(
         provider=provider,  # type: ignore[arg-type]
         liveavatar_api_key=liveavatar_key,
@@ -292,4 +317,6 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         llm_base_url=get("llm_base_url"),
         llm_model=get("llm_model"),
         llm_api_key=Secret(llm_key) if llm_key else None,
+        operator_emails=emails["operator_emails"],
+        viewer_emails=emails["viewer_emails"],
     )

@@ -26,7 +26,7 @@ from lib.heygen.models import Avatar, Voice
 from lib.live.controller import AUDIO_RATE, ComponentState, LiveChat, Services
 from lib.usage.store import EndReason
 from lib.voice import VoiceListener
-from ui import resources
+from ui import access, resources
 
 SAMPLE_KNOWLEDGE_BASE = (
     "Avatar Ops is a dashboard for running real-time streaming avatars. "
@@ -40,20 +40,30 @@ VIDEO_KEYS = ("avatar-stream", "avatar-stream-mic")  # without and with the micr
 LEFT_PAGE_KEY = "live_video_left_page"
 
 
-def _admit(provider_name: str, override: bool) -> Admission:
-    return admit_session(resources.budget_status(), resources.pricing(), provider_name, override=override)
-
-
 def _services() -> Services:
     settings = resources.settings()
     provider = resources.provider()
+    who = access.identity()
+
+    def admit(provider_name: str, override: bool) -> Admission:
+        # An override is audited with who made it (admit_session checks the role again).
+        return admit_session(
+            resources.budget_status(),
+            resources.pricing(),
+            provider_name,
+            override=override,
+            identity=who,
+            log=resources.usage_log(),
+        )
+
     return Services(
         provider_name=provider.name,
         client=provider.client,
         usage=resources.usage_log(),
         idle_timeout=settings.idle_timeout,
         watcher_timeout=settings.watcher_timeout,
-        admit=_admit,
+        admit=admit,
+        identity=who,
         # The page's imports are done: take them (and closed sessions' garbage) out of later GCs.
         before_start=gc_pauses.settle,
     )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import streamlit as st
 
 from lib import ops
+from lib.access import Action, NotAllowed
 from lib.accounts import AccountError
 from lib.capabilities import Concurrency
 from lib.usage.credits import Pricing
-from ui import resources
+from ui import access, resources
 from ui.widgets import browser_timezone, fmt_credits, fmt_money
 
 REFRESH_S = 5
@@ -30,6 +32,7 @@ except ValueError as exc:
     st.stop()
 tz = browser_timezone()
 state = st.session_state
+who = access.identity()
 
 
 def show_results(results: list[ops.StopResult]) -> None:
@@ -38,11 +41,14 @@ def show_results(results: list[ops.StopResult]) -> None:
     lines = "\n".join(
         f"- `{r.session_id}`: **{r.label}**" + (f" — {r.message}" if r.outcome == "failed" else "") for r in results
     )
-    (st.warning if failed else st.success)(f"Force stop: {stopped} of {len(results)} stopped.\n\n{lines}")
+    by = f" by {who.actor}" if who.signed_in else ""
+    (st.warning if failed else st.success)(f"Force stop{by}: {stopped} of {len(results)} stopped.\n\n{lines}")
 
 
 if results := state.pop("stop_results", None):
     show_results(results)
+if refused := state.pop("stop_refused", None):
+    st.error(refused, icon=":material/block:")
 
 controls = st.columns([1, 1, 1, 1.4], vertical_alignment="bottom")
 auto = controls[0].toggle(
@@ -111,13 +117,58 @@ def confirm_stop(request: dict) -> None:
     )
     left, right = st.columns(2)
     if left.button(f"Force stop {len(targets)}", type="primary", icon=":material/stop_circle:"):
-        with st.spinner("Stopping…"):
-            state["stop_results"] = ops.force_stop(provider.account, log, provider.name, targets)
+        try:
+            with st.spinner("Stopping…"):
+                state["stop_results"] = ops.force_stop(
+                    provider.account,
+                    log,
+                    provider.name,
+                    targets,
+                    identity=who,
+                    action=Action(request.get("action", Action.FORCE_STOP)),
+                )
+        except NotAllowed as exc:
+            state["stop_refused"] = str(exc)
         state.pop("stop_pending", None)
         st.rerun()
     if right.button("Cancel"):
         state.pop("stop_pending", None)
         st.rerun()
+
+
+def stop_buttons(
+    selected: list[str], idle: list[ops.LiveSession], older: list[ops.LiveSession], sessions: list[ops.LiveSession]
+) -> None:
+    """The stop shortcuts (operators only; ``ops.force_stop`` checks the role again)."""
+    b = st.columns([1, 1, 1, 2], vertical_alignment="center")
+    if b[0].button(
+        f"Force stop {len(selected)} selected", disabled=not selected, type="primary", icon=":material/stop_circle:"
+    ):
+        state["stop_pending"] = {"ids": selected, "action": Action.FORCE_STOP}
+        st.rerun()
+    if caps.reports_idle and b[1].button(
+        f"Stop {len(idle)} idle > {idle_minutes:g} min", disabled=not idle, icon=":material/bedtime:"
+    ):
+        state["stop_pending"] = {"ids": [s.session_id for s in idle], "action": Action.STOP_IDLE}
+        st.rerun()
+    if b[2].button(f"Stop {len(older)} older than {idle_minutes:g} min", disabled=not older, icon=":material/timer:"):
+        state["stop_pending"] = {"ids": [s.session_id for s in older], "action": Action.STOP_OLDER}
+        st.rerun()
+    if b[3].button(f"Stop all {len(sessions)}", icon=":material/block:"):
+        state["stop_pending"] = {"ids": [s.session_id for s in sessions], "action": Action.FORCE_STOP}
+        st.rerun()
+
+
+def recent_stops() -> None:
+    """Who stopped what, newest first: the stop lines of the audit trail."""
+    entries = ops.stopped_by(log, limit=10)
+    if not entries:
+        return
+    with st.expander(f"Recent stops ({len(entries)})"):
+        for e in entries:
+            when = datetime.fromtimestamp(e.at, ZoneInfo(tz))
+            what = e.action.replace("_", " ")
+            st.markdown(f"- `{e.target}` stopped by **{e.actor}** at {when:%Y-%m-%d %H:%M:%S} ({what}: {e.detail})")
 
 
 @st.fragment(run_every=REFRESH_S if auto and not pending else None)
@@ -250,23 +301,10 @@ def live_sessions() -> None:
     idle, unknown = ops.idle_sessions(sessions, idle_minutes)
     older = ops.older_sessions(sessions, idle_minutes)
 
-    b = st.columns([1, 1, 1, 2], vertical_alignment="center")
-    if b[0].button(
-        f"Force stop {len(selected)} selected", disabled=not selected, type="primary", icon=":material/stop_circle:"
-    ):
-        state["stop_pending"] = {"ids": selected}
-        st.rerun()
-    if caps.reports_idle and b[1].button(
-        f"Stop {len(idle)} idle > {idle_minutes:g} min", disabled=not idle, icon=":material/bedtime:"
-    ):
-        state["stop_pending"] = {"ids": [s.session_id for s in idle]}
-        st.rerun()
-    if b[2].button(f"Stop {len(older)} older than {idle_minutes:g} min", disabled=not older, icon=":material/timer:"):
-        state["stop_pending"] = {"ids": [s.session_id for s in older]}
-        st.rerun()
-    if b[3].button(f"Stop all {len(sessions)}", icon=":material/block:"):
-        state["stop_pending"] = {"ids": [s.session_id for s in sessions]}
-        st.rerun()
+    if who.is_operator:
+        stop_buttons(selected, idle, older, sessions)
+    else:
+        access.viewer_note("stop sessions")
     if caps.reports_idle and unknown:
         st.caption(f"{unknown} session(s) do not report idle time ({provider.label}), so the idle shortcut skips them.")
     elif not caps.reports_idle and caps.idle_timeout_s:
@@ -277,5 +315,6 @@ def live_sessions() -> None:
 
 
 live_sessions()
+recent_stops()
 if pending and "sessions_snapshot" in state:
     confirm_stop(pending)

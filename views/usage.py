@@ -11,19 +11,22 @@ import time
 from datetime import UTC, date, datetime
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
-from lib.accounts import AccountError, PastSession
+from lib import usage_admin
+from lib.access import Action, NotAllowed
+from lib.accounts import AccountError
 from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError
 from lib.usage import charts
 from lib.usage import queries as q
 from lib.usage.credits import PLANS, PRESETS, Pricing
-from lib.usage.store import HistoryRow
-from ui import resources
+from ui import access, resources
 from ui.widgets import browser_timezone, budget_change, fmt_change, fmt_credits, fmt_duration, fmt_money
 
 TABLE_ROWS = 500
+AUDIT_ROWS = 200
 CACHE_TTL_S = 30
 
 
@@ -82,6 +85,7 @@ except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
 db = str(log.path)
+who = access.identity()
 tz = browser_timezone()
 today = datetime.now().astimezone(q.UsageFilter(tz=tz).zone).date()
 
@@ -128,11 +132,20 @@ with (
         help="Price per credit = the plan's price ÷ its monthly credits; budget = its monthly credits. "
         "Overage on Starter, Pro and Scale: $0.10 per credit.",
     )
-    if st.form_submit_button("Save pricing"):
+    if not who.is_operator:
+        access.viewer_note("edit pricing")
+    # A viewer's button is disabled; usage_admin.save_pricing checks the role again.
+    if st.form_submit_button("Save pricing", disabled=not who.is_operator):
         chosen = Pricing(PRESETS[preset], price, budget)
-        log.save_pricing(chosen if plan is None else Pricing.for_plan(PRESETS[preset], PLANS[plan]))
-        st.session_state["pricing_saved"] = True
-        st.rerun()
+        try:
+            usage_admin.save_pricing(
+                log, chosen if plan is None else Pricing.for_plan(PRESETS[preset], PLANS[plan]), identity=who
+            )
+        except NotAllowed as exc:
+            st.error(str(exc))
+        else:
+            st.session_state["pricing_saved"] = True
+            st.rerun()
 if st.session_state.pop("pricing_saved", False):
     st.toast("Pricing saved.", icon=":material/check:")
 local_estimate = pricing_cols[1].toggle(
@@ -355,6 +368,37 @@ else:
         on_click="ignore",
     )
 
+# -- audit trail ------------------------------------------------------------------------------
+audit = log.audit_entries(limit=AUDIT_ROWS)
+overrides = [e for e in audit if e.action == Action.BUDGET_OVERRIDE]
+with st.expander(f"Audit trail: {len(audit)} recent action(s), {len(overrides)} budget override(s)"):
+    st.caption(
+        "Who (the signed-in email, or *local* without sign-in and on the command line) stopped sessions, overrode "
+        "the budget, imported history or changed pricing, newest first."
+    )
+    if overrides:
+        st.markdown("**Budget overrides**")
+        for e in overrides:
+            st.markdown(f"- {datetime.fromtimestamp(e.at, flt.zone):%Y-%m-%d %H:%M:%S} · **{e.actor}** · {e.detail}")
+    if audit:
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "when": [datetime.fromtimestamp(e.at, flt.zone) for e in audit],
+                    "who": [e.actor for e in audit],
+                    "action": [e.action.replace("_", " ") for e in audit],
+                    "target": [e.target for e in audit],
+                    "detail": [e.detail for e in audit],
+                }
+            ),
+            key="usage_audit",
+            hide_index=True,
+            width="stretch",
+            column_config={"when": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm:ss")},
+        )
+    else:
+        st.info("No operator actions recorded yet.")
+
 # -- provider history import -------------------------------------------------------------------
 if caps.history:
     message = st.session_state.pop("import_message", None)
@@ -369,34 +413,23 @@ if caps.history:
                 else "."
             )
         )
-        if st.button("Import history"):
+        if not who.is_operator:
+            access.viewer_note("import history")
+        elif st.button("Import history"):
             try:
-                account = resources.provider_or_stop().account
                 start = time.monotonic()
                 # The filter's local days as exact instants: a bare date_to would mean its midnight.
                 lo, hi = flt.bounds()
                 assert lo is not None and hi is not None  # the import form always has both dates
-                past: list[PastSession] = account.history(
-                    datetime.fromtimestamp(lo, UTC), datetime.fromtimestamp(hi, UTC)
+                result = usage_admin.import_history(
+                    resources.provider_or_stop().account,
+                    log,
+                    settings.provider,
+                    datetime.fromtimestamp(lo, UTC),
+                    datetime.fromtimestamp(hi, UTC),
+                    identity=who,
                 )
-                rows = [
-                    HistoryRow(
-                        p.session_id,
-                        p.created_at,
-                        p.duration_s,
-                        p.avatar_id,
-                        p.voice,
-                        ended_at=p.ended_at,
-                        mode=p.mode,
-                        source=p.source,
-                        is_sandbox=p.is_sandbox,
-                        billed_credits=p.credits_consumed,
-                        end_reason=p.end_reason,
-                    )
-                    for p in past
-                ]
-                result = log.import_provider_history(rows, settings.provider)
-            except (AccountError, HeyGenError) as exc:
+            except (AccountError, HeyGenError, NotAllowed) as exc:
                 st.error(str(exc))
             else:
                 st.cache_data.clear()

@@ -14,7 +14,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from lib import ops
+from lib import ops, usage_admin
+from lib.access import LOCAL_OPERATOR, Action
 from lib.accounts import AccountError
 from lib.cli import output
 from lib.cli.config import CliError, ExitCode, connect, open_log, pricing, provider_error
@@ -22,7 +23,7 @@ from lib.providers import Provider
 from lib.settings import Settings
 from lib.usage.credits import Pricing
 from lib.usage.queries import LOCAL_PROVIDERS, Kpis, UsageFilter, kpis, sessions_csv
-from lib.usage.store import HistoryRow, UsageLog
+from lib.usage.store import UsageLog
 
 NOT_FOUND_MESSAGE = "Neither active on the provider nor in the usage log: check the id."
 
@@ -188,10 +189,12 @@ def sessions_stop(
         with open_log(settings) as log:
             snapshot = _snapshot(provider, log, pricing(log, settings))
             settled: list[Outcome] = []
+            action = Action.FORCE_STOP
             if stop_all:
                 targets = list(snapshot.sessions)
             elif idle_over is not None:
                 targets, unknown = ops.idle_sessions(snapshot.sessions, idle_over)
+                action = Action.STOP_IDLE
                 if unknown:
                     print(
                         f"note: {unknown} session(s) do not report idle time ({provider.label} does not say); "
@@ -200,6 +203,7 @@ def sessions_stop(
                     )
             elif older_than is not None:
                 targets = ops.older_sessions(snapshot.sessions, older_than)
+                action = Action.STOP_OLDER
             else:
                 targets, settled = _pick_by_id(snapshot, log, ids)
             if dry_run:
@@ -212,7 +216,9 @@ def sessions_stop(
             else:
                 done = [
                     Outcome(r.session_id, r.outcome, r.message)
-                    for r in ops.force_stop(provider.account, log, provider.name, targets)
+                    for r in ops.force_stop(
+                        provider.account, log, provider.name, targets, identity=LOCAL_OPERATOR, action=action
+                    )
                 ]
     finally:
         provider.close()
@@ -331,27 +337,12 @@ def usage_import(settings: Settings, *, date_from: date | None, date_to: date | 
     end = _day_start(date_to + timedelta(days=1)) if date_to else datetime.max.replace(tzinfo=UTC)
     try:
         try:
-            past = provider.account.history(start, end)
+            with open_log(settings) as log:
+                result = usage_admin.import_history(
+                    provider.account, log, provider.name, start, end, identity=LOCAL_OPERATOR
+                )
         except AccountError as exc:
             raise provider_error(exc) from None
-        rows = [
-            HistoryRow(
-                p.session_id,
-                p.created_at,
-                p.duration_s,
-                p.avatar_id,
-                p.voice,
-                ended_at=p.ended_at,
-                mode=p.mode,
-                source=p.source,
-                is_sandbox=p.is_sandbox,
-                billed_credits=p.credits_consumed,
-                end_reason=p.end_reason,
-            )
-            for p in past
-        ]
-        with open_log(settings) as log:
-            result = log.import_provider_history(rows, provider.name)
     finally:
         provider.close()
     if as_json:

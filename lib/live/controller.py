@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple
 import av
 import numpy as np
 
+from lib.access import LOCAL_OPERATOR, Action, Identity, NotAllowed, require_operator
 from lib.guards import Admission
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
@@ -92,6 +93,9 @@ class Services:
     # Creates the live session (provider session + media link); the default is the real one.
     new_session: Callable[..., LiveSession] = LiveSession
     before_start: Callable[[], object] = lambda: None  # e.g. take the page's imports out of later GCs
+    # Who presses START: only an operator may start a session (a session spends credits). The default is the
+    # local operator of an app without sign-in.
+    identity: Identity = LOCAL_OPERATOR
 
 
 SessionView = tuple[SessionState, str | None] | None  # a session's state and error, as a page draws them
@@ -376,7 +380,12 @@ class LiveChat:
         """A new session, unless the monthly budget guard refuses it (then ``refused`` says why)."""
         self._release(EndReason.REPLACED)
         services = self._services()
-        admission = services.admit(services.provider_name, override)
+        try:
+            require_operator(services.identity, Action.BUDGET_OVERRIDE if override else Action.START_SESSION)
+            admission = services.admit(services.provider_name, override)
+        except NotAllowed as exc:  # nothing was created: the page shows why, as for a budget refusal
+            self.refused = str(exc)
+            return
         if not admission.allowed:
             self.refused = admission.message
             return

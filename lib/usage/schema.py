@@ -60,6 +60,19 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sessions ADD COLUMN provider_duration_s REAL;
     ALTER TABLE sessions ADD COLUMN provider_end_reason TEXT;
     """,
+    # 4: the audit trail: who (a signed-in email, or "local") did which operator action, on what, and when.
+    """
+    CREATE TABLE IF NOT EXISTS audit (
+        id     INTEGER PRIMARY KEY,
+        at     REAL NOT NULL,
+        actor  TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT
+    );
+    CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+    CREATE INDEX IF NOT EXISTS audit_target ON audit (target);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

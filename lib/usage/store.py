@@ -208,6 +208,17 @@ skew between machines sharing one log."""
 _SENSITIVE_KEY = re.compile(r"api[_-]?key|token|secret|password|authori[sz]ation|credential", re.I)
 
 
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit trail: ``at`` in UTC unix seconds; ``actor`` an email or ``local``."""
+
+    at: float
+    actor: str
+    action: str
+    target: str | None
+    detail: str | None
+
+
 def _scrub(value: Any) -> Any:
     """Credentials never reach the log, even if a caller passes a whole request body as details."""
     if isinstance(value, Mapping):
@@ -675,6 +686,46 @@ class UsageLog:
                 )
                 updated += cur.rowcount
         return HistoryImport(added, updated, len(parsed))
+
+    # -- audit trail -------------------------------------------------------------------------
+
+    def record_audit(
+        self, actor: str, action: str, target: str | None = None, detail: str | None = None, at: Timestamp = None
+    ) -> None:
+        """Who (a signed-in email, or ``local``) did which operator action, on what. ``detail`` is a short
+        human line (an outcome, a figure), never a credential."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+                (to_unix(at), actor, str(action), target, detail),
+            )
+
+    def audit_entries(
+        self,
+        *,
+        actions: Iterable[str] = (),
+        target: str | None = None,
+        since: Timestamp | float | None = None,
+        limit: int = 200,
+    ) -> list[AuditEntry]:
+        """Audit lines, newest first, optionally only some actions, one target, or since a time."""
+        sql = "SELECT at, actor, action, target, detail FROM audit WHERE 1 = 1"
+        params: list[Any] = []
+        wanted = [str(a) for a in actions]
+        if wanted:
+            sql += f" AND action IN ({', '.join('?' * len(wanted))})"
+            params += wanted
+        if target is not None:
+            sql += " AND target = ?"
+            params.append(target)
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(to_unix(since))
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+        params.append(int(limit))
+        with self._connection() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return [AuditEntry(*row) for row in rows]
 
     # -- settings ----------------------------------------------------------------------------
 

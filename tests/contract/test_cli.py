@@ -109,6 +109,10 @@ def test_stop_by_id_stops_only_that_session_and_logs_force_stopped(cli, client: 
     assert target not in active_ids(client) and bystander in active_ids(client)
     row = log.get_session(target)
     assert row is not None and row.end_reason == EndReason.FORCE_STOPPED and not row.started_by_dashboard
+    # The command line is a local admin tool: it acts (and is audited) as "local".
+    assert [(e.actor, e.action, e.detail) for e in log.audit_entries(target=target)] == [
+        ("local", "force_stop", "stopped")
+    ]
 
     # Again, plus an id nobody knows: the first is already gone (fine), the second is not found (4).
     code, out, err = cli("sessions", "stop", target, "no-such-session", "--json")
@@ -134,6 +138,7 @@ def test_stop_idle_over_stops_only_idle_sessions(cli, client: StreamingClient, l
     assert idle in out and busy not in out
     assert idle not in active_ids(client) and busy in active_ids(client)
     assert log.get_session(idle).end_reason == EndReason.FORCE_STOPPED  # type: ignore[union-attr]
+    assert [(e.actor, e.action) for e in log.audit_entries(target=idle)] == [("local", "stop_idle")]
 
 
 def test_stop_all_needs_yes(cli, client: StreamingClient) -> None:

@@ -60,5 +60,5 @@ def test_over_budget_refuses_heygen_sessions_and_a_logged_override_lets_one_thro
     )
     assert live.wait_connected(20), live.error
     events = {kind: details for _, kind, details in log.events(live.session_id)}
-    assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0}
+    assert events[BUDGET_OVERRIDE_EVENT] == {"used_credits": 12.0, "budget_credits": 10.0, "by": "local"}
     live.stop()

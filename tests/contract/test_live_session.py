@@ -264,6 +264,7 @@ def test_reconnects_by_itself_after_the_engine_restarts(tmp_path, usage):
 def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
     """The Sessions page (or the command line) stops a session a Live chat tab is showing."""
     from lib import ops
+    from lib.access import LOCAL_OPERATOR
     from lib.accounts import StreamingAccount
     from lib.capabilities import CAPABILITIES, ProviderKind
     from lib.usage.credits import PRESETS, Pricing
@@ -273,7 +274,7 @@ def test_a_force_stop_elsewhere_is_not_undone_by_a_reconnect(client, usage):
     session_id = live.session_id
     account, caps = StreamingAccount(client), CAPABILITIES[ProviderKind.LOCAL]
     snapshot = ops.take_snapshot(account, usage, caps, Pricing(PRESETS["heygen_current"]))
-    results = ops.force_stop(account, usage, "local", snapshot.by_id([session_id]))
+    results = ops.force_stop(account, usage, "local", snapshot.by_id([session_id]), identity=LOCAL_OPERATOR)
     assert [r.outcome for r in results] == ["stopped"]
 
     assert _wait(lambda: live.state is SessionState.DISCONNECTED, 15), (live.state, live.error)

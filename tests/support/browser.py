@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,9 +107,15 @@ def running_engine(tmp_path_factory: pytest.TempPathFactory, name: str = "engine
 
 @contextmanager
 def run_app(
-    engine: EngineProcess, data_dir: Path, *, extra_env: dict[str, str] | None = None, timeout: float = 60.0
+    engine: EngineProcess,
+    data_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    extra_args: Sequence[str] = (),
+    timeout: float = 60.0,
 ) -> Iterator[AppServer]:
-    """`streamlit run app.py` on a free port against `engine`; yields once `/_stcore/health` answers."""
+    """`streamlit run app.py` on a free port against `engine`; yields once `/_stcore/health` answers.
+    ``extra_args`` are Streamlit options, e.g. ``--secrets.files`` for a test's own secrets (``[auth]``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log_path = data_dir / "streamlit.log"
@@ -127,6 +133,7 @@ def run_app(
                 "true",
                 "--browser.gatherUsageStats",
                 "false",
+                *extra_args,
             ],
             cwd=ROOT,
             env=app_env(engine, data_dir, extra_env),

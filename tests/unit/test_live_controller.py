@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from lib.access import LOCAL_OPERATOR, Identity, Role
 from lib.guards import Admission
 from lib.heygen.models import TaskResult
 from lib.live.controller import (
@@ -79,6 +80,7 @@ class World:
         self.over_budget = False
         self.sessions: list[FakeSession] = []
         self.overrides: list[bool] = []
+        self.identity = LOCAL_OPERATOR
 
     def admit(self, provider: str, override: bool) -> Admission:
         self.overrides.append(override)
@@ -100,6 +102,7 @@ class World:
             watcher_timeout=45,
             admit=self.admit,
             new_session=self.new_session,  # type: ignore[arg-type]
+            identity=self.identity,
         )
 
 
@@ -334,3 +337,22 @@ def test_a_concurrency_refusal_points_to_the_sessions_page(chat: LiveChat, world
     world.sessions[0].state = SessionState.FAILED
     world.sessions[0].error, world.sessions[0].error_kind = "Too many sessions", "ConcurrencyLimit"
     assert chat.too_many_sessions
+
+
+@pytest.mark.parametrize("role", [Role.VIEWER, Role.NONE])
+def test_only_an_operator_starts_a_session_a_viewers_start_creates_nothing(
+    chat: LiveChat, world: World, role: Role
+) -> None:
+    world.identity = Identity("vera@example.com", role, signed_in=True)
+    replay(chat, SIGNALLING, PLAYING, PLAYING)
+    assert world.sessions == [] and world.overrides == []  # not even the budget was asked
+    assert not chat.live
+    assert chat.refused is not None and "may not start a session" in chat.refused
+    world.over_budget = True
+    chat.override_budget(SETUP)
+    assert world.sessions == [] and "may not override the budget" in (chat.refused or "")
+
+    world.identity = Identity("otto@example.com", Role.OPERATOR, signed_in=True)
+    chat.reconnect(SETUP)  # the same playing component, now an operator: a session starts (past the budget)
+    chat.override_budget(SETUP)
+    assert len(world.sessions) == 1 and chat.live and chat.refused is None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from lib import ops
+from lib.access import LOCAL_OPERATOR
 from lib.accounts import StreamingAccount
 from lib.capabilities import CAPABILITIES, ProviderKind
 from lib.heygen.errors import HeyGenError, ProviderUnavailable, SessionNotFound, SessionStateError, Unauthorized
@@ -134,7 +135,7 @@ def test_force_stop_reports_each_outcome_and_logs_it(log: UsageLog) -> None:
     )
     snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
 
-    results = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW + 5)
+    results = ops.force_stop(account(client), log, "heygen", snap.sessions, identity=LOCAL_OPERATOR, now=NOW + 5)
 
     outcome = {r.session_id: r for r in results}
     assert {k: r.outcome for k, r in outcome.items()} == {
@@ -167,7 +168,7 @@ def test_stopping_a_session_that_is_already_closing_counts_as_gone(log: UsageLog
         stop_errors={"s": SessionStateError(10005, "state wrong: closed", state="closed", provider_label="HeyGen")},
     )
     snap = ops.take_snapshot(account(client), log, HEYGEN, PRICING, now=NOW)
-    (result,) = ops.force_stop(account(client), log, "heygen", snap.sessions, now=NOW)
+    (result,) = ops.force_stop(account(client), log, "heygen", snap.sessions, identity=LOCAL_OPERATOR, now=NOW)
     assert result.outcome == "already_gone" and result.label == "already gone"
     assert log.get_session("s") is None  # an orphan that was not stopped by us is not invented in the log
 
