@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from lib.accounts import AccountError
 from lib.cli import commands
 from lib.cli.config import CliError, ExitCode, resolve_settings
@@ -29,7 +31,7 @@ settings:
   local provider: talks to an engine that is already running; set ENGINE_URL and ENGINE_API_KEY
   (e.g. start one with: ENGINE_API_KEY=<key> python -m lib.engine --port 8765, and point the app at it
   with the same ENGINE_URL so both see the same sessions). heygen provider (shut down 2026-03-31,
-  legacy): HEYGEN_API_KEY. USAGE_DB_PATH (or --db) selects the usage log.
+  legacy): HEYGEN_API_KEY. USAGE_DB_PATH (or --db) selects the usage log file; DATABASE_URL=postgresql://… a shared one.
 
 exit codes:
   0  success (also: nothing to stop, or a session that had already ended)
@@ -269,6 +271,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except (HeyGenError, AccountError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.PROVIDER)
-    except (UsageLogError, sqlite3.Error) as exc:
+    except (UsageLogError, sqlite3.Error, SQLAlchemyError) as exc:
         print(f"error: the usage log cannot be used: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)

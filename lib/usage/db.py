@@ -41,7 +41,7 @@ def parse_url(target: str) -> URL:
 
 def safe_url(url: URL) -> str:
     """The URL as it may be shown: password replaced by ``***``."""
-    return url.render_as_string(hide_password=True)
+    return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
 def scrub(text: str, url: URL | None) -> str:

@@ -18,6 +18,7 @@ import pytest
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.schema import SCHEMA_VERSION
 from lib.usage.store import EndReason, EventKind, HistoryRow, UsageLog, UsageLogError
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
@@ -477,3 +478,30 @@ def test_version_2_log_gains_the_provider_columns_and_keeps_its_sessions(tmp_pat
         assert usage.schema_version == SCHEMA_VERSION
         old = usage.get_session("old")
         assert old is not None and old.billed_credits is None and old.mode is None and old.is_sandbox is None
+
+
+def test_a_wrong_database_password_is_reported_without_the_password(postgres: PostgresServer) -> None:
+    url = postgres.create_database().replace(f":{postgres.password}@", ":wrong-pw-4711@")
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(url)
+    message = str(raised.value)
+    assert "wrong-pw-4711" not in message and postgres.password not in message
+    assert "DATABASE_URL" in message and "password authentication failed" in message
+    assert "postgresql://avatar_ops:***@127.0.0.1" in message
+
+
+def test_an_unreachable_server_is_reported_without_the_password(postgres: PostgresServer) -> None:
+    url = f"postgresql://avatar_ops:{postgres.password}@127.0.0.1:1/usage"
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(url, busy_timeout_s=2)
+    assert postgres.password not in str(raised.value) and "127.0.0.1" in str(raised.value)
+
+
+def test_the_log_is_shown_as_its_file_or_its_url_without_the_password(usage_target: str) -> None:
+    with UsageLog(usage_target) as usage:
+        if usage.dialect == "sqlite":
+            assert usage.location == usage_target
+        else:
+            password = usage_target.split("@")[0].rsplit(":", 1)[1]
+            assert usage.location == usage_target.replace(password, "***")
+            assert password not in repr(usage)
