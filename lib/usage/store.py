@@ -333,6 +333,10 @@ class UsageLog:
         with self._write_lock, self._transaction(write=True) as conn:
             yield conn
 
+    def write(self) -> AbstractContextManager[db.Connection]:
+        """A write transaction (one writer at a time, as every method's), for bulk tools such as the copy."""
+        return self._write()
+
     def close(self) -> None:
         self._closed = True
         if self._engine is not None:
