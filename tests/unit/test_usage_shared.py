@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 from lib.cli import ExitCode, main
+from lib.ops import StopCounts, stopped_today
+from lib.scripts.store import ScriptStore
+from lib.usage.credits import PRESETS, Pricing
 from lib.usage.schema import SCHEMA_VERSION
 from lib.usage.store import EndReason, EventKind, HistoryRow, UsageLog
 from tests.support.postgres import PostgresServer
@@ -238,3 +241,24 @@ def test_two_logs_migrating_a_fresh_database_at_once_both_open_it(usage_target: 
     assert errors == []
     with UsageLog(usage_target) as log:
         assert log.schema_version == SCHEMA_VERSION
+
+
+def test_saved_scripts_pricing_and_stop_counts_work_on_both_backends(usage_target: str) -> None:
+    with UsageLog(usage_target) as log:
+        scripts = ScriptStore(log)
+        scripts.save("Welcome", "Hello there.")
+        scripts.save("password reset", "Go to settings.")
+        assert scripts.names() == ["password reset", "Welcome"]
+        assert scripts.delete("Welcome") and scripts.names() == ["password reset"]
+
+        log.save_pricing(Pricing(PRESETS["liveavatar_lite"], price_per_credit=0.2, monthly_budget_credits=300))
+        assert log.load_pricing(Pricing()).model.key == "liveavatar_lite"
+
+        now = MARCH + 12 * 3600
+        log.open_session("forced", "liveavatar", created_at=now - 600)
+        log.record_event("forced", EventKind.FORCE_STOP, {"outcome": "stopped"}, at=now - 60)
+        log.close_session("forced", EndReason.FORCE_STOPPED, at=now - 60)
+        log.open_session("ended", "liveavatar", created_at=now - 500)
+        log.close_session("ended", EndReason.STOPPED, at=now - 30)
+        assert stopped_today(log, now=now) == StopCounts(force_stopped=1, ended=2)
+        assert log.was_force_stopped("forced") and not log.was_force_stopped("ended")
