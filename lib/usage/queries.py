@@ -240,9 +240,13 @@ def _kpis(
     ).fetchone()
     p95 = None
     if n:
-        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session.
-        params["offset"] = math.ceil(0.95 * n) - 1
-        p95 = conn.execute(base + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset", params).fetchone()[0]
+        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session. Durations only: pricing every row
+        # again just to sort by duration cost as much as the totals themselves.
+        durations: dict[str, Any] = {"offset": math.ceil(0.95 * n) - 1}
+        p95 = conn.execute(
+            _base(conn.sql, flt, durations, params["now"]) + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset",
+            durations,
+        ).fetchone()[0]
     credits = float(credits)
     return Kpis(
         sessions=int(n),
