@@ -8,7 +8,7 @@ PORT ?= 8501
 # Loopback only unless you say otherwise (configure sign-in first: README "Sign-in and roles").
 ADDRESS ?= 127.0.0.1
 
-.PHONY: run test bench lint deps browser-deps engine clean
+.PHONY: run test bench lint deps browser-deps postgres-deps engine clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ browser-deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	fi
 
+# Debian's PostgreSQL server binaries: the tests start a throwaway cluster of their own (no service is enabled).
+postgres-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1; then \
+		echo "Installing Debian postgresql (usage log tests on PostgreSQL)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+
 run: deps
 	$(BIN)/streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
 
@@ -38,7 +45,7 @@ lint: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: deps browser-deps lint
+test: deps browser-deps postgres-deps lint
 	$(BIN)/python -m pytest
 
 bench: deps browser-deps

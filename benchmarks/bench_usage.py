@@ -1,22 +1,25 @@
-"""Usage page query speed on a large log: 100,000 sessions and 1,000,000 events over 90 days.
+"""Usage page query speed on a large log, on SQLite or PostgreSQL: N sessions (10 events each) over 90 days.
 
-Run: ``.venv/bin/python -m benchmarks.bench_usage`` (or ``python benchmarks/bench_usage.py``).
-The log is generated once and cached (``--path``, default in the system temp dir); ``--rebuild``
-regenerates it. Prints one JSON object; goal: the page's full query set under 1000 ms.
+Run: ``.venv/bin/python -m benchmarks.bench_usage [--database-url URL] [--sessions N] [--seed S]``.
+The same seed and size give the same log (same sessions, same figures, whatever the day it runs) in either
+backend: ``--database-url postgresql://…`` (or ``DATABASE_URL``) fills that database, else a SQLite file cached
+in the system temp dir. A log already holding this very dataset is reused; ``--rebuild`` regenerates it.
+Prints one JSON object; goal: the page's full query set under 1000 ms.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
+import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,112 +38,127 @@ from lib.usage import (
     sessions_by_hour,
     sessions_table,
 )
+from lib.usage.db import POSTGRES
 
 SESSIONS = 100_000
-EVENTS = 1_000_000
+EVENTS_PER_SESSION = 10
 DAYS = 90
-DATASET_VERSION = 1
-DEFAULT_PATH = Path(tempfile.gettempdir()) / "avatar-ops-bench" / f"usage-100k-v{DATASET_VERSION}.db"
+DATASET_VERSION = 2
+ANCHOR = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+"""End of the 90 days: fixed, so every run builds the same log whatever the day."""
+CHUNK = 20_000
+BENCH_DIR = Path(tempfile.gettempdir()) / "avatar-ops-bench"
 
 AVATARS = [f"avatar_{i:02d}" for i in range(12)]
 VOICES = [f"voice_{i:02d}" for i in range(6)]
 QUALITIES = ["low", "medium", "high"]
 TASK_KINDS = ["task", "task", "task", "keep_alive", "interrupt", "voice_turn"]
+REASONS = np.array(["stopped", "released", "idle_timeout", "force_stopped", "lost"])
+SESSION_COLUMNS = (
+    "session_id, provider, avatar_id, voice_id, quality, video_encoding, started_by_dashboard, created_at, "
+    "connected_at, ended_at, end_reason, last_seen"
+)
+
+Session = tuple[str, str, str, str, str, str, int, float, float, float | None, str | None, float]
+Event = tuple[str, float, str, str | None]
 
 
-def generate(path: Path, seed: int = 42) -> float:
-    """Write the synthetic log; returns the anchor time (end of the 90 days) it was built around."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    UsageLog(path).close()  # creates the schema through the real migrations
+def dataset_key(sessions: int, seed: int) -> dict[str, int]:
+    return {"version": DATASET_VERSION, "sessions": sessions, "events": sessions * EVENTS_PER_SESSION, "seed": seed}
 
-    rng = np.random.default_rng(seed)
-    anchor = time.time()
-    created = np.sort(anchor - rng.uniform(0, DAYS * 86400, SESSIONS))
-    duration = np.clip(rng.lognormal(np.log(180), 1.0, SESSIONS), 3.0, 3600.0)
-    is_open = rng.random(SESSIONS) < 0.005
-    provider = np.where(rng.random(SESSIONS) < 0.7, "heygen", "local")
-    avatar = rng.integers(0, len(AVATARS), SESSIONS)
-    voice = rng.integers(0, len(VOICES), SESSIONS)
-    quality = rng.integers(0, len(QUALITIES), SESSIONS)
-    # created + connected + closed per session, the rest spread as tasks etc.
-    extra = rng.multinomial(EVENTS - 3 * SESSIONS, np.full(SESSIONS, 1 / SESSIONS))
-    reasons = np.array(["stopped", "released", "idle_timeout", "force_stopped", "lost"])
-    reason = reasons[rng.choice(len(reasons), SESSIONS, p=[0.6, 0.2, 0.12, 0.05, 0.03])]
 
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("BEGIN")
-    rows = []
-    for i in range(SESSIONS):
-        start = float(created[i])
-        end = start + float(duration[i])
-        rows.append(
-            (
-                f"bench-{i:07d}",
-                str(provider[i]),
-                AVATARS[avatar[i]],
-                VOICES[voice[i]],
-                QUALITIES[quality[i]],
-                "VP8",
-                1,
-                start,
-                start + 1.5,
-                None if is_open[i] else end,
-                None if is_open[i] else str(reason[i]),
-                end,
+def chunks(sessions: int, seed: int) -> Iterator[tuple[list[Session], list[Event]]]:
+    """The dataset in chunks of sessions with their events; chunk k draws from its own seeded generator,
+    so the log depends only on (sessions, seed)."""
+    for k, first in enumerate(range(0, sessions, CHUNK)):
+        n = min(CHUNK, sessions - first)
+        rng = np.random.default_rng([seed, k])
+        created = ANCHOR - rng.uniform(0, DAYS * 86400, n)
+        duration = np.clip(rng.lognormal(np.log(180), 1.0, n), 3.0, 3600.0)
+        is_open = rng.random(n) < 0.005
+        provider = np.where(rng.random(n) < 0.7, "heygen", "local")
+        avatar = rng.integers(0, len(AVATARS), n)
+        voice = rng.integers(0, len(VOICES), n)
+        quality = rng.integers(0, len(QUALITIES), n)
+        reason = REASONS[rng.choice(len(REASONS), n, p=[0.6, 0.2, 0.12, 0.05, 0.03])]
+        # created + connected + closed per session, the other 7 at sorted random points in between.
+        extra = EVENTS_PER_SESSION - 3
+        points = np.sort(rng.random((n, extra)), axis=1)
+        rows: list[Session] = []
+        events: list[Event] = []
+        for i in range(n):
+            start = round(float(created[i]), 3)
+            end = round(start + float(duration[i]), 3)
+            sid = f"bench-{first + i:08d}"
+            rows.append(
+                (
+                    sid,
+                    str(provider[i]),
+                    AVATARS[avatar[i]],
+                    VOICES[voice[i]],
+                    QUALITIES[quality[i]],
+                    "VP8",
+                    1,
+                    start,
+                    start + 1.5,
+                    None if is_open[i] else end,
+                    None if is_open[i] else str(reason[i]),
+                    end,
+                )
             )
-        )
-    conn.executemany(
-        "INSERT INTO sessions (session_id, provider, avatar_id, voice_id, quality, video_encoding, "
-        "started_by_dashboard, created_at, connected_at, ended_at, end_reason, last_seen) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
-    # Extra events of session i sit at sorted random points between its connect and its end.
-    owner = np.repeat(np.arange(SESSIONS), extra)
-    fraction = np.sort(owner + rng.random(owner.size)) - owner
-    at_all = created[owner] + 1.5 + fraction * (duration[owner] - 1.5)
-    offsets = np.concatenate(([0], np.cumsum(extra)))
-    events: list[tuple[str, float, str, str | None]] = []
-    for i in range(SESSIONS):
-        sid, start, end = rows[i][0], rows[i][7], rows[i][11]
-        events.append((sid, start, "created", None))
-        events.append((sid, start + 1.5, "connected", None))
-        for k, at in enumerate(at_all[offsets[i] : offsets[i + 1]].tolist()):
-            kind = TASK_KINDS[k % len(TASK_KINDS)]
-            events.append((sid, at, kind, '{"task_type":"repeat"}' if kind == "task" else None))
-        events.append((sid, end, "closed", '{"reason":"stopped"}'))
-        if len(events) >= 200_000:
-            _insert_events(conn, events)
-    _insert_events(conn, events)
-    conn.execute("INSERT INTO settings (key, value) VALUES ('bench_anchor', ?)", (json.dumps(anchor),))
-    conn.execute("COMMIT")
-    conn.execute("ANALYZE")
-    conn.close()
-    return anchor
+            events.append((sid, start, "created", None))
+            events.append((sid, start + 1.5, "connected", None))
+            span = end - start - 1.5
+            for j, p in enumerate(points[i].tolist()):
+                kind = TASK_KINDS[j % len(TASK_KINDS)]
+                events.append((sid, start + 1.5 + p * span, kind, '{"task_type":"repeat"}' if kind == "task" else None))
+            events.append((sid, end, "closed", '{"reason":"stopped"}'))
+        yield rows, events
 
 
-def _insert_events(conn: sqlite3.Connection, events: list[tuple[str, float, str, str | None]]) -> None:
-    conn.executemany("INSERT INTO events (session_id, at, kind, details) VALUES (?, ?, ?, ?)", events)
-    events.clear()
+def generate(target: str, sessions: int, seed: int) -> None:
+    """Empty the log at ``target`` and write the dataset through the fastest bulk path of its backend."""
+    with UsageLog(target) as log:  # creates the schema through the real migrations
+        with log.write() as conn:
+            for table in ("events", "sessions", "settings"):
+                conn.execute(f"DELETE FROM {table}")
+        if log.dialect == POSTGRES:
+            _fill_postgres(log, sessions, seed)
+        else:
+            _fill_sqlite(log, sessions, seed)
+        log.set_setting("bench_dataset", dataset_key(sessions, seed))
+        with log.write() as conn:
+            conn.execute("ANALYZE")
 
 
-def cached_anchor(path: Path) -> float | None:
-    if not path.exists():
-        return None
+def _fill_sqlite(log: UsageLog, sessions: int, seed: int) -> None:
+    marks = ", ".join("?" * len(SESSION_COLUMNS.split(",")))
+    with log.write() as conn:
+        raw: Any = conn.sa.connection.dbapi_connection
+        for rows, events in chunks(sessions, seed):
+            raw.executemany(f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({marks})", rows)
+            raw.executemany("INSERT INTO events (session_id, at, kind, details) VALUES (?, ?, ?, ?)", events)
+
+
+def _fill_postgres(log: UsageLog, sessions: int, seed: int) -> None:
+    with log.write() as conn:
+        raw: Any = conn.sa.connection.dbapi_connection
+        with raw.cursor() as cur:
+            for rows, events in chunks(sessions, seed):
+                with cur.copy(f"COPY sessions ({SESSION_COLUMNS}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                with cur.copy("COPY events (session_id, at, kind, details) FROM STDIN") as copy:
+                    for event in events:
+                        copy.write_row(event)
+
+
+def holds_dataset(target: str, sessions: int, seed: int) -> bool:
     try:
-        conn = sqlite3.connect(path)
-        (sessions,) = conn.execute("SELECT COUNT(*) FROM sessions").fetchone()
-        (events,) = conn.execute("SELECT COUNT(*) FROM events").fetchone()
-        row = conn.execute("SELECT value FROM settings WHERE key = 'bench_anchor'").fetchone()
-        conn.close()
-    except sqlite3.Error:
-        return None
-    if sessions != SESSIONS or events != EVENTS or row is None:
-        return None
-    return float(json.loads(row[0]))
+        with UsageLog(target) as log:
+            return bool(log.get_setting("bench_dataset") == dataset_key(sessions, seed))
+    except Exception:
+        return False
 
 
 def page_queries(log: UsageLog, flt: UsageFilter, pricing: Pricing, today: date, now: float) -> dict[str, float]:
@@ -169,19 +187,29 @@ def summarize(totals: list[float]) -> dict[str, float | int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--path", type=Path, default=DEFAULT_PATH)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="postgresql://… or sqlite:///… (default: DATABASE_URL, else a cached SQLite file). Prefer the "
+        "environment variable: a URL on the command line shows its password to every user of the machine.",
+    )
+    parser.add_argument("--sessions", type=int, default=SESSIONS)
+    parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild", action="store_true")
     args = parser.parse_args(argv)
+    target = args.database_url or str(BENCH_DIR / f"usage-{args.sessions}-s{args.seed}-v{DATASET_VERSION}.db")
+    if not args.database_url:
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)
 
     generate_s = None
-    anchor = None if args.rebuild else cached_anchor(args.path)
-    if anchor is None:
+    if args.rebuild or not holds_dataset(target, args.sessions, args.seed):
         t = time.perf_counter()
-        anchor = generate(args.path)
+        generate(target, args.sessions, args.seed)
         generate_s = round(time.perf_counter() - t, 1)
 
-    today = datetime.fromtimestamp(anchor, UTC).date()
+    today = datetime.fromtimestamp(ANCHOR - 1, UTC).date()
     pricing = Pricing(PRESETS["heygen_current"], price_per_credit=0.99, monthly_budget_credits=5000)
     scopes = {
         "this_month": UsageFilter(today.replace(day=1), today),
@@ -189,25 +217,31 @@ def main(argv: list[str] | None = None) -> int:
     }
     result: dict[str, object] = {}
     per_query: dict[str, dict[str, float]] = {}
-    with UsageLog(args.path) as log:
+    with UsageLog(target) as log:
+        location, backend = log.location, log.dialect
         for scope, flt in scopes.items():
-            page_queries(log, flt, pricing, today, anchor)  # warm the page cache like a second visit
-            runs = [page_queries(log, flt, pricing, today, anchor) for _ in range(args.runs)]
+            page_queries(log, flt, pricing, today, ANCHOR)  # warm the page cache like a second visit
+            runs = [page_queries(log, flt, pricing, today, ANCHOR) for _ in range(args.runs)]
             result[f"usage_queries_ms_{scope}"] = summarize([sum(r.values()) for r in runs])
             per_query[scope] = {name: round(statistics.median(r[name] for r in runs), 1) for name in runs[0]}
+        totals = kpis(log, UsageFilter(), pricing, now=ANCHOR).current
     output = {
-        # Headline: the heavier scope (all 100k sessions).
+        # Headline: the heavier scope (every session).
         "usage_queries_ms": result["usage_queries_ms_all"],
         **result,
         "per_query_median_ms": per_query,
         "goal_ms": 1000,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "dataset": {
-            "sessions": SESSIONS,
-            "events": EVENTS,
+            "backend": backend,
+            "where": location,  # the password is never printed
+            "sessions": args.sessions,
+            "events": args.sessions * EVENTS_PER_SESSION,
+            "seed": args.seed,
             "days": DAYS,
-            "path": str(args.path),
-            "size_mb": round(args.path.stat().st_size / 1e6, 1),
             "generate_s": generate_s,
+            # The same seed gives these same figures on either backend.
+            "check": {"minutes": round(totals.total_minutes, 3), "credits": round(totals.credits, 3)},
         },
     }
     code = finish(output)

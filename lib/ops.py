@@ -377,7 +377,8 @@ def stopped_today(log: UsageLog, tz: str = "UTC", *, now: float | None = None) -
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
     with log.read() as conn:
         forced, ended = conn.execute(
-            "SELECT COALESCE(SUM(end_reason = ?), 0), COUNT(*) FROM sessions WHERE ended_at >= ? AND end_reason != ?",
+            f"SELECT COALESCE({conn.sql.count_if('end_reason = ?')}, 0), COUNT(*) FROM sessions "
+            "WHERE ended_at >= ? AND end_reason != ?",
             (str(EndReason.FORCE_STOPPED), midnight, str(EndReason.IMPORTED)),
         ).fetchone()
     return StopCounts(int(forced), int(ended))

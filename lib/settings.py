@@ -104,6 +104,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("data_dir", "AVATAR_OPS_DATA_DIR", str(DEFAULT_DATA_DIR), "Where the usage log lives."),
     Setting("database_path", "USAGE_DB_PATH", "<data_dir>/usage.db", "SQLite usage log file."),
     Setting(
+        "database_url",
+        "DATABASE_URL",
+        "(none: the SQLite file)",
+        "Shared usage log: `postgresql://user:pass@host:port/db` (or `sqlite:///path` for a file). Wins over "
+        "USAGE_DB_PATH; the password is never shown or logged.",
+    ),
+    Setting(
         "credit_preset",
         "CREDIT_PRESET",
         "liveavatar with LiveAvatar, else heygen_current",
@@ -169,6 +176,8 @@ class Settings:
     engine_max_duration: int = 3600
     data_dir: Path = DEFAULT_DATA_DIR
     database_path: Path = DEFAULT_DATA_DIR / "usage.db"
+    database_url: Secret | None = field(default=None, repr=False)
+    """A ``postgresql://`` URL (it holds a password); None keeps the SQLite file ``database_path``."""
     credit_preset: str = "heygen_current"
     price_per_credit: float = 0.99
     monthly_budget_credits: float = 100.0
@@ -180,6 +189,20 @@ class Settings:
     llm_api_key: Secret | None = field(default=None, repr=False)
     operator_emails: tuple[str, ...] = ()
     viewer_emails: tuple[str, ...] = ()
+
+    @property
+    def usage_target(self) -> str | Path:
+        """What ``UsageLog`` opens: the PostgreSQL URL when set, else the SQLite file."""
+        return self.database_url.reveal() if self.database_url else self.database_path
+
+    @property
+    def usage_location(self) -> str:
+        """Where the usage log is, fit to show (a URL without its password)."""
+        if not self.database_url:
+            return str(self.database_path)
+        from sqlalchemy.engine import make_url  # only the usage log's users need SQLAlchemy
+
+        return make_url(self.database_url.reveal()).render_as_string(hide_password=True)
 
     @property
     def has_heygen_key(self) -> bool:
@@ -265,6 +288,20 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
 
     data_dir = Path(get("data_dir") or DEFAULT_DATA_DIR).expanduser()
     db = get("database_path")
+    url = get("database_url")
+    database_url: Secret | None = None
+    if url is not None:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        if scheme in ("sqlite", "sqlite+pysqlite") and url.startswith(f"{scheme}:///") and len(url) > len(scheme) + 4:
+            db = url[len(scheme) + 4 :]  # sqlite:///relative, sqlite:////absolute: the file, as USAGE_DB_PATH
+        elif scheme in ("postgresql", "postgres", "postgresql+psycopg"):
+            database_url = Secret(url)
+        else:
+            # The value may hold a password: name the setting, never echo it.
+            raise SettingsError(
+                "DATABASE_URL must look like postgresql://user:pass@host:port/db or sqlite:///path. "
+                f"{_FIX} (the SQLite file)."
+            )
     engine_key = get("engine_api_key")
     llm_key = get("llm_api_key")
     idle = _number(get("idle_timeout"), 120, "IDLE_TIMEOUT", int, minimum=30, maximum=3600, meaning="seconds")
@@ -304,6 +341,7 @@ def load_settings(secrets: Mapping[str, Any] | None = None, env: Mapping[str, st
         ),
         data_dir=data_dir,
         database_path=Path(db).expanduser() if db else data_dir / "usage.db",
+        database_url=database_url,
         credit_preset=preset,
         price_per_credit=_number(get("price_per_credit"), price, "PRICE_PER_CREDIT", minimum=0, meaning="money"),
         monthly_budget_credits=_number(

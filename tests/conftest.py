@@ -10,6 +10,7 @@ from lib.engine.launcher import EngineProcess
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
 from tests.support.browser import running_engine
+from tests.support.postgres import PostgresServer, running_postgres
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
@@ -36,3 +37,19 @@ def client(engine: EngineProcess) -> Iterator[StreamingClient]:
 def artifacts() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL cluster for the whole run (started only when a test asks for it)."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def usage_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a usage log lives, once per backend: a SQLite file, or a fresh database on the test cluster."""
+    if request.param == "sqlite":
+        return str(tmp_path / "usage.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database()

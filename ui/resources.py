@@ -70,7 +70,7 @@ def use_local_fallback(enabled: bool) -> None:
 
 @st.cache_resource(show_spinner=False)
 def usage_log() -> UsageLog:
-    return UsageLog(settings().database_path)
+    return UsageLog(settings().usage_target)
 
 
 def usage_log_or_stop() -> UsageLog:

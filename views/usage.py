@@ -84,7 +84,7 @@ try:
 except ValueError as exc:
     st.error(f"Configuration problem: {exc}")
     st.stop()
-db = str(log.path)
+db = log.location  # the cache key: a file or a password-free URL
 who = access.identity()
 tz = browser_timezone()
 today = datetime.now().astimezone(q.UsageFilter(tz=tz).zone).date()

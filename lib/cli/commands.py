@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -20,10 +21,11 @@ from lib.accounts import AccountError
 from lib.cli import output
 from lib.cli.config import CliError, ExitCode, connect, open_log, pricing, provider_error
 from lib.providers import Provider
-from lib.settings import Settings
+from lib.settings import Settings, load_settings
+from lib.usage.copy import copy_log
 from lib.usage.credits import Pricing
 from lib.usage.queries import LOCAL_PROVIDERS, Kpis, UsageFilter, kpis, sessions_csv
-from lib.usage.store import UsageLog
+from lib.usage.store import UsageLog, UsageLogError
 
 NOT_FOUND_MESSAGE = "Neither active on the provider nor in the usage log: check the id."
 
@@ -263,8 +265,13 @@ def _filter(date_from: date | None, date_to: date | None, provider: str | None, 
         ) from None
 
 
+JSON_DECIMALS = 6
+"""Figures are sums of floats: the last bits depend on the order the database adds them in (SQLite and
+PostgreSQL differ), so the JSON gives them to a millionth, identical on both backends."""
+
+
 def _kpis_json(k: Kpis) -> dict[str, Any]:
-    return asdict(k)
+    return {key: round(v, JSON_DECIMALS) if isinstance(v, float) else v for key, v in asdict(k).items()}
 
 
 def usage_totals(
@@ -380,4 +387,41 @@ def usage_export(
         raise CliError(f"Cannot write {path}: {exc.strerror or exc}.", ExitCode.USAGE) from None
     rows = sum(1 for _ in csv.reader(io.StringIO(text))) - 1
     print(f"Wrote {rows} session(s) to {path}.", file=sys.stderr)
+    return ExitCode.OK
+
+
+def usage_copy(settings: Settings, env: Mapping[str, str], *, source: Path, to_env: str, as_json: bool) -> ExitCode:
+    """Copy the SQLite log ``source`` into the log whose URL ``to_env`` holds (DATABASE_URL by default)."""
+    if to_env == "DATABASE_URL":
+        target_url = settings.database_url
+        location = settings.usage_location
+    else:
+        raw = env.get(to_env)
+        if not raw:
+            raise CliError(f"--to-env names {to_env}, but that environment variable is not set.", ExitCode.USAGE)
+        try:
+            named = load_settings({}, {"DATABASE_URL": raw})
+        except ValueError as exc:
+            raise CliError(str(exc).replace("DATABASE_URL", to_env), ExitCode.USAGE) from None
+        target_url, location = named.database_url, named.usage_location
+    if target_url is None:
+        raise CliError(
+            f"Set {to_env} to the shared log (postgresql://user:pass@host:port/db) to copy {source} into it.",
+            ExitCode.USAGE,
+        )
+    if not source.is_file():
+        raise CliError(f"There is no usage log at {source} to copy (set USAGE_DB_PATH or --db).", ExitCode.USAGE)
+    try:
+        with UsageLog(source) as src, UsageLog(target_url.reveal()) as dst:
+            report = copy_log(src, dst)
+    except UsageLogError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    if as_json:
+        print(output.to_json({"from": str(source), "to": location, **asdict(report)}))
+    else:
+        print(
+            f"Copied {source} into {location}: {report.sessions_added} session(s) added with "
+            f"{report.events_added} event(s), {report.sessions_kept} already there kept as they were, "
+            f"{report.settings_added} setting(s) added."
+        )
     return ExitCode.OK

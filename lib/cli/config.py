@@ -103,6 +103,7 @@ def resolve_settings(
         changes["engine_api_key"] = Secret(key)
     if db is not None:
         changes["database_path"] = db.expanduser()
+        changes["database_url"] = None  # --db names a file: it wins over DATABASE_URL
     return replace(settings, **changes) if changes else settings
 
 
@@ -156,12 +157,13 @@ def provider_error(exc: HeyGenError | AccountError | str) -> CliError:
 
 def open_log(settings: Settings) -> UsageLog:
     try:
-        return UsageLog(settings.database_path)
+        return UsageLog(settings.usage_target)
     except UsageLogError as exc:
-        raise CliError(str(exc), ExitCode.USAGE) from None  # names the file and what to do
+        raise CliError(str(exc), ExitCode.USAGE) from None  # names the file (or password-free URL) and what to do
     except (sqlite3.Error, OSError) as exc:
         raise CliError(
-            f"Cannot open the usage log {settings.database_path}: {exc}. Check USAGE_DB_PATH.", ExitCode.USAGE
+            f"Cannot open the usage log {settings.usage_location}: {exc}. Check USAGE_DB_PATH or DATABASE_URL.",
+            ExitCode.USAGE,
         ) from None
 
 

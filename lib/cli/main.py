@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from lib.accounts import AccountError
 from lib.cli import commands
 from lib.cli.config import CliError, ExitCode, resolve_settings
@@ -29,7 +31,7 @@ settings:
   local provider: talks to an engine that is already running; set ENGINE_URL and ENGINE_API_KEY
   (e.g. start one with: ENGINE_API_KEY=<key> python -m lib.engine --port 8765, and point the app at it
   with the same ENGINE_URL so both see the same sessions). heygen provider (shut down 2026-03-31,
-  legacy): HEYGEN_API_KEY. USAGE_DB_PATH (or --db) selects the usage log.
+  legacy): HEYGEN_API_KEY. USAGE_DB_PATH (or --db) selects the usage log file; DATABASE_URL=postgresql://… a shared one.
 
 exit codes:
   0  success (also: nothing to stop, or a session that had already ended)
@@ -173,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     usage = groups.add_parser(
         "usage", help="totals and export from the usage log", epilog=EPILOG, formatter_class=formatter
     )
-    u_cmds = usage.add_subparsers(dest="command", required=True, metavar="{import,totals,export}")
+    u_cmds = usage.add_subparsers(dest="command", required=True, metavar="{import,totals,export,copy}")
     u_import = u_cmds.add_parser(
         "import",
         parents=[_common(connection=True)],
@@ -203,6 +205,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="the sessions table as CSV",
     )
     u_export.add_argument("-o", "--output", default="-", metavar="FILE", help="write here; - is stdout (default)")
+    u_copy = u_cmds.add_parser(
+        "copy",
+        parents=[log_only],
+        epilog=EPILOG,
+        formatter_class=formatter,
+        help="copy the SQLite usage log (--db or USAGE_DB_PATH) into the PostgreSQL log of DATABASE_URL",
+    )
+    u_copy.add_argument(
+        "--to-env",
+        default="DATABASE_URL",
+        metavar="NAME",
+        help="environment variable holding the target postgresql:// URL (default: DATABASE_URL, also read from "
+        "secrets.toml); never put the URL itself on the command line, it holds a password",
+    )
+    u_copy.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -225,7 +242,8 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
         provider=getattr(args, "provider", None) if args.group == "sessions" or args.command == "import" else None,
         engine_url=getattr(args, "engine_url", None),
         api_key_env=getattr(args, "api_key_env", None),
-        db=getattr(args, "db", None),
+        # copy reads the file of --db into DATABASE_URL: there --db must not switch DATABASE_URL off.
+        db=getattr(args, "db", None) if args.command != "copy" else None,
     )
     if args.group == "sessions" and args.command == "list":
         return commands.sessions_list(settings, as_json=args.json)
@@ -239,6 +257,9 @@ def _run(args: argparse.Namespace, env: Mapping[str, str]) -> ExitCode:
             dry_run=args.dry_run,
             as_json=args.json,
         )
+    if args.command == "copy":
+        source = getattr(args, "db", None) or settings.database_path
+        return commands.usage_copy(settings, env, source=source, to_env=args.to_env, as_json=args.json)
     if args.command == "import":
         return commands.usage_import(settings, date_from=args.date_from, date_to=args.date_to, as_json=args.json)
     log_filter = {
@@ -269,6 +290,6 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except (HeyGenError, AccountError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return int(ExitCode.PROVIDER)
-    except (UsageLogError, sqlite3.Error) as exc:
+    except (UsageLogError, sqlite3.Error, SQLAlchemyError) as exc:
         print(f"error: the usage log cannot be used: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)

@@ -1,4 +1,4 @@
-"""Usage log (SQLite, WAL), credit model and the queries behind the Usage page."""
+"""Usage log (a SQLite file, or PostgreSQL via DATABASE_URL), credit model and the queries behind the Usage page."""
 
 from __future__ import annotations
 

@@ -69,25 +69,30 @@ class CreditModel:
         speaking_sql: str | None = None,
         mode_sql: str | None = None,
         sandbox_sql: str | None = None,
+        dialect: str = "sqlite",
     ) -> str:
-        """The same rule as a SQLite expression over a duration (and speaking, mode, sandbox) column.
+        """The same rule as a SQL expression over a duration (and speaking, mode, sandbox) column, for SQLite or
+        (``dialect="postgresql"``) PostgreSQL.
 
         The fragments are trusted SQL written by us, never user input.
         """
+        from lib.usage.db import Sql  # the dialect helpers live with the database code
+
+        sql = Sql(dialect)
         basis = f"({duration_sql})"
         if self.basis == "speaking" and speaking_sql is not None:
             basis = f"COALESCE(({speaking_sql}), {basis})"
         shifted = f"({basis} - {_SLACK_S!r})"
-        ceil = f"(CAST({shifted} AS INTEGER) + ({shifted} > CAST({shifted} AS INTEGER)))"
+        ceil = sql.ceil(shifted)
         rate = repr(float(self.credits_per_minute) / 60.0)
         if self.mode_rates and mode_sql is not None:
             whens = " ".join(f"WHEN '{mode}' THEN {float(r) / 60.0!r}" for mode, r in self.mode_rates)
             rate = f"(CASE UPPER(COALESCE({mode_sql}, '')) {whens} ELSE {rate} END)"
         if self.sandbox_free and sandbox_sql is not None:
-            rate = f"(CASE WHEN COALESCE({sandbox_sql}, 0) THEN 0.0 ELSE {rate} END)"
+            rate = f"(CASE WHEN COALESCE({sandbox_sql}, 0) <> 0 THEN 0.0 ELSE {rate} END)"
         return (
             f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 "
-            f"ELSE MAX({ceil}, {float(self.minimum_s)!r}) * {rate} END)"
+            f"ELSE {sql.greatest(ceil, repr(float(self.minimum_s)))} * {rate} END)"
         )
 
     def with_rate(self, credits_per_minute: float, minimum_s: float | None = None) -> CreditModel:

@@ -30,6 +30,7 @@ import pandas as pd
 
 from lib.capabilities import FREE_PROVIDERS
 from lib.usage.credits import Pricing
+from lib.usage.db import Connection, Sql
 from lib.usage.store import UsageLog
 
 LOCAL_PROVIDERS: tuple[str, ...] = FREE_PROVIDERS
@@ -146,11 +147,11 @@ def _where(flt: UsageFilter, params: dict[str, Any]) -> str:
                 names.append(f":{column}_{i}")
                 params[f"{column}_{i}"] = value
             clauses.append(f"{column} IN ({', '.join(names)})")
-    return " AND ".join(clauses) if clauses else "1"
+    return " AND ".join(clauses) if clauses else "1 = 1"
 
 
-def _credits_sql(pricing: Pricing, include_local_estimate: bool) -> str:
-    expr = pricing.model.sql_expr("d", "sp", "mode", "is_sandbox")
+def _credits_sql(pricing: Pricing, include_local_estimate: bool, dialect: str) -> str:
+    expr = pricing.model.sql_expr("d", "sp", "mode", "is_sandbox", dialect)
     if include_local_estimate:
         return expr
     local = ", ".join(f"'{p}'" for p in LOCAL_PROVIDERS)
@@ -158,6 +159,7 @@ def _credits_sql(pricing: Pricing, include_local_estimate: bool) -> str:
 
 
 def _base(
+    sql: Sql,
     flt: UsageFilter,
     params: dict[str, Any],
     now: float | None,
@@ -166,10 +168,11 @@ def _base(
 ) -> str:
     """``WITH s AS (...)``: the filtered sessions with duration ``d``, the estimate ``est_credits`` and
     ``credits`` (billed where known, else the estimate) per session."""
-    params["now"] = time.time() if now is None else now
-    estimate = _credits_sql(pricing, include_local_estimate) if pricing else "0.0"
+    params["now"] = float(time.time() if now is None else now)
+    estimate = _credits_sql(pricing, include_local_estimate, sql.dialect) if pricing else "0.0"
+    duration = sql.greatest("COALESCE(ended_at, last_seen, :now) - created_at", "0.0")
     return (
-        "WITH f AS (SELECT *, MAX(COALESCE(ended_at, last_seen, :now) - created_at, 0.0) AS d, "
+        f"WITH f AS (SELECT *, {duration} AS d, "
         f"speaking_s AS sp FROM sessions WHERE {_where(flt, params)}), "
         f"est AS (SELECT *, {estimate} AS est_credits FROM f), "
         "s AS (SELECT *, COALESCE(billed_credits, est_credits) AS credits FROM est) "
@@ -224,31 +227,38 @@ def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
 # -- queries -------------------------------------------------------------------------------------
 
 
-def _kpis(conn: Any, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None) -> Kpis:
+def _kpis(
+    conn: Connection, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None
+) -> Kpis:
     params: dict[str, Any] = {}
-    base = _base(flt, params, now, pricing, include_local_estimate)
+    base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
     n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
-        base + "SELECT COUNT(*), COALESCE(SUM(ended_at IS NULL), 0), COALESCE(SUM(d), 0.0), "
+        base + f"SELECT COUNT(*), COALESCE({conn.sql.count_if('ended_at IS NULL')}, 0), COALESCE(SUM(d), 0.0), "
         "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
         "COALESCE(SUM(est_credits), 0.0) FROM s",
         params,
     ).fetchone()
     p95 = None
     if n:
-        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session.
-        params["offset"] = math.ceil(0.95 * n) - 1
-        p95 = conn.execute(base + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset", params).fetchone()[0]
+        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session. Durations only: pricing every row
+        # again just to sort by duration cost as much as the totals themselves.
+        durations: dict[str, Any] = {"offset": math.ceil(0.95 * n) - 1}
+        p95 = conn.execute(
+            _base(conn.sql, flt, durations, params["now"]) + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset",
+            durations,
+        ).fetchone()[0]
+    credits = float(credits)
     return Kpis(
-        sessions=n,
-        open_sessions=open_n,
-        total_minutes=total_s / 60.0,
+        sessions=int(n),
+        open_sessions=int(open_n),
+        total_minutes=float(total_s) / 60.0,
         credits=credits,
         cost=pricing.cost(credits),
-        avg_duration_s=avg,
-        p95_duration_s=p95,
-        billed_credits=billed,
-        billed_sessions=billed_n,
-        estimated_credits=estimated,
+        avg_duration_s=None if avg is None else float(avg),
+        p95_duration_s=None if p95 is None else float(p95),
+        billed_credits=float(billed),
+        billed_sessions=int(billed_n),
+        estimated_credits=float(estimated),
     )
 
 
@@ -284,13 +294,17 @@ def minutes_per_day(
     params: dict[str, Any] = {"unknown": UNKNOWN}
     with log.read() as conn:
         local = _local_time_sql(conn, flt)
-        sql = _base(flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT date({local}, 'unixepoch') AS day, COALESCE({column}, :unknown) AS {by}, "
+        sql = _base(conn.sql, flt, params, now, pricing, include_local_estimate) + (
+            f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
             "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
-            f"FROM s GROUP BY day, {by} ORDER BY day, {by}"
+            f"FROM s GROUP BY 1, 2 ORDER BY 1, 2"
         )
-        df = pd.read_sql_query(sql, conn, params=params)
-    df["day"] = pd.to_datetime(df["day"])
+        rows = conn.execute(sql, params).fetchall()
+    df = pd.DataFrame(
+        [(int(d), g, int(n), float(m), float(c)) for d, g, n, m, c in rows],
+        columns=["day", by, "sessions", "minutes", "credits"],
+    )
+    df["day"] = pd.to_datetime(df["day"].astype("int64"), unit="D")
     df["cost"] = df["credits"] * pricing.price_per_credit
     return df
 
@@ -316,8 +330,8 @@ def duration_distribution(
     bucket = f"CASE {case} ELSE {len(finite)} END" if finite else "0"
     params: dict[str, Any] = {}
     with log.read() as conn:
-        sql = _base(flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY b"
-        counts = dict(conn.execute(sql, params).fetchall())
+        sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
+        counts = {int(b): int(n) for b, n in conn.execute(sql, params).fetchall()}
     rows = [
         {
             "bin": _bin_label(lower, upper),
@@ -379,12 +393,13 @@ def cumulative_credits(
         ts = time.time() if now is None else now
         today = datetime.fromtimestamp(ts, month_flt.zone).date()
     params: dict[str, Any] = {}
+    first_day = (date(month.year, month.month, 1) - date(1970, 1, 1)).days
     with log.read() as conn:
         local = _local_time_sql(conn, month_flt)
-        sql = _base(month_flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT CAST(strftime('%d', {local}, 'unixepoch') AS INTEGER) AS dom, SUM(credits) FROM s GROUP BY dom"
+        sql = _base(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
+            f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM s GROUP BY 1"
         )
-        per_day = dict(conn.execute(sql, params).fetchall())
+        per_day = {int(day) - first_day + 1: float(c) for day, c in conn.execute(sql, params).fetchall()}
     dom = pd.RangeIndex(1, month_days + 1, name="day")
     daily = pd.Series([float(per_day.get(d, 0.0)) for d in dom], index=dom, dtype="float64")
     if (today.year, today.month) == (month.year, month.month):
@@ -418,11 +433,10 @@ def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = Non
     params: dict[str, Any] = {}
     with log.read() as conn:
         local = _local_time_sql(conn, flt)
-        sql = _base(flt, params, now) + (
-            f"SELECT CAST(strftime('%H', {local}, 'unixepoch') AS INTEGER) AS hour, COUNT(*), SUM(d) / 60.0 "
-            "FROM s GROUP BY hour"
+        sql = _base(conn.sql, flt, params, now) + (
+            f"SELECT {conn.sql.hour(local)} AS hour, COUNT(*), SUM(d) / 60.0 FROM s GROUP BY 1"
         )
-        found = {h: (n, m) for h, n, m in conn.execute(sql, params).fetchall()}
+        found = {int(h): (int(n), float(m)) for h, n, m in conn.execute(sql, params).fetchall()}
     return pd.DataFrame(
         {
             "hour": range(24),
@@ -460,6 +474,7 @@ SESSION_TABLE_COLUMNS = (
 
 
 def _sessions_sql(
+    sql: Sql,
     flt: UsageFilter,
     pricing: Pricing,
     params: dict[str, Any],
@@ -474,19 +489,20 @@ def _sessions_sql(
         params["limit"] = int(limit)
         limit_sql = " ORDER BY created_at DESC LIMIT :limit"
     params["price"] = float(pricing.price_per_credit)
-    # LEFT JOIN + GROUP BY walks events_session_at once per listed session.
-    return _base(flt, params, now, pricing, include_local_estimate) + (
+    # Correlated counts walk events_session_at once per listed session (and need no GROUP BY over the page's
+    # columns, which PostgreSQL would ask for).
+    return _base(sql, flt, params, now, pricing, include_local_estimate) + (
         f", page AS (SELECT * FROM s{limit_sql}) "
         f"SELECT p.session_id, {created_sql} AS created, {ended_sql} AS ended, "
         "CASE WHEN p.ended_at IS NULL THEN 'open' ELSE 'closed' END AS status, p.end_reason, p.provider, "
         "p.avatar_id, p.voice_id, p.quality, p.video_encoding, p.started_by_dashboard, "
         "p.d AS duration_s, p.credits, p.credits * :price AS cost, "
-        "COALESCE(SUM(e.kind = 'task'), 0) AS tasks, COUNT(e.id) AS events, "
+        "(SELECT COUNT(*) FROM events e WHERE e.session_id = p.session_id AND e.kind = 'task') AS tasks, "
+        "(SELECT COUNT(*) FROM events e WHERE e.session_id = p.session_id) AS events, "
         "p.mode, p.source, p.is_sandbox, p.billed_credits, p.est_credits, "
         f"(p.billed_credits IS NOT NULL AND ABS(p.est_credits - p.billed_credits) > "
         f"{ESTIMATE_TOLERANCE!r} * p.billed_credits + 1e-9) AS estimate_off, p.provider_end_reason "
-        "FROM page p LEFT JOIN events e ON e.session_id = p.session_id "
-        "GROUP BY p.session_id ORDER BY p.created_at DESC"
+        "FROM page p ORDER BY p.created_at DESC"
     )
 
 
@@ -501,9 +517,14 @@ def sessions_table(
 ) -> pd.DataFrame:
     """Newest first, one row per session (``SESSION_TABLE_COLUMNS``), times as aware datetimes in ``flt.tz``."""
     params: dict[str, Any] = {}
-    sql = _sessions_sql(flt, pricing, params, now, include_local_estimate, limit)
     with log.read() as conn:
-        df = pd.read_sql_query(sql, conn, params=params)
+        sql = _sessions_sql(conn.sql, flt, pricing, params, now, include_local_estimate, limit)
+        rows = conn.execute(sql, params).fetchall()
+    df = pd.DataFrame([tuple(r) for r in rows], columns=list(SESSION_TABLE_COLUMNS))
+    for column in ("duration_s", "credits", "cost"):
+        df[column] = df[column].astype("float64")
+    for column in ("tasks", "events"):
+        df[column] = df[column].astype("int64")
     for column in ("created", "ended"):
         df[column] = pd.to_datetime(df[column], unit="s", utc=True).dt.tz_convert(flt.tz)
     df["started_by_dashboard"] = df["started_by_dashboard"].astype(bool)
@@ -514,15 +535,11 @@ def sessions_table(
     return df
 
 
-def _iso_sql(conn: Any, flt: UsageFilter, column: str) -> str:
+def _iso_sql(conn: Connection, flt: UsageFilter, column: str) -> str:
     """ISO 8601 local time with offset (``2024-03-02T18:30:00-05:00``) of a unix-seconds column."""
     lo, hi = _span(conn, flt)
     off = _tz_offset_sql(flt.zone, lo, hi + 2 * 86400, column)
-    return (
-        f"strftime('%Y-%m-%dT%H:%M:%S', {column} + {off}, 'unixepoch') || "
-        f"CASE WHEN {column} IS NULL THEN NULL WHEN {off} < 0 THEN '-' ELSE '+' END || "
-        f"printf('%02d:%02d', abs({off}) / 3600, (abs({off}) % 3600) / 60)"
-    )
+    return conn.sql.iso_local(column, off)
 
 
 def sessions_csv(
@@ -541,6 +558,7 @@ def sessions_csv(
     writer.writerow(SESSION_TABLE_COLUMNS)
     with log.read() as conn:
         sql = _sessions_sql(
+            conn.sql,
             flt,
             pricing,
             params,

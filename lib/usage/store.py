@@ -1,9 +1,11 @@
-"""The usage log: one SQLite file (WAL) that records every session and event as it happens.
+"""The usage log: records every session and event as it happens, in a SQLite file (WAL, the default) or in a
+PostgreSQL database shared by several dashboards (``DATABASE_URL``).
 
 Streamlit runs each script run on its own thread, so connections come from a small pool (a thread
 borrows one per call and gives it back) instead of one per thread, which would leak one per rerun.
-Writes in this process are serialised by a lock and use ``BEGIN IMMEDIATE``, so they never hit a
-read→write lock upgrade; other processes on the same file wait on ``busy_timeout``.
+Writes in this process are serialised by a lock; across processes SQLite's ``BEGIN IMMEDIATE`` (waiting on
+``busy_timeout``) or PostgreSQL's transaction-scoped advisory lock lets one writer in at a time, so read-then-write
+steps (reconciliation, imports) never interleave.
 """
 
 from __future__ import annotations
@@ -14,16 +16,20 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
 from lib.private_files import private_file
+from lib.usage import db
 from lib.usage.credits import PRESETS, Pricing
-from lib.usage.schema import MIGRATIONS, SCHEMA_VERSION
+from lib.usage.schema import SCHEMA_VERSION, statements
 
 Timestamp = float | int | datetime | None
 
@@ -241,37 +247,77 @@ def to_unix(at: Timestamp) -> float:
     return float(at)
 
 
-def _split_statements(script: str) -> Iterator[str]:
-    buffer = ""
-    for part in script.split(";"):
-        buffer += part + ";"
-        if sqlite3.complete_statement(buffer):
-            if buffer.strip(" \n\t;"):
-                yield buffer.strip()
-            buffer = ""
-
-
 class UsageLog:
-    """Usage log on a SQLite file; safe to share between threads (one instance per process is enough)."""
+    """The usage log on a SQLite file or a PostgreSQL database; safe to share between threads (one instance per
+    process is enough) and, on PostgreSQL, between dashboards and command lines on several machines.
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 10.0) -> None:
-        self.path = Path(path).expanduser()
+    ``target`` is a file path (SQLite, as always), ``sqlite:///path`` or ``postgresql://user:pass@host:port/db``.
+    """
+
+    def __init__(self, target: Path | str, *, busy_timeout_s: float = 10.0) -> None:
         self._busy_timeout_s = busy_timeout_s
-        self._pool: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
         self._write_lock = threading.RLock()
         self._closed = False
+        self._engine: sa.Engine | None = None
+        self.url: URL | None = None
+        self.path: Path | None = None
+        if db.is_url(str(target)) and isinstance(target, str):
+            try:
+                url = db.parse_url(target)
+            except (ValueError, sa.exc.ArgumentError) as exc:
+                raise UsageLogError(f"DATABASE_URL cannot be used: {db.scrub(str(exc), None)}") from None
+            if url.get_backend_name() == db.SQLITE:
+                self.path = Path(url.database or "").expanduser()
+            else:
+                self.url = url
+        else:
+            self.path = Path(target).expanduser()
         try:
-            private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
-            with self._connection() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                self._migrate(conn)
-        except (OSError, sqlite3.Error) as exc:
+            if self.path is not None:
+                private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
+                sqlite_url = sa.URL.create("sqlite", database=str(self.path))
+                self._engine = db.create(sqlite_url, busy_timeout_s=busy_timeout_s)
+                with self._engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            else:
+                assert self.url is not None
+                self._engine = db.create(self.url, busy_timeout_s=busy_timeout_s)
+            self._migrate()
+        except UsageLogError:
             self.close()
-            raise UsageLogError(storage_problem(self.path, exc)) from None
+            raise
+        except (OSError, sqlite3.Error, sa.exc.SQLAlchemyError) as exc:
+            self.close()
+            raise UsageLogError(self._problem(exc)) from None
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return db.SQLITE if self.url is None else db.POSTGRES
+
+    @property
+    def location(self) -> str:
+        """Where the log is, fit to show: the file, or the database URL without its password."""
+        return str(self.path) if self.url is None else db.safe_url(self.url)
+
+    def _problem(self, exc: BaseException) -> str:
+        """The message of a failure, never with the database password in it."""
+        if self.path is not None:
+            orig = getattr(exc, "orig", None)
+            cause = orig if isinstance(orig, sqlite3.Error) else exc
+            if isinstance(cause, OSError | sqlite3.Error):
+                return storage_problem(self.path, cause)
+            return f"The usage log {self.path} cannot be used: {exc}. {_WHERE}."
+        orig = getattr(exc, "orig", None)
+        detail = " ".join(str(orig if orig is not None else exc).split())
+        return db.scrub(
+            f"The usage log {self.location} cannot be used: {detail}. Check DATABASE_URL and that the server "
+            "is reachable.",
+            self.url,
+        )
 
     def __repr__(self) -> str:
-        return f"UsageLog({str(self.path)!r})"
+        return f"UsageLog({self.location!r})"
 
     def __enter__(self) -> UsageLog:
         return self
@@ -281,89 +327,91 @@ class UsageLog:
 
     # -- connections -------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None, check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        return conn
-
     @contextmanager
-    def _connection(self) -> Iterator[sqlite3.Connection]:
-        if self._closed:
-            raise UsageLogError(f"The usage log {self.path.name} is closed.")
-        with self._pool_lock:
-            conn = self._pool.pop() if self._pool else None
-        if conn is None:
-            conn = self._connect()
+    def _transaction(self, *, write: bool) -> Iterator[db.Connection]:
+        if self._closed or self._engine is None:
+            raise UsageLogError(f"The usage log {self.location} is closed.")
         try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.rollback()
-            with self._pool_lock:
-                if self._closed:
-                    conn.close()
-                else:
-                    self._pool.append(conn)
+            with db.transaction(self._engine, write=write) as conn:
+                yield conn
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            # Lost server, wrong password, locked or full disk: say so without leaking the URL's password.
+            raise UsageLogError(self._problem(exc)) from None
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> Iterator[db.Connection]:
         """A connection holding one read snapshot, for several queries that must agree."""
-        with self._connection() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield conn
-            finally:
-                conn.rollback()
+        with self._transaction(write=False) as conn:
+            yield conn
+
+    def _connection(self) -> AbstractContextManager[db.Connection]:
+        return self.read()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, self._connection() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+    def _write(self) -> Iterator[db.Connection]:
+        """One writer at a time: a lock in this process, ``BEGIN IMMEDIATE`` or an advisory lock across them."""
+        with self._write_lock, self._transaction(write=True) as conn:
+            yield conn
+
+    def write(self) -> AbstractContextManager[db.Connection]:
+        """A write transaction (one writer at a time, as every method's), for bulk tools such as the copy."""
+        return self._write()
 
     def close(self) -> None:
-        with self._pool_lock:
-            self._closed = True
-            idle = list(self._pool)
-            self._pool.clear()
-        for conn in idle:
-            conn.close()
+        self._closed = True
+        if self._engine is not None:
+            self._engine.dispose()
 
     # -- schema ------------------------------------------------------------------------------
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UsageLogError(
-                f"The usage log {self.path} has schema version {version}, newer than this dashboard "
-                f"understands ({SCHEMA_VERSION}). Upgrade the dashboard or point USAGE_DB_PATH elsewhere."
-            )
-        if version == SCHEMA_VERSION:
-            return
-        with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                # Re-read under the write lock: another process may have migrated meanwhile.
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                for number in range(version + 1, SCHEMA_VERSION + 1):
-                    for statement in _split_statements(MIGRATIONS[number - 1]):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {number}")
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
+    def _version(self, conn: db.Connection) -> int:
+        if conn.dialect == db.SQLITE:
+            return int(conn.execute("PRAGMA user_version").scalar_one())
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        value = conn.execute("SELECT MAX(version) FROM schema_version").scalar_one()
+        return 0 if value is None else int(value)
+
+    def _set_version(self, conn: db.Connection, number: int) -> None:
+        if conn.dialect == db.SQLITE:
+            conn.execute(f"PRAGMA user_version = {int(number)}")
+        else:
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version (version) VALUES (:v)", {"v": number})
+
+    def _newer(self, version: int) -> UsageLogError:
+        where = "point USAGE_DB_PATH elsewhere" if self.url is None else "point DATABASE_URL elsewhere"
+        return UsageLogError(
+            f"The usage log {self.location} has schema version {version}, newer than this dashboard "
+            f"understands ({SCHEMA_VERSION}). Upgrade the dashboard or {where}."
+        )
+
+    def _migrate(self) -> None:
+        if self.url is None:
+            with self.read() as conn:  # a read first: an up-to-date file is never locked for writing
+                version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise self._newer(version)
+            if version == SCHEMA_VERSION:
+                return
+        with self._write() as conn:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = self._version(conn)
+            if version > SCHEMA_VERSION:
+                raise self._newer(version)
+            for number in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in statements(number, conn.dialect):
+                    conn.execute(statement)
+                self._set_version(conn, number)
 
     @property
     def schema_version(self) -> int:
-        with self._connection() as conn:
-            return conn.execute("PRAGMA user_version").fetchone()[0]
+        with self.read() as conn:
+            return self._version(conn) if conn.dialect == db.SQLITE else self._read_pg_version(conn)
+
+    @staticmethod
+    def _read_pg_version(conn: db.Connection) -> int:
+        value = conn.execute("SELECT MAX(version) FROM schema_version").scalar_one()
+        return 0 if value is None else int(value)
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -386,8 +434,9 @@ class UsageLog:
         at = to_unix(created_at)
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, quality, "
-                "video_encoding, started_by_dashboard, created_at, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (session_id, provider, avatar_id, voice_id, quality, video_encoding, "
+                "started_by_dashboard, created_at, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id) DO NOTHING",
                 (
                     session_id,
                     provider,
@@ -411,7 +460,8 @@ class UsageLog:
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE sessions SET connected_at = COALESCE(connected_at, ?), "
-                "last_seen = MAX(COALESCE(last_seen, ?), ?) WHERE session_id = ? AND ended_at IS NULL",
+                f"last_seen = {conn.sql.greatest('COALESCE(last_seen, ?)', '?')} "
+                "WHERE session_id = ? AND ended_at IS NULL",
                 (ts, ts, ts, session_id),
             )
             if cur.rowcount == 0:
@@ -424,7 +474,7 @@ class UsageLog:
         ts = to_unix(at)
         with self._write() as conn:
             cur = conn.execute(
-                "UPDATE sessions SET last_seen = MAX(COALESCE(last_seen, ?), ?) "
+                f"UPDATE sessions SET last_seen = {conn.sql.greatest('COALESCE(last_seen, ?)', '?')} "
                 "WHERE session_id = ? AND ended_at IS NULL",
                 (ts, ts, session_id),
             )
@@ -444,12 +494,17 @@ class UsageLog:
         ts = to_unix(at)
         with self._write() as conn:
             self._insert_event(conn, session_id, str(kind), details, ts)
-            conn.execute(
-                "UPDATE sessions SET last_seen = MAX(COALESCE(last_seen, ?), ?), "
-                "speaking_s = CASE WHEN ? IS NULL THEN speaking_s ELSE COALESCE(speaking_s, 0) + ? END "
-                "WHERE session_id = ? AND ended_at IS NULL",
-                (ts, ts, speaking_s, speaking_s, session_id),
-            )
+            seen = f"last_seen = {conn.sql.greatest('COALESCE(last_seen, ?)', '?')}"
+            if speaking_s is None:
+                conn.execute(
+                    f"UPDATE sessions SET {seen} WHERE session_id = ? AND ended_at IS NULL", (ts, ts, session_id)
+                )
+            else:
+                conn.execute(
+                    f"UPDATE sessions SET {seen}, speaking_s = COALESCE(speaking_s, 0) + ? "
+                    "WHERE session_id = ? AND ended_at IS NULL",
+                    (ts, ts, float(speaking_s), session_id),
+                )
 
     def close_session(self, session_id: str, reason: str, at: Timestamp = None) -> bool:
         """Record the end of a session. Idempotent: a second close keeps the first end and reason."""
@@ -458,9 +513,9 @@ class UsageLog:
             closed = self._close(conn, session_id, str(reason), ts)
         return closed
 
-    def _close(self, conn: sqlite3.Connection, session_id: str, reason: str, at: float) -> bool:
+    def _close(self, conn: db.Connection, session_id: str, reason: str, at: float) -> bool:
         cur = conn.execute(
-            "UPDATE sessions SET ended_at = MAX(?, created_at), end_reason = ? "
+            f"UPDATE sessions SET ended_at = {conn.sql.greatest('?', 'created_at')}, end_reason = ? "
             "WHERE session_id = ? AND ended_at IS NULL",
             (at, reason, session_id),
         )
@@ -474,7 +529,7 @@ class UsageLog:
         self._insert_event(conn, session_id, EventKind.CLOSED, details, at)
         return True
 
-    def _reopen_if_wrongly_lost(self, conn: sqlite3.Connection, session_id: str, listed_at: float) -> bool:
+    def _reopen_if_wrongly_lost(self, conn: db.Connection, session_id: str, listed_at: float) -> bool:
         """Undo a ``lost`` close when a listing that began after the decision still shows the session."""
         row = conn.execute("SELECT end_reason FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         if row is None or row[0] != EndReason.LOST:
@@ -492,7 +547,7 @@ class UsageLog:
 
     @staticmethod
     def _insert_event(
-        conn: sqlite3.Connection, session_id: str, kind: str, details: Mapping[str, Any] | None, at: float
+        conn: db.Connection, session_id: str, kind: str, details: Mapping[str, Any] | None, at: float
     ) -> None:
         payload = None if details is None else json.dumps(_scrub(details), default=str, separators=(",", ":"))
         conn.execute(
@@ -630,7 +685,8 @@ class UsageLog:
         with self._write() as conn:
             for session_id, ended in end_times.items():
                 cur = conn.execute(
-                    "UPDATE sessions SET ended_at = MAX(?, created_at) WHERE session_id = ? AND end_reason = ?",
+                    f"UPDATE sessions SET ended_at = {conn.sql.greatest('?', 'created_at')} "
+                    "WHERE session_id = ? AND end_reason = ?",
                     (float(ended), session_id, EndReason.LOST),
                 )
                 if cur.rowcount:
@@ -661,9 +717,10 @@ class UsageLog:
                 sandbox = None if row.is_sandbox is None else int(row.is_sandbox)
                 figures = (row.mode, row.source, sandbox, row.billed_credits, provider_end, duration, row.end_reason)
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO sessions (session_id, provider, avatar_id, voice_id, started_by_dashboard, "
+                    "INSERT INTO sessions (session_id, provider, avatar_id, voice_id, started_by_dashboard, "
                     "created_at, ended_at, end_reason, mode, source, is_sandbox, billed_credits, provider_ended_at, "
-                    "provider_duration_s, provider_end_reason) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "provider_duration_s, provider_end_reason) VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (session_id) DO NOTHING",
                     (row.session_id, provider, row.avatar_id, row.voice, created, ended, EndReason.IMPORTED, *figures),
                 )
                 if cur.rowcount:
@@ -677,11 +734,13 @@ class UsageLog:
                     "provider_ended_at = COALESCE(?, provider_ended_at), "
                     "provider_duration_s = COALESCE(?, provider_duration_s), "
                     "provider_end_reason = COALESCE(?, provider_end_reason) "
-                    "WHERE session_id = ? AND NOT (mode IS COALESCE(?, mode) AND source IS COALESCE(?, source) "
-                    "AND is_sandbox IS COALESCE(?, is_sandbox) AND billed_credits IS COALESCE(?, billed_credits) "
-                    "AND provider_ended_at IS COALESCE(?, provider_ended_at) "
-                    "AND provider_duration_s IS COALESCE(?, provider_duration_s) "
-                    "AND provider_end_reason IS COALESCE(?, provider_end_reason))",
+                    "WHERE session_id = ? AND NOT (mode IS NOT DISTINCT FROM COALESCE(?, mode) "
+                    "AND source IS NOT DISTINCT FROM COALESCE(?, source) "
+                    "AND is_sandbox IS NOT DISTINCT FROM COALESCE(?, is_sandbox) "
+                    "AND billed_credits IS NOT DISTINCT FROM COALESCE(?, billed_credits) "
+                    "AND provider_ended_at IS NOT DISTINCT FROM COALESCE(?, provider_ended_at) "
+                    "AND provider_duration_s IS NOT DISTINCT FROM COALESCE(?, provider_duration_s) "
+                    "AND provider_end_reason IS NOT DISTINCT FROM COALESCE(?, provider_end_reason))",
                     (*figures, row.session_id, *figures),
                 )
                 updated += cur.rowcount

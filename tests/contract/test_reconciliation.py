@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,8 +28,9 @@ LOCAL = CAPABILITIES[ProviderKind.LOCAL]
 
 
 @pytest.fixture
-def usage(tmp_path: Path):
-    log = UsageLog(tmp_path / "usage.db")
+def usage(usage_target: str):
+    """The log on each backend: a SQLite file, and a PostgreSQL database shared by every process."""
+    log = UsageLog(usage_target)
     yield log
     log.close()
 
@@ -122,8 +122,8 @@ RECONCILER = textwrap.dedent(
             time.sleep(0.3)
             return answer
 
-    url, db, seconds = sys.argv[2], sys.argv[3], float(sys.argv[4])
-    log = UsageLog(db)
+    url, seconds = sys.argv[2], float(sys.argv[3])
+    log = UsageLog(os.environ["USAGE_TARGET"])  # a database URL holds a password: never on argv
     lost = 0
     with StreamingClient(url, os.environ["ENGINE_API_KEY"], backoff=0) as client:
         print("ready", flush=True)
@@ -137,11 +137,14 @@ RECONCILER = textwrap.dedent(
 )
 
 
-def test_two_processes_reconciling_at_once_never_close_a_running_session(engine: EngineProcess, client, usage):
-    env = {**os.environ, "ENGINE_API_KEY": engine.api_key.reveal()}  # the key never goes on argv
+def test_two_processes_reconciling_at_once_never_close_a_running_session(
+    engine: EngineProcess, client, usage, usage_target: str
+):
+    # The key and the database URL never go on argv.
+    env = {**os.environ, "ENGINE_API_KEY": engine.api_key.reveal(), "USAGE_TARGET": usage_target}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RECONCILER, str(PROJECT_ROOT), engine.url, str(usage.path), "8"],
+            [sys.executable, "-c", RECONCILER, str(PROJECT_ROOT), engine.url, "8"],
             cwd=PROJECT_ROOT,
             env=env,
             stdout=subprocess.PIPE,

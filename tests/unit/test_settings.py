@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from lib.settings import SettingsError, load_settings
@@ -50,3 +52,31 @@ def test_edge_values_that_mean_something_are_accepted() -> None:
 def test_defaults_load_without_any_setting() -> None:
     settings = load_settings({}, {})
     assert settings.monthly_budget_credits == 100 and settings.price_per_credit > 0
+
+
+def test_database_url_selects_postgresql_and_never_shows_its_password() -> None:
+    url = "postgresql://ops:s3cret-pw@db.example:5432/usage"
+    settings = load_settings({}, {"DATABASE_URL": url, "USAGE_DB_PATH": "/tmp/ignored.db"})
+    assert settings.usage_target == url
+    assert settings.usage_location == "postgresql://ops:***@db.example:5432/usage"
+    assert "s3cret-pw" not in repr(settings)
+
+
+def test_secrets_file_database_url_wins_over_the_environment() -> None:
+    settings = load_settings({"DATABASE_URL": "postgresql://a:b@h/db1"}, {"DATABASE_URL": "postgresql://a:b@h/db2"})
+    assert str(settings.usage_target).endswith("/db1")
+
+
+def test_sqlite_database_url_and_no_setting_keep_the_file() -> None:
+    assert load_settings({}, {"DATABASE_URL": "sqlite:////var/lib/ops/usage.db"}).usage_target == Path(
+        "/var/lib/ops/usage.db"
+    )
+    plain = load_settings({}, {"AVATAR_OPS_DATA_DIR": "/srv/ops"})
+    assert plain.database_url is None and plain.usage_target == Path("/srv/ops/usage.db")
+    assert load_settings({}, {"USAGE_DB_PATH": "/x/u.db"}).usage_target == Path("/x/u.db")
+
+
+def test_an_unknown_database_url_is_refused_without_echoing_it() -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL") as raised:
+        load_settings({}, {"DATABASE_URL": "mysql://root:hunter2@h/db"})
+    assert "hunter2" not in str(raised.value)

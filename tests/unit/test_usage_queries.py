@@ -4,7 +4,6 @@ import csv
 import io
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -45,8 +44,8 @@ SEED = [
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[UsageLog]:
-    usage = UsageLog(tmp_path / "usage.db")
+def log(usage_target: str) -> Iterator[UsageLog]:
+    usage = UsageLog(usage_target)
     for sid, provider, avatar, quality, created, seconds, seen in SEED:
         usage.open_session(sid, provider, avatar, "voice", quality, "VP8", created_at=created)
         if seconds is not None:
@@ -103,8 +102,8 @@ def test_filters_restrict_the_totals(log: UsageLog, flt: UsageFilter, sessions: 
         assert cur.p95_duration_s is None and cur.avg_duration_s is None
 
 
-def test_open_session_counts_until_last_seen_or_now(tmp_path: Path) -> None:
-    with UsageLog(tmp_path / "u.db") as usage:
+def test_open_session_counts_until_last_seen_or_now(usage_target: str) -> None:
+    with UsageLog(usage_target) as usage:
         usage.open_session("never-heard", "heygen", created_at=NOW - 120)
         cur = kpis(usage, UsageFilter(), PRICING, now=NOW).current
         assert (cur.open_sessions, cur.total_minutes) == (1, pytest.approx(2.0))
@@ -138,9 +137,9 @@ def test_days_follow_the_chosen_time_zone(log: UsageLog) -> None:
     }
 
 
-def test_day_and_hour_are_exact_across_a_dst_change(tmp_path: Path) -> None:
+def test_day_and_hour_are_exact_across_a_dst_change(usage_target: str) -> None:
     paris = ZoneInfo("Europe/Paris")
-    with UsageLog(tmp_path / "u.db") as usage:
+    with UsageLog(usage_target) as usage:
         # Clocks go forward at 01:00 UTC on 31 March 2024: 00:30 UTC is 01:30 CET, 22:30 UTC is 00:30 CEST.
         usage.open_session("before", "heygen", created_at=utc(2024, 3, 31, 0, 30))
         usage.close_session("before", EndReason.STOPPED, at=utc(2024, 3, 31, 0, 31))
@@ -154,10 +153,10 @@ def test_day_and_hour_are_exact_across_a_dst_change(tmp_path: Path) -> None:
         assert datetime.fromtimestamp(utc(2024, 3, 31, 22, 30), paris).hour == 0
 
 
-def test_month_boundary_depends_on_the_time_zone(tmp_path: Path) -> None:
+def test_month_boundary_depends_on_the_time_zone(usage_target: str) -> None:
     new_york = ZoneInfo("America/New_York")
     late = datetime(2024, 1, 31, 23, 50, tzinfo=new_york)  # 04:50 UTC on 1 February
-    with UsageLog(tmp_path / "u.db") as usage:
+    with UsageLog(usage_target) as usage:
         usage.open_session("late", "heygen", created_at=late)
         usage.close_session("late", EndReason.STOPPED, at=late.timestamp() + 90)
         jan_ny = UsageFilter.month(2024, 1, tz="America/New_York")
@@ -270,9 +269,9 @@ def test_csv_export_neutralises_cells_a_spreadsheet_would_run_as_formulas(log: U
     assert all(not r["credits"].startswith("'") and not r["created"].startswith("'") for r in rows)
 
 
-def test_billed_credits_win_over_the_estimate_and_far_estimates_are_flagged(tmp_path: Path) -> None:
+def test_billed_credits_win_over_the_estimate_and_far_estimates_are_flagged(usage_target: str) -> None:
     la = Pricing(PRESETS["liveavatar"], price_per_credit=0.1, monthly_budget_credits=100)
-    with UsageLog(tmp_path / "usage.db") as usage:
+    with UsageLog(usage_target) as usage:
         start = utc(2024, 3, 1, 10, 0)
         for sid, billed, mode in (("close", 3.1, "FULL"), ("far", 4.0, "LITE")):
             usage.open_session(sid, "liveavatar", created_at=start)

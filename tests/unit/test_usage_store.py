@@ -18,14 +18,16 @@ import pytest
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.schema import SCHEMA_VERSION
 from lib.usage.store import EndReason, EventKind, HistoryRow, UsageLog, UsageLogError
+from tests.support.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> Iterator[UsageLog]:
-    usage = UsageLog(tmp_path / "usage.db")
+def log(usage_target: str) -> Iterator[UsageLog]:
+    """A fresh log on each backend (SQLite file, PostgreSQL database)."""
+    usage = UsageLog(usage_target)
     yield usage
     usage.close()
 
@@ -40,9 +42,9 @@ def test_creates_parent_dirs_and_uses_wal(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
-def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
-    # Two instances on one file stand in for two processes: they share no Python lock, only SQLite's.
-    logs = [UsageLog(tmp_path / "usage.db"), UsageLog(tmp_path / "usage.db")]
+def test_concurrent_writers_lose_nothing(usage_target: str) -> None:
+    # Two instances on one log stand in for two processes: they share no Python lock, only the database's.
+    logs = [UsageLog(usage_target), UsageLog(usage_target)]
     threads_n, events_n = 8, 200
     errors: list[BaseException] = []
     start = threading.Barrier(threads_n)
@@ -74,8 +76,8 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
         assert row is not None
         assert row.last_seen == T0 + events_n - 1
         assert row.speaking_s == pytest.approx(events_n * 0.5)
-    conn = sqlite3.connect(tmp_path / "usage.db")
-    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == threads_n * (events_n + 1)
+    with logs[1].read() as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").scalar_one() == threads_n * (events_n + 1)
     for usage in logs:
         usage.close()
 
@@ -97,8 +99,8 @@ CRASHING_WRITER = textwrap.dedent(
 )
 
 
-def test_sessions_left_open_by_a_crashed_process_are_reconciled(tmp_path: Path) -> None:
-    path = tmp_path / "usage.db"
+def test_sessions_left_open_by_a_crashed_process_are_reconciled(usage_target: str) -> None:
+    path = usage_target
     proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(path), str(ROOT)], timeout=60)
     assert proc.returncode == 3
 
@@ -121,8 +123,8 @@ def test_sessions_left_open_by_a_crashed_process_are_reconciled(tmp_path: Path) 
         assert (at, kind, details and details["reason"]) == (1_700_000_042.0, EventKind.CLOSED, "lost")
 
 
-def test_dropped_instance_without_close_is_reconciled_by_the_next(tmp_path: Path) -> None:
-    path = tmp_path / "usage.db"
+def test_dropped_instance_without_close_is_reconciled_by_the_next(usage_target: str) -> None:
+    path = usage_target
     first = UsageLog(path)
     first.open_session("a", "local", created_at=T0)
     first.heartbeat("a", at=T0 + 30)
@@ -230,10 +232,15 @@ def test_timestamps_are_stored_as_utc(log: UsageLog) -> None:
         log.open_session("t", "heygen", created_at=datetime(2024, 7, 1, 12, 0))
 
 
-def test_credentials_never_reach_the_log(log: UsageLog, tmp_path: Path) -> None:
+def test_credentials_never_reach_the_log(log: UsageLog) -> None:
     log.open_session("s", "heygen", created_at=T0)
     log.record_event("s", EventKind.ERROR, {"request": {"X-Api-Key": "sk-live-123", "access_token": "jwt"}})
-    raw = (tmp_path / "usage.db").read_bytes() + (tmp_path / "usage.db-wal").read_bytes()
+    if log.path is not None:
+        raw = log.path.read_bytes() + log.path.with_name(log.path.name + "-wal").read_bytes()
+    else:
+        with log.read() as conn:
+            raw = repr(conn.execute("SELECT * FROM events").fetchall()).encode()
+            raw += repr(conn.execute("SELECT * FROM sessions").fetchall()).encode()
     assert b"sk-live-123" not in raw and b"jwt" not in raw
     with pytest.raises(ValueError):
         log.set_setting("heygen_api_key", "sk-live-123")
@@ -274,8 +281,8 @@ def test_a_log_from_a_newer_version_is_refused(tmp_path: Path) -> None:
         UsageLog(path)
 
 
-def test_reopening_keeps_sessions_events_and_settings(tmp_path: Path) -> None:
-    path = tmp_path / "usage.db"
+def test_reopening_keeps_sessions_events_and_settings(usage_target: str) -> None:
+    path = usage_target
     with UsageLog(path) as usage:
         usage.open_session("s", "heygen", created_at=T0)
         usage.close_session("s", EndReason.STOPPED, at=T0 + 10)
@@ -301,8 +308,8 @@ def test_pricing_defaults_apply_until_saved(log: UsageLog) -> None:
     assert log.load_pricing(default).model.key == "heygen_older"
 
 
-def test_closed_log_says_so(tmp_path: Path) -> None:
-    usage = UsageLog(tmp_path / "usage.db")
+def test_closed_log_says_so(usage_target: str) -> None:
+    usage = UsageLog(usage_target)
     usage.close()
     with pytest.raises(UsageLogError, match="closed"):
         usage.open_session("s", "heygen")
@@ -471,3 +478,44 @@ def test_version_2_log_gains_the_provider_columns_and_keeps_its_sessions(tmp_pat
         assert usage.schema_version == SCHEMA_VERSION
         old = usage.get_session("old")
         assert old is not None and old.billed_credits is None and old.mode is None and old.is_sandbox is None
+
+
+def test_a_wrong_database_password_is_reported_without_the_password(postgres: PostgresServer) -> None:
+    url = postgres.create_database().replace(f":{postgres.password}@", ":wrong-pw-4711@")
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(url)
+    message = str(raised.value)
+    assert "wrong-pw-4711" not in message and postgres.password not in message
+    assert "DATABASE_URL" in message and "password authentication failed" in message
+    assert "postgresql://avatar_ops:***@127.0.0.1" in message
+
+
+def test_an_unreachable_server_is_reported_without_the_password(postgres: PostgresServer) -> None:
+    url = f"postgresql://avatar_ops:{postgres.password}@127.0.0.1:1/usage"
+    with pytest.raises(UsageLogError) as raised:
+        UsageLog(url, busy_timeout_s=2)
+    assert postgres.password not in str(raised.value) and "127.0.0.1" in str(raised.value)
+
+
+def test_the_log_is_shown_as_its_file_or_its_url_without_the_password(usage_target: str) -> None:
+    with UsageLog(usage_target) as usage:
+        if usage.dialect == "sqlite":
+            assert usage.location == usage_target
+        else:
+            password = usage_target.split("@")[0].rsplit(":", 1)[1]
+            assert usage.location == usage_target.replace(password, "***")
+            assert password not in repr(usage)
+
+
+def test_the_audit_trail_keeps_who_did_what_newest_first_on_both_backends(log: UsageLog) -> None:
+    log.record_audit("ops@example.com", "force_stop", "s-1", "stopped", at=1_000.0)
+    log.record_audit("local", "budget_override", None, "1 session", at=2_000.0)
+    log.record_audit("ops@example.com", "force_stop", "s-2", "already gone", at=3_000.0)
+    entries = log.audit_entries()
+    assert [(e.actor, e.action, e.target) for e in entries] == [
+        ("ops@example.com", "force_stop", "s-2"),
+        ("local", "budget_override", None),
+        ("ops@example.com", "force_stop", "s-1"),
+    ]
+    assert [e.target for e in log.audit_entries(actions=["force_stop"], since=2_000.0)] == ["s-2"]
+    assert [e.detail for e in log.audit_entries(target="s-1")] == ["stopped"]
