@@ -26,11 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checks import finish
-from lib.usage import (
-    PRESETS,
-    Pricing,
+from lib.usage.credits import PRESETS, Pricing
+from lib.usage.db import POSTGRES
+from lib.usage.queries import (
     UsageFilter,
-    UsageLog,
     cumulative_credits,
     duration_distribution,
     kpis,
@@ -38,7 +37,7 @@ from lib.usage import (
     sessions_by_hour,
     sessions_table,
 )
-from lib.usage.db import POSTGRES
+from lib.usage.store import UsageLog
 
 SESSIONS = 100_000
 EVENTS_PER_SESSION = 10
