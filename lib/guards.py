@@ -11,10 +11,10 @@ from lib.access import LOCAL_OPERATOR, Action, Identity, require_operator
 from lib.capabilities import capabilities_of
 from lib.usage.credits import Pricing
 from lib.usage.queries import UsageFilter, kpis
-from lib.usage.store import UsageLog
+from lib.usage.store import EventKind, UsageLog
 
 WARN_FRACTION = 0.8
-BUDGET_OVERRIDE_EVENT = "budget_override"
+BUDGET_OVERRIDE_EVENT = EventKind.BUDGET_OVERRIDE
 
 
 class BudgetLevel(StrEnum):
