@@ -2,7 +2,7 @@
 
 One :class:`Provider` type for all three; what each can do is its :class:`~lib.capabilities.Capabilities`.
 Its ``account`` (:mod:`lib.accounts`) serves the Sessions page, the Usage import and the command line; its
-``client`` is the HeyGen-shaped streaming client Live chat uses (local engine and HeyGen only for now).
+``client`` is the HeyGen-shaped streaming client Live chat drives (for LiveAvatar, ``LiveAvatarStreaming``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from lib.capabilities import CAPABILITIES, Capabilities, ProviderKind
 from lib.engine.launcher import EngineProcess, EngineStartError, start_engine
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
+from lib.live.liveavatar import LiveAvatarStreaming
 from lib.liveavatar.client import LiveAvatarClient
 from lib.settings import Settings
 
@@ -92,7 +93,7 @@ def liveavatar_provider(settings: Settings) -> Provider:
     if not settings.liveavatar_api_key:
         raise AccountError(NO_LIVEAVATAR_KEY)
     client = LiveAvatarClient(settings.liveavatar_base_url, settings.liveavatar_api_key)
-    return Provider(CAPABILITIES[ProviderKind.LIVEAVATAR], LiveAvatarAccount(client))
+    return Provider(CAPABILITIES[ProviderKind.LIVEAVATAR], LiveAvatarAccount(client), LiveAvatarStreaming(client))
 
 
 def local_provider(settings: Settings) -> Provider:
