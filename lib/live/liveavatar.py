@@ -301,6 +301,11 @@ class LiveAvatarStreaming(StreamingClient):
         with self._errors():
             return self.la.contexts()
 
+    def languages(self) -> list[tuple[str, str]]:
+        """(code, name) of the languages LiveAvatar's avatars speak."""
+        with self._errors():
+            return [(lang.code, lang.name) for lang in self.la.languages()]
+
     def create_context(self, name: str, prompt: str, opening_text: str) -> str:
         with self._errors():
             return self.la.create_context(name, prompt, opening_text).id
