@@ -90,7 +90,6 @@ def liveavatar_setup(
             key="la_voice",
             disabled=locked,
         )
-        context_id = _context_picker(provider_name, locked=locked)
         codes = languages(provider_name) or [("en", "English")]
         names = dict(codes)
         language = (
@@ -106,13 +105,16 @@ def liveavatar_setup(
                 horizontal=True,
                 key="la_interactivity",
                 disabled=locked,
-                format_func={
-                    Interactivity.CONVERSATIONAL: "conversational",
-                    Interactivity.PUSH_TO_TALK: "push-to-talk",
-                }.get,
+                format_func=INTERACTIVITY_LABELS.get,
             )
             or Interactivity.CONVERSATIONAL
         )
+    else:
+        st.caption(
+            ":material/record_voice_over: LITE: the avatar speaks with our offline Piper voice, sent from this "
+            "server; when it answers, the answer comes from the context's prompt (or the configured LLM)."
+        )
+    context_id = _context_picker(provider_name, locked=locked)
     q_col, e_col = st.columns(2)
     quality = (
         q_col.selectbox(

@@ -17,6 +17,9 @@ session with the same life (watcher, caps, reconnect, usage log). Underneath:
   the engine's task API with the ``local`` token, which is scoped to that one engine session: speak_text is a
   ``repeat`` task, speak_response a ``talk`` task (the engine's responder answers from the chosen context's
   prompt), interrupt is ``/v1/streaming.interrupt``; its events come back on the WebRTC data channel.
+* **LITE**: the speech is ours (:mod:`lib.live.lite_voice`): our responder answers, our offline Piper voice
+  speaks, and the PCM goes over the session's ``ws_url`` socket; its speaking events drive the status. This is
+  the same against LiveAvatar and the twin (the twin implements the socket and lip-syncs the audio).
 * **Events** from ``agent-response`` are turned into the session's own vocabulary by :class:`AgentEvents`
   (speaking state, avatar words, the user's words, and ``session.stopped`` with its ``end_reason``).
 * **Keep-alive and stop**: ``POST /v1/sessions/keep-alive`` (every 60 s, see :data:`KEEP_ALIVE_SECONDS`) and
@@ -38,11 +41,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from lib.engine.responder import LlmConfig, Responder
 from lib.heygen import errors as hg
 from lib.heygen.client import StreamingClient
 from lib.heygen.models import Avatar as HgAvatar
 from lib.heygen.models import NewSession, TaskResult
 from lib.heygen.models import Voice as HgVoice
+from lib.live.lite_voice import EventSink, LiteVoice, shared_voice_bank
 from lib.live.media import loop as media_loop
 from lib.liveavatar import errors as la
 from lib.liveavatar import events as la_events
@@ -249,14 +254,21 @@ class _Live:
     engine: StreamingClient | None = None  # the twin's engine session (local extension)
     engine_session_id: str | None = None
     room: Any = None  # the LiveKitConnection LiveSession joined (real service)
+    voice: LiteVoice | None = None  # LITE: our own speech over ws_url
+    events: EventSink | None = None  # the live session's event sink (LITE's speaking events go there)
+
+    def emit(self, event: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events(event)
 
 
 class LiveAvatarStreaming(StreamingClient):
     """LiveAvatar behind the streaming-client shape ``LiveSession`` drives; one per provider, many sessions."""
 
-    def __init__(self, client: LiveAvatarClient, *, command_timeout: float = 5.0) -> None:
+    def __init__(self, client: LiveAvatarClient, *, command_timeout: float = 5.0, llm: LlmConfig | None = None) -> None:
         super().__init__(client.base_url, provider_label="LiveAvatar")
         self.la = client
+        self.llm = llm  # LITE's answers: the configured LLM, else retrieval from the context's prompt
         self.command_timeout = command_timeout
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
@@ -335,6 +347,12 @@ class LiveAvatarStreaming(StreamingClient):
             live.engine_session_id = str(local["engine_session_id"])
         with self._lock:
             self._live[started.session_id] = live
+        if request.config.mode is SessionMode.LITE:
+            try:
+                live.voice = self._lite_voice(started, request.choice, live)
+            except Exception:
+                self.stop(started.session_id)  # no voice, no session: never leave it billing
+                raise
         if local is not None:
             return NewSession(
                 session_id=started.session_id,
@@ -347,6 +365,30 @@ class LiveAvatarStreaming(StreamingClient):
             access_token=started.livekit_client_token,
             session_duration_limit=started.max_session_duration,
         )
+
+    def _lite_voice(self, started: StartedSession, choice: LiveAvatarChoice, live: _Live) -> LiteVoice:
+        if not started.ws_url:
+            raise hg.ProviderUnavailable(None, "", user_message="LiveAvatar started the LITE session without a ws_url.")
+        knowledge = ""
+        if choice.context_id is not None:
+            with self._errors():
+                knowledge = self.la.get_context(choice.context_id).prompt
+        voice = LiteVoice(
+            started.ws_url, voices=shared_voice_bank(), responder=Responder(knowledge, self.llm), on_event=live.emit
+        )
+        try:
+            voice.connect()
+        except Exception as exc:
+            voice.close()
+            raise hg.ProviderUnavailable(
+                None, "", user_message=f"Could not open the LITE audio socket ({type(exc).__name__})."
+            ) from None
+        return voice
+
+    def attach_events(self, session_id: str, sink: EventSink) -> None:
+        """Where this session's LITE speaking events go (the live session's own event handler)."""
+        if (live := self._entry(session_id)) is not None:
+            live.events = sink
 
     def attach_room(self, session_id: str, room: Any) -> None:
         """The LiveKit room ``LiveSession`` joined for this session: commands go out through it."""
@@ -363,6 +405,8 @@ class LiveAvatarStreaming(StreamingClient):
         live = self._require(session_id)
         if not text.strip():
             raise hg.MissingParameter(None, "", user_message="Type some text for the avatar to say.")
+        if live.voice is not None:
+            return TaskResult(task_id=live.voice.say(text, task_type), duration_ms=None)
         if live.engine is not None and live.engine_session_id is not None:
             kind = "repeat" if task_type == "repeat" else "talk"
             return live.engine.task(live.engine_session_id, text, task_type=kind, task_mode="async")
@@ -376,6 +420,9 @@ class LiveAvatarStreaming(StreamingClient):
 
     def interrupt(self, session_id: str) -> None:
         live = self._require(session_id)
+        if live.voice is not None:
+            live.voice.interrupt()
+            return
         if live.engine is not None and live.engine_session_id is not None:
             live.engine.interrupt(live.engine_session_id)
             return
@@ -399,6 +446,8 @@ class LiveAvatarStreaming(StreamingClient):
         """``POST /v1/sessions/stop`` with ``USER_CLOSED``; an already ended session is not an error."""
         with self._lock:
             live = self._live.pop(session_id, None)
+        if live is not None and live.voice is not None:
+            live.voice.close()
         if live is not None and live.engine is not None:
             live.engine.close()
         try:

@@ -292,6 +292,8 @@ class LiveSession:
         self._establishing_since = time.monotonic()
         self._conn = None
         session = self.provider_session = await asyncio.to_thread(self._new_provider_session)
+        if isinstance(self.client, LiveAvatarStreaming):
+            self.client.attach_events(session.session_id, self._on_event)  # LITE: our voice's speaking events
         self._log_open()
         if self._stopping:  # the user gave up while the provider was creating it
             await self._stop_provider(self.end_reason or EndReason.STOPPED)
