@@ -2,7 +2,7 @@
 
 One :class:`Provider` type for all three; what each can do is its :class:`~lib.capabilities.Capabilities`.
 Its ``account`` (:mod:`lib.accounts`) serves the Sessions page, the Usage import and the command line; its
-``client`` is the HeyGen-shaped streaming client Live chat uses (local engine and HeyGen only for now).
+``client`` is the HeyGen-shaped streaming client Live chat drives (for LiveAvatar, ``LiveAvatarStreaming``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from lib.accounts import AccountError, LiveAvatarAccount, ProviderAccount, StreamingAccount
 from lib.capabilities import CAPABILITIES, Capabilities, ProviderKind
 from lib.engine.launcher import EngineProcess, EngineStartError, start_engine
+from lib.engine.responder import LlmConfig
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
+from lib.live.liveavatar import LiveAvatarStreaming
 from lib.liveavatar.client import LiveAvatarClient
 from lib.settings import Settings
 
@@ -92,7 +94,13 @@ def liveavatar_provider(settings: Settings) -> Provider:
     if not settings.liveavatar_api_key:
         raise AccountError(NO_LIVEAVATAR_KEY)
     client = LiveAvatarClient(settings.liveavatar_base_url, settings.liveavatar_api_key)
-    return Provider(CAPABILITIES[ProviderKind.LIVEAVATAR], LiveAvatarAccount(client))
+    llm = (
+        LlmConfig(settings.llm_base_url, settings.llm_model, settings.llm_api_key)
+        if settings.llm_base_url and settings.llm_model
+        else None
+    )
+    streaming = LiveAvatarStreaming(client, llm=llm)  # Live chat; LITE answers with the configured LLM
+    return Provider(CAPABILITIES[ProviderKind.LIVEAVATAR], LiveAvatarAccount(client), streaming)
 
 
 def local_provider(settings: Settings) -> Provider:

@@ -8,14 +8,17 @@ from lib.heygen.errors import HeyGenError
 from lib.literal_text import literal_markdown
 from lib.live.controller import ChatSetup, Encoding, MessageOutcome, PageAction, Quality
 from lib.live.status import cap_warning, quality_advice, status_rows
+from lib.live.traits import ProviderTraits
 from lib.scripts import MAX_SEGMENT_CHARS
 from lib.usage.store import EndReason
 from ui import live, resources, script_panel
+from ui.liveavatar_setup import liveavatar_setup
 from ui.script_panel import PENDING_SCRIPT_KEY
 
 settings = resources.settings()
 provider = resources.provider_or_stop()
 chat = live.live_chat()
+traits = ProviderTraits.of(provider.name)
 drawn = chat.view()  # what this run draws from; recorded as drawn only once the whole run got through
 
 st.title("Live chat")
@@ -37,48 +40,55 @@ with side_col:
         st.stop()
     avatar_list, voice_list = catalogue
     locked = chat.live
+    quality: Quality | None = None  # LiveAvatar's own quality scale is in la_choice
+    encoding: Encoding | None = None
     with st.expander("Avatar, voice and quality", expanded=not locked, icon=":material/tune:"):
-        avatar_ids = [a.avatar_id for a in avatar_list]
-        labels = {a.avatar_id: a.pose_name or a.avatar_id for a in avatar_list}
-        avatar_id = st.selectbox(
-            "Avatar", avatar_ids, format_func=lambda a: labels.get(a, a), key="avatar_id", disabled=locked
-        )
-        chosen = next((a for a in avatar_list if a.avatar_id == avatar_id), None)
-        if chosen and chosen.preview_url and (image := live.preview_image(chosen.preview_url)):
-            st.image(image, width=180)
-        voice_ids = [v.voice_id for v in voice_list]
-        voice_labels = {v.voice_id: f"{v.name} · {v.language}" for v in voice_list}
-        default_voice = chosen.default_voice if chosen and chosen.default_voice in voice_ids else None
-        voice_id = st.selectbox(
-            "Voice",
-            voice_ids,
-            format_func=lambda v: voice_labels.get(v, v),
-            disabled=locked,
-            index=voice_ids.index(default_voice) if default_voice else 0,
-            key="voice_id",
-        )
-        q_col, e_col = st.columns(2)
-        qualities: list[Quality] = ["low", "medium", "high"]
-        quality_labels = {"low": "Low · 480p", "medium": "Medium · 720p", "high": "High · 1080p"}
-        quality = q_col.selectbox(
-            "Quality", qualities, key="quality", disabled=locked, format_func=lambda q: quality_labels[q]
-        )
-        encodings: list[Encoding] = ["VP8", "H264"]
-        encoding = e_col.selectbox("Video encoding", encodings, key="encoding", disabled=locked)
+        la_choice = None
+        if traits.liveavatar:
+            la_choice = liveavatar_setup(provider.name, avatar_list, voice_list, locked=locked)
+            avatar_id, voice_id, knowledge_base = la_choice.avatar_id, la_choice.voice_id, ""
+        else:
+            avatar_ids = [a.avatar_id for a in avatar_list]
+            labels = {a.avatar_id: a.pose_name or a.avatar_id for a in avatar_list}
+            avatar_id = st.selectbox(
+                "Avatar", avatar_ids, format_func=lambda a: labels.get(a, a), key="avatar_id", disabled=locked
+            )
+            chosen = next((a for a in avatar_list if a.avatar_id == avatar_id), None)
+            if chosen and chosen.preview_url and (image := live.preview_image(chosen.preview_url)):
+                st.image(image, width=180)
+            voice_ids = [v.voice_id for v in voice_list]
+            voice_labels = {v.voice_id: f"{v.name} · {v.language}" for v in voice_list}
+            default_voice = chosen.default_voice if chosen and chosen.default_voice in voice_ids else None
+            voice_id = st.selectbox(
+                "Voice",
+                voice_ids,
+                format_func=lambda v: voice_labels.get(v, v),
+                disabled=locked,
+                index=voice_ids.index(default_voice) if default_voice else 0,
+                key="voice_id",
+            )
+            q_col, e_col = st.columns(2)
+            qualities: list[Quality] = ["low", "medium", "high"]
+            quality_labels = {"low": "Low · 480p", "medium": "Medium · 720p", "high": "High · 1080p"}
+            quality = q_col.selectbox(
+                "Quality", qualities, key="quality", disabled=locked, format_func=lambda q: quality_labels[q]
+            )
+            encodings: list[Encoding] = ["VP8", "H264"]
+            encoding = e_col.selectbox("Video encoding", encodings, key="encoding", disabled=locked)
+            knowledge_base = st.text_area(
+                "Knowledge base",
+                key="knowledge_base",
+                disabled=locked,
+                height=120,
+                value=live.SAMPLE_KNOWLEDGE_BASE,
+                help="What the avatar answers from when it answers (talk tasks).",
+            )
         task_type = st.radio(
             "When you type",
             ["talk", "repeat"],
             horizontal=True,
             key="task_type",
             format_func={"talk": "the avatar answers", "repeat": "the avatar repeats it"}.get,
-        )
-        knowledge_base = st.text_area(
-            "Knowledge base",
-            key="knowledge_base",
-            disabled=locked,
-            height=120,
-            value=live.SAMPLE_KNOWLEDGE_BASE,
-            help="What the avatar answers from when it answers (talk tasks).",
         )
         max_minutes = st.number_input(
             "Stop the session after (minutes)",
@@ -109,10 +119,19 @@ with side_col:
         )
 
 setup = ChatSetup(
-    avatar_id, voice_id, quality or "low", encoding or "VP8", task_type or "talk", knowledge_base, max_minutes
+    avatar_id,
+    voice_id,
+    quality or "low",
+    encoding or "VP8",
+    task_type or "talk",
+    knowledge_base,
+    max_minutes,
+    liveavatar=la_choice,
 )
 
 with video_col:
+    if not chat.live and (warning := chat.start_warning(setup, traits)):
+        st.warning(warning, icon=":material/voice_over_off:")
     listener = chat.voice_listener(live.make_listener) if voice_on else None
     reported = live.video(chat, voice_on=voice_on, on_mic=listener.push if listener else None)
     if chat.component(reported, setup) is PageAction.REDRAW:
@@ -207,6 +226,8 @@ def status_panel() -> None:
     chat.watched()
     if chat.changed_since_drawn():
         st.rerun()  # the whole page depends on the state (buttons, chat input): redraw it
+    if (sandbox_left := chat.sandbox_seconds_left()) is not None:
+        st.info(f"Sandbox: LiveAvatar ends it in {sandbox_left:.0f} s", icon=":material/hourglass_bottom:")
     if warning := cap_warning(current):
         st.warning(warning, icon=":material/timer:")
     if advice := quality_advice(current):

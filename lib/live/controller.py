@@ -29,6 +29,7 @@ from lib.guards import Admission
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import NewSessionRequest
+from lib.live.liveavatar import KEEP_ALIVE_SECONDS, NO_CONTEXT_WARNING, LiveAvatarChoice, LiveAvatarRequest
 from lib.live.media.playout import PlayoutBuffer
 from lib.live.placeholder import placeholder_frame
 from lib.live.session import LiveSession, SessionOptions, SessionState
@@ -52,6 +53,7 @@ FALLBACK_ERRORS = {
     "ConcurrencyLimit",
     "RateLimited",
     "ConnectionError",
+    "InsufficientCredits",  # LiveAvatar: the balance cannot pay a minute
     None,
 }
 
@@ -67,8 +69,16 @@ class ChatSetup:
     task_type: str
     knowledge_base: str
     max_minutes: float = 0.0  # 0: no dashboard cap
+    liveavatar: LiveAvatarChoice | None = None  # the LiveAvatar set-up (mode, context, sandbox, …)
 
-    def request(self, idle_timeout: int, traits: ProviderTraits) -> NewSessionRequest:
+    def request(self, idle_timeout: int, traits: ProviderTraits) -> NewSessionRequest | LiveAvatarRequest:
+        if traits.liveavatar:
+            if self.liveavatar is None:
+                raise ValueError("a LiveAvatar session needs its LiveAvatar set-up")
+            # The dashboard cap is also LiveAvatar's own max_session_duration: the provider ends it even if we
+            # could not (a crashed dashboard leaves no session billing beyond the cap).
+            cap = round(self.max_minutes * 60) if self.max_minutes else None
+            return LiveAvatarRequest(self.liveavatar.config(cap), self.liveavatar)
         return NewSessionRequest(
             avatar_id=self.avatar_id,
             voice_id=self.voice_id,
@@ -165,6 +175,25 @@ class LiveChat:
     def too_many_sessions(self) -> bool:
         """The provider refused for its concurrency limit: stopping other sessions (Sessions page) helps."""
         return self.session is not None and self.session.error_kind == "ConcurrencyLimit"
+
+    @staticmethod
+    def start_warning(setup: ChatSetup, traits: ProviderTraits) -> str | None:
+        """What the page says before START about a set-up that works but surprises (FULL without a context)."""
+        choice = setup.liveavatar
+        if traits.liveavatar and choice is not None and choice.silent:
+            return NO_CONTEXT_WARNING
+        return None
+
+    def sandbox_seconds_left(self) -> float | None:
+        """The sandbox minute's countdown while a sandbox session is connected (None otherwise)."""
+        session = self.session
+        request = session.options.request if session is not None else None
+        if session is None or not isinstance(request, LiveAvatarRequest) or not request.choice.sandbox:
+            return None
+        if session.state is not SessionState.CONNECTED or session.provider_session is None:
+            return None
+        limit = session.provider_session.session_duration_limit or request.config.max_session_duration
+        return max(0.0, (limit or 0) - session.session_age_seconds())
 
     def offers_local_fallback(self, provider_name: str) -> bool:
         """Offer "Continue on the local engine": a hosted provider refused or could not be reached."""
@@ -394,6 +423,8 @@ class LiveChat:
         traits = ProviderTraits.of(services.provider_name)
         options = SessionOptions(
             request=setup.request(services.idle_timeout, traits),
+            # LiveAvatar's idle timeout is 5 min: one keep-alive a minute (only while a page watches).
+            keep_alive_every=KEEP_ALIVE_SECONDS if traits.liveavatar else SessionOptions.keep_alive_every,
             watcher_timeout=services.watcher_timeout,
             max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
             open_events=admission.open_events,

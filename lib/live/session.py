@@ -25,6 +25,7 @@ from lib import gc_pauses
 from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError, SessionNotFound, SessionStateError
 from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
+from lib.live.liveavatar import AVATAR_PARTICIPANT, AgentEvents, LiveAvatarRequest, LiveAvatarStreaming
 from lib.live.media import loop as media_loop
 from lib.live.media.direct import DirectConnection
 from lib.live.media.quality import MediaQuality, QualityMeter
@@ -71,7 +72,7 @@ class Turn:
 
 @dataclass(frozen=True)
 class SessionOptions:
-    request: NewSessionRequest
+    request: NewSessionRequest | LiveAvatarRequest
     keep_alive_every: float = 30.0
     heartbeat_every: float = 5.0
     connect_timeout: float = 20.0
@@ -157,6 +158,8 @@ class LiveSession:
         self._stopped_sessions: set[str] = set()
         self._last_frame_at = time.monotonic()
         self.reconnects = 0
+        self._agent_events = AgentEvents()  # LiveAvatar's agent-response events, in this session's terms
+        self.provider_end_reason: str | None = None  # why the provider ended it (LiveAvatar's end_reason)
         self._future = media_loop.submit(self._connect())
 
     # --- what the page reads ------------------------------------------------------------------
@@ -288,7 +291,9 @@ class LiveSession:
         self._first_frame.clear()
         self._establishing_since = time.monotonic()
         self._conn = None
-        session = self.provider_session = await asyncio.to_thread(self.client.new, self.options.request)
+        session = self.provider_session = await asyncio.to_thread(self._new_provider_session)
+        if isinstance(self.client, LiveAvatarStreaming):
+            self.client.attach_events(session.session_id, self._on_event)  # LITE: our voice's speaking events
         self._log_open()
         if self._stopping:  # the user gave up while the provider was creating it
             await self._stop_provider(self.end_reason or EndReason.STOPPED)
@@ -296,6 +301,14 @@ class LiveSession:
         await self._open_media(session)
         if not await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout):
             raise TimeoutError
+
+    def _new_provider_session(self) -> NewSession:
+        request = self.options.request
+        if isinstance(request, LiveAvatarRequest):
+            if not isinstance(self.client, LiveAvatarStreaming):
+                raise TypeError("a LiveAvatar request needs the LiveAvatar client")
+            return self.client.open(request)
+        return self.client.new(request)
 
     def _describe(self, exc: BaseException) -> tuple[str, str | None]:
         if isinstance(exc, HeyGenError):
@@ -337,10 +350,17 @@ class LiveSession:
         elif session.url and session.access_token:
             from lib.live.media.livekit import LiveKitConnection  # heavy import, only for HeyGen v2
 
+            liveavatar = isinstance(self.client, LiveAvatarStreaming)
             room = LiveKitConnection(
-                on_video=self._on_video, on_audio=self._on_audio, on_event=self._on_event, on_state=self._on_state
+                on_video=self._on_video,
+                on_audio=self._on_audio,
+                on_event=self._on_event,
+                on_state=self._on_state,
+                only_participant=AVATAR_PARTICIPANT if liveavatar else None,
             )
             self._conn = room
+            if isinstance(self.client, LiveAvatarStreaming):
+                self.client.attach_room(session.session_id, room)  # its commands go out as data messages
             await asyncio.to_thread(self.client.start, session.session_id)  # as HeyGen's SDK: start, then join
             await room.connect(session.url, session.access_token, timeout=self.options.connect_timeout)
         else:
@@ -448,6 +468,13 @@ class LiveSession:
         """The media or the provider session went away: reconnect with a new session, keeping the transcript."""
         if self.state is not SessionState.CONNECTED or self._stopping:
             return
+        if isinstance(self.client, LiveAvatarStreaming) and self.session_id is not None:
+            # LiveAvatar ended it on purpose (duration limit, sandbox minute, no credits): a new session would
+            # undo that and bill again.
+            ended = await asyncio.to_thread(self.client.ended_reason, self.session_id)
+            if ended is not None:
+                await self._provider_stopped(ended)
+                return
         self.state = SessionState.RECONNECTING
         self.error = message
         self._log_event(EventKind.ERROR, {"error": message})
@@ -508,6 +535,15 @@ class LiveSession:
         self.state = SessionState.DISCONNECTED
         await self._shutdown(EndReason.DISCONNECTED)
 
+    async def _provider_stopped(self, reason: str) -> None:
+        """The provider ended the session itself (``session.stopped``): log its reason, no reconnect."""
+        if self._stopping:
+            return
+        self.provider_end_reason = reason
+        self.error = f"{self.client.provider_label} ended the session ({reason})."
+        self._log_event(EventKind.CLOSED, {"provider_end_reason": reason})
+        await self._shutdown(EndReason.PROVIDER_ENDED)
+
     def _force_stopped(self, session_id: str) -> bool:
         if self.usage is None:
             return False
@@ -519,6 +555,10 @@ class LiveSession:
 
     async def _release(self, reason: EndReason) -> None:
         """Close the current media and provider session (not the live session: a reconnect may follow)."""
+        if isinstance(self.client, LiveAvatarStreaming):
+            # Stop first: LiveAvatar (and its twin) ends a session whose viewer left as USER_DISCONNECTED, and
+            # the usage history should say USER_CLOSED, the reason we send.
+            await self._stop_provider(reason)
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
@@ -569,6 +609,10 @@ class LiveSession:
             self._audio_out(to_mono_s16(cast(av.AudioFrame, frame)))
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        if "event_type" in event:  # LiveAvatar's agent-response (LiveKit data): in this session's terms
+            for translated in self._agent_events.translate(event):
+                self._on_event(translated)
+            return
         now = time.monotonic()
         kind, task_id = event.get("type"), event.get("task_id")
         with self._lock:
@@ -595,6 +639,20 @@ class LiveSession:
                 for turn in self._turns:
                     if turn.task_id == task_id:
                         turn.done = True
+            elif kind == "avatar_transcript":  # the whole of what the avatar said: replaces its partials
+                turn = next((t for t in reversed(self._turns) if t.role == "avatar" and t.task_id == task_id), None)
+                if turn is None:
+                    self._turns.append(Turn("avatar", event.get("message", ""), task_id, done=True))
+                else:
+                    turn.text, turn.done = event.get("message", "") or turn.text, True
+            elif kind == "user_transcript":
+                text = str(event.get("message", "")).strip()
+                last_user = next((t for t in reversed(self._turns) if t.role == "user"), None)
+                # Our own messages come back as the user's words too: show each once.
+                if text and (last_user is None or last_user.text.strip() != text):
+                    self._turns.append(Turn("user", text, done=True))
+        if kind == "provider_stopped":
+            media_loop.submit(self._provider_stopped(str(event.get("end_reason") or "UNKNOWN")))
 
     def _on_state(self, state: str) -> None:
         if state in ("failed", "closed") and self.state is SessionState.CONNECTED and not self._stopping:

@@ -69,6 +69,7 @@ class EndReason(StrEnum):
     DISCONNECTED = "disconnected"  # media lost and not reconnected (the session of that attempt)
     LOST = "lost"  # closed by reconciliation: the provider no longer had it
     IMPORTED = "imported"  # from the provider's history
+    PROVIDER_ENDED = "provider_ended"  # the provider ended it itself (its own reason is in the event log)
 
 
 class UsageLogError(RuntimeError):

@@ -11,7 +11,6 @@ import pytest
 
 from lib.accounts import AccountError, AccountErrorKind, StopOutcome
 from lib.engine.launcher import EngineProcess
-from lib.heygen.errors import HeyGenError
 from lib.providers import Provider, check_health, connect, local_provider
 from lib.settings import load_settings
 from tests.support.liveavatar import DAY, ended, la_client, seed_history, start_session, start_twin, stop_all
@@ -64,8 +63,8 @@ def test_liveavatar_provider_declares_its_capabilities_and_reaches_the_twin(twin
         health = check_health(provider)
         assert health.ok, health.message
         assert provider.account.credits_left() == Decimal("998.00")  # 1,000 granted, 2 billed to PAST
-        with pytest.raises(HeyGenError, match="not available yet"):
-            provider.client  # noqa: B018  # Live chat on LiveAvatar is part 2
+        assert provider.client.endpoint == provider.account.endpoint  # Live chat bills the same account
+        assert any(a.pose_name and "(public)" in a.pose_name for a in provider.client.avatars())
     finally:
         provider.close()
 

@@ -8,7 +8,7 @@ import pytest
 
 from lib.access import LOCAL_OPERATOR, Identity, Role
 from lib.guards import Admission
-from lib.heygen.models import TaskResult
+from lib.heygen.models import NewSession, TaskResult
 from lib.live.controller import (
     ChatSetup,
     ComponentState,
@@ -17,7 +17,10 @@ from lib.live.controller import (
     PageAction,
     Services,
 )
+from lib.live.liveavatar import LiveAvatarChoice, LiveAvatarRequest
 from lib.live.session import SessionOptions, SessionState
+from lib.live.traits import ProviderTraits
+from lib.liveavatar.models import SANDBOX_AVATAR_ID, Interactivity, SessionMode, VideoQuality
 from lib.scripts import MAX_SEGMENT_CHARS, RunnerState
 from lib.usage.store import EndReason
 
@@ -356,3 +359,102 @@ def test_only_an_operator_starts_a_session_a_viewers_start_creates_nothing(
     chat.reconnect(SETUP)  # the same playing component, now an operator: a session starts (past the budget)
     chat.override_budget(SETUP)
     assert len(world.sessions) == 1 and chat.live and chat.refused is None
+
+
+# --- LiveAvatar ------------------------------------------------------------------------------------
+
+OWN_AVATAR = "8f3b6c1e-1111-4222-8333-444455556666"
+CONTEXT = "0c7a5d2e-7777-4888-9999-aaaabbbbcccc"
+
+
+def la_setup(choice: LiveAvatarChoice, max_minutes: float = 0) -> ChatSetup:
+    return ChatSetup(choice.avatar_id, choice.voice_id, "low", "VP8", "talk", "", max_minutes, liveavatar=choice)
+
+
+def test_liveavatar_start_sends_the_page_choice_with_the_dashboard_cap_and_60_s_keep_alives(world: World) -> None:
+    world.provider = "liveavatar"
+    chat = LiveChat(world.services)
+    choice = LiveAvatarChoice(
+        OWN_AVATAR,
+        context_id=CONTEXT,
+        language="de",
+        quality=VideoQuality.VERY_HIGH,
+        interactivity=Interactivity.PUSH_TO_TALK,
+    )
+    chat.component(PLAYING, la_setup(choice, max_minutes=10))
+    options = world.sessions[-1].options
+    assert isinstance(options.request, LiveAvatarRequest)
+    body = options.request.config.to_json()
+    assert body["mode"] == "FULL" and body["avatar_id"] == OWN_AVATAR and not body["is_sandbox"]
+    assert body["max_session_duration"] == 600  # the dashboard cap is LiveAvatar's own limit too
+    assert body["avatar_persona"] == {"language": "de", "context_id": CONTEXT}
+    assert body["video_settings"] == {"quality": "very_high", "encoding": "VP8"}
+    assert body["interactivity_type"] == "PUSH_TO_TALK"
+    assert options.keep_alive_every == 60.0
+    assert options.request.quality == "high"  # the usage log's scale: 1080p is "high"
+
+
+def test_liveavatar_sandbox_runs_wayne_for_at_most_a_minute(world: World) -> None:
+    world.provider = "liveavatar"
+    chat = LiveChat(world.services)
+    chat.component(PLAYING, la_setup(LiveAvatarChoice(OWN_AVATAR, sandbox=True), max_minutes=10))
+    request = world.sessions[-1].options.request
+    assert isinstance(request, LiveAvatarRequest)
+    body = request.config.to_json()
+    assert body["avatar_id"] == SANDBOX_AVATAR_ID and body["is_sandbox"] and body["max_session_duration"] == 60
+
+
+def test_liveavatar_lite_sends_no_persona(world: World) -> None:
+    world.provider = "liveavatar"
+    chat = LiveChat(world.services)
+    chat.component(PLAYING, la_setup(LiveAvatarChoice(OWN_AVATAR, mode=SessionMode.LITE, context_id=CONTEXT)))
+    request = world.sessions[-1].options.request
+    assert isinstance(request, LiveAvatarRequest)
+    body = request.config.to_json()
+    assert body["mode"] == "LITE" and "avatar_persona" not in body and "max_session_duration" not in body
+
+
+def test_full_without_a_context_is_warned_about_before_start() -> None:
+    la, local = ProviderTraits.of("liveavatar"), ProviderTraits.of("local")
+    silent = la_setup(LiveAvatarChoice(OWN_AVATAR))
+    assert LiveChat.start_warning(silent, la) is not None and "silent" in (LiveChat.start_warning(silent, la) or "")
+    assert LiveChat.start_warning(la_setup(LiveAvatarChoice(OWN_AVATAR, context_id=CONTEXT)), la) is None
+    assert LiveChat.start_warning(la_setup(LiveAvatarChoice(OWN_AVATAR, mode=SessionMode.LITE)), la) is None
+    assert LiveChat.start_warning(SETUP, local) is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "fallback", "sessions_link"),
+    [
+        ("InsufficientCredits", True, False),
+        ("ConcurrencyLimit", True, True),
+        ("ProviderUnavailable", True, False),
+        ("SandboxLimit", False, False),
+        ("AvatarNotFound", False, False),
+    ],
+)
+def test_liveavatar_refusals_offer_what_helps(world: World, kind: str, fallback: bool, sessions_link: bool) -> None:
+    world.provider = "liveavatar"
+    chat = LiveChat(world.services)
+    chat.component(PLAYING, la_setup(LiveAvatarChoice(OWN_AVATAR, context_id=CONTEXT)))
+    session = world.sessions[-1]
+    session.state, session.error, session.error_kind = SessionState.FAILED, "refused", kind
+    assert chat.offers_local_fallback("liveavatar") is fallback
+    assert chat.too_many_sessions is sessions_link
+
+
+def test_the_sandbox_countdown_runs_only_for_a_connected_sandbox_session(world: World) -> None:
+    world.provider = "liveavatar"
+    chat = LiveChat(world.services)
+    chat.component(PLAYING, la_setup(LiveAvatarChoice(OWN_AVATAR, sandbox=True)))
+    session = world.sessions[-1]
+    assert chat.sandbox_seconds_left() is None  # still connecting
+    session.state = SessionState.CONNECTED
+    session.provider_session = NewSession("s", session_duration_limit=60)  # type: ignore[attr-defined]
+    session.session_age_seconds = lambda: 21.5  # type: ignore[attr-defined]
+    assert chat.sandbox_seconds_left() == 38.5
+    session.session_age_seconds = lambda: 75.0  # type: ignore[attr-defined]
+    assert chat.sandbox_seconds_left() == 0.0
+    chat.stop()
+    chat.component(IDLE, la_setup(LiveAvatarChoice(OWN_AVATAR, context_id=CONTEXT)))
+    assert chat.sandbox_seconds_left() is None

@@ -103,7 +103,10 @@ class LiveKitConnection:
         room_factory: Callable[[], Any] = rtc.Room,
         video_stream_factory: Callable[..., Any] = rtc.VideoStream,
         audio_stream_factory: Callable[..., Any] = rtc.AudioStream,
+        only_participant: str | None = None,
     ) -> None:
+        # LiveAvatar's room also holds its agent: only the avatar participant's (``heygen``) media is shown.
+        self._only_participant = only_participant
         self._on_video = on_video
         self._on_audio = on_audio
         self._on_event = on_event
@@ -154,6 +157,12 @@ class LiveKitConnection:
             await self.room.disconnect()
         self._set_state("closed")
 
+    async def publish(self, payload: bytes, topic: str) -> None:
+        """Send one reliable data message to the room (LiveAvatar's commands on ``agent-control``)."""
+        if self._closing or self._state != "connected":
+            raise ConnectionError("The avatar's LiveKit room is not connected.")
+        await self.room.local_participant.publish_data(payload, reliable=True, topic=topic)
+
     def _set_state(self, state: str) -> None:
         if state == self._state or (self._state == "closed" and state != "closed"):
             return
@@ -163,6 +172,8 @@ class LiveKitConnection:
     # --- room events (synchronous: livekit's emitter does not await handlers) --------------------
     def _track_subscribed(self, track: Any, publication: Any, participant: Any) -> None:
         if self._closing or track.sid in self._readers:
+            return
+        if self._only_participant is not None and getattr(participant, "identity", None) != self._only_participant:
             return
         if track.kind == rtc.TrackKind.KIND_VIDEO:
             stream = self._video_stream_factory(track, format=rtc.VideoBufferType.I420)
@@ -189,6 +200,8 @@ class LiveKitConnection:
         if event is None:
             log.debug("ignoring a data message that is not a JSON event (topic %r)", packet.topic)
             return
+        if packet.topic and "event_type" in event:
+            event["topic"] = packet.topic  # LiveAvatar's events say which topic they came on
         self._on_event(event)
 
     def _connection_state_changed(self, state: int) -> None:
