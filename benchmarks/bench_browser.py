@@ -13,7 +13,12 @@ Run: ``.venv/bin/python benchmarks/bench_browser.py`` (``--runs``, ``--tasks``).
 * The browser's playout delay (frame received → shown, ``receiveTime`` → ``expectedDisplayTime``), idle and
   while the avatar talks: Chromium holds video back to keep it in sync with the audio it plays.
 
-Goals (issue 5): first frame ≤ 1500 ms, task → visible lip motion ≤ 500 ms (medians).
+* CPU of the dashboard process (``streamlit run``) and of the engine while one live 480p session idles and
+  while it talks, and their ratio: the dashboard forwards the engine's packets and should cost at most a
+  quarter of what the engine spends on the session (issue 15). The load average is printed beside it.
+
+Goals (issue 5): first frame ≤ 1500 ms, task → visible lip motion ≤ 500 ms (medians); issue 15: dashboard CPU
+≤ 25 % of the engine's for the session.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -58,6 +64,33 @@ LIP_GOAL_MS = 500.0
 PIXEL_DELTA = 50
 THRESHOLD_FLOOR = 60.0
 EARLIEST_BEFORE_TALK_MS = 100.0
+CPU_RATIO_GOAL = 0.25  # dashboard CPU / engine CPU for one live session (issue 15)
+
+
+class CpuMeter:
+    """CPU time of the dashboard and the engine processes (all threads) between two marks, in % of one core."""
+
+    def __init__(self, app_pid: int, engine_pid: int) -> None:
+        self._procs = {"dashboard": psutil.Process(app_pid), "engine": psutil.Process(engine_pid)}
+        self._start = self._read()
+
+    def _read(self) -> tuple[float, dict[str, float]]:
+        times = {name: sum(p.cpu_times()[:2]) for name, p in self._procs.items()}
+        return time.monotonic(), times
+
+    def mark(self) -> dict[str, Any]:
+        (t0, before), (t1, after) = self._start, self._read()
+        self._start = (t1, after)
+        elapsed = t1 - t0
+        pct = {name: 100.0 * (after[name] - before[name]) / elapsed for name in after}
+        return {
+            "dashboard_pct": round(pct["dashboard"], 1),
+            "engine_pct": round(pct["engine"], 1),
+            "dashboard_to_engine_ratio": round(pct["dashboard"] / pct["engine"], 3) if pct["engine"] > 0 else None,
+            "seconds": round(elapsed, 1),
+        }
+
+
 AVATAR_ID = "anna_office"  # the page's default avatar; quality "low" = 854×480
 PROMPTS = [
     "Hello there",
@@ -273,7 +306,13 @@ def jitter_buffers(before: dict[str, dict[str, float]], after: dict[str, dict[st
 
 
 def lip_runs(
-    browser: Browser, url: str, engine: EngineProcess, client: StreamingClient, tasks: int, calibrate_s: float
+    browser: Browser,
+    url: str,
+    engine: EngineProcess,
+    client: StreamingClient,
+    tasks: int,
+    calibrate_s: float,
+    app_pid: int,
 ) -> dict[str, Any]:
     page: Page = open_app(browser, url, viewport=(1280, 900), record_peer_connections=True)
     try:
@@ -290,7 +329,9 @@ def lip_runs(
         rect = get_kit(AVATAR_ID, size[0], size[1]).mouth_rect()
         frame.evaluate(MOUTH_PROBE, [list(rect), PIXEL_DELTA])
         stats_start = inbound_rtp(frame)
+        cpu = CpuMeter(app_pid, engine.process.pid)
         time.sleep(calibrate_s)
+        cpu_idle = cpu.mark()
         stats_idle = inbound_rtp(frame)
         calibration = mouth_frames(frame)
         idle = [f[2] for f in calibration]
@@ -352,7 +393,9 @@ def lip_runs(
             # The next run starts from a quiet avatar: the engine has stopped and its last frames have arrived.
             wait_until(lambda: not any(s.speaking for s in client.list()), 10, 0.2)
         stats_end = inbound_rtp(frame)
+        cpu_tasks = cpu.mark()
         return {
+            "cpu_live_480p_session": {"idle": cpu_idle, "task_runs": cpu_tasks},
             "runs": runs,
             "misses": misses,
             "early_triggers": early,
@@ -392,10 +435,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"START run {i}: first frame {starts[-1]['first_frame_ms']:.0f} ms, "
                     f"avatar {starts[-1]['first_avatar_frame_ms']:.0f} ms"
                 )
-            lips = lip_runs(browser, app.url, engine, client, args.tasks, args.calibrate)
+            lips = lip_runs(browser, app.url, engine, client, args.tasks, args.calibrate, app.process.pid)
     finally:
         engine.stop()
     lip = lips.pop("runs")
+    cpu = lips.pop("cpu_live_480p_session")
 
     def col(rows: list[dict[str, float]], key: str) -> list[float]:
         return [r[key] for r in rows if not math.isnan(r[key])]
@@ -415,9 +459,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "enter_to_mouth_frame_received": figure(col(lip, "received_ms")),
         },
         "browser_playout_delay": lips.pop("browser_playout_delay_ms"),
+        "cpu_live_480p_session": cpu,
+        "dashboard_to_engine_cpu": {
+            "value": cpu["task_runs"]["dashboard_to_engine_ratio"],
+            "goal": CPU_RATIO_GOAL,
+            "meets_goal": cpu["task_runs"]["dashboard_to_engine_ratio"] is not None
+            and cpu["task_runs"]["dashboard_to_engine_ratio"] <= CPU_RATIO_GOAL,
+        },
         "browser_inbound": lips.pop("browser_inbound"),
         "lip_detection": lips,
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],
         "cpu_count": os.cpu_count(),
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -24,6 +24,12 @@ from lib.guards import Admission, admit_session
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, Voice
 from lib.live.controller import AUDIO_RATE, ComponentState, LiveChat, Services
+from lib.live.media.passthrough import (
+    PacketFeed,
+    PassthroughAudioTrack,
+    PassthroughVideoTrack,
+    install_keyframe_forwarding,
+)
 from lib.usage.store import EndReason
 from lib.voice import VoiceListener
 from ui import access, resources
@@ -94,6 +100,21 @@ def settle_orphan_check(key: str) -> None:
         context._last_rendered_run_count = -2 if st.session_state.pop(LEFT_PAGE_KEY, False) else None
 
 
+def _passthrough(fallback: Any, chat: LiveChat, kind: type[PassthroughVideoTrack | PassthroughAudioTrack]) -> Any:
+    """One passthrough track per frame source (the factory keeps that per tab and ends it with the stream)."""
+    track = getattr(fallback, "_avatar_ops_passthrough", None)
+    if track is None or track.readyState != "live":
+        install_keyframe_forwarding()
+
+        def feed() -> PacketFeed | None:
+            session = chat.session
+            return session.media_feed() if session is not None else None
+
+        track = kind(fallback, feed)
+        fallback._avatar_ops_passthrough = track
+    return track
+
+
 def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | None = None) -> ComponentState:
     """The live video (and, with ``voice_on``, the microphone); returns what the component reports.
 
@@ -107,8 +128,12 @@ def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | Non
     """
     key = VIDEO_KEYS[1] if voice_on else VIDEO_KEYS[0]
     settle_orphan_check(key)
-    video_track = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
-    audio_track = create_audio_source_track(chat.audio_frame, key="avatar-audio", sample_rate=AUDIO_RATE)
+    frames = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
+    samples = create_audio_source_track(chat.audio_frame, key="avatar-audio", sample_rate=AUDIO_RATE)
+    # The local engine's packets go to the browser as they are; the frame sources above (placeholders, and
+    # decoded media for providers that only hand frames) fill in otherwise and own the tracks' lifecycle.
+    video_track = _passthrough(frames, chat, PassthroughVideoTrack)
+    audio_track = _passthrough(samples, chat, PassthroughAudioTrack)
     mic = create_audio_sink_track(on_mic, key="mic") if on_mic is not None else None
     ctx = webrtc_streamer(
         key=key,

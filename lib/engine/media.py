@@ -178,6 +178,8 @@ class RenderClock:
         self._task: asyncio.Task | None = None
         self.stats = ClockStats()
         self._audio_pts = 0
+        # Called with each frame and its audio slice (lib.engine.packets: the encoded media channel).
+        self.on_tick: Callable[[av.VideoFrame, list[av.AudioFrame]], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -227,9 +229,13 @@ class RenderClock:
         frame.pts = n * (VIDEO_CLOCK // self._fps)
         frame.time_base = Fraction(1, VIDEO_CLOCK)
         self.video.push(frame)
+        slices = []
         for offset in range(0, len(tick.audio), AUDIO_FRAME_SAMPLES):
-            self.audio.push(_audio_frame(tick.audio[offset : offset + AUDIO_FRAME_SAMPLES], self._audio_pts))
+            slices.append(_audio_frame(tick.audio[offset : offset + AUDIO_FRAME_SAMPLES], self._audio_pts))
+            self.audio.push(slices[-1])
             self._audio_pts += AUDIO_FRAME_SAMPLES
+        if self.on_tick is not None:
+            self.on_tick(frame, slices)
         self.stats.frames += 1
         return tick
 

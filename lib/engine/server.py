@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lib import gc_pauses
-from lib.engine import avatars
+from lib.engine import avatars, packets
 from lib.engine import errors as E
 from lib.engine.api import IceBody, NewSessionBody, SessionBody, StartBody, TaskBody
 from lib.engine.config import QUALITIES, EngineConfig
@@ -190,6 +190,14 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
                 "session_duration_limit": config.max_duration,
                 "is_paid": False,
                 "resolution": "{}x{}".format(*options.size),
+                # Local-engine extension: the session's encoded media, to forward without transcoding
+                # (lib.engine.packets). The token opens this session's channel only.
+                "media_channel": {
+                    "url": config.base_url.replace("http", "ws", 1) + "/v1/streaming.media",
+                    "token": session.media_token,
+                    "video_codec": session.packets.video_codec,
+                    "audio_codec": "opus",
+                },
             }
         )
 
@@ -294,6 +302,14 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
     async def events(session_id: str, after: int = 0, who: Caller = Depends(caller)) -> dict[str, Any]:
         session = session_for(session_id, who)
         return ok({"status": session.state.value, "events": session.events.after(after), "stats": session.stats()})
+
+    @app.websocket("/v1/streaming.media")
+    async def media(websocket: WebSocket, session_id: str) -> None:
+        session = manager().sessions.get(session_id)
+        if session is None:
+            await websocket.close(code=4404)
+            return
+        await packets.serve(websocket, session.packets, session.media_token)
 
     @app.get("/v1/streaming/avatar.list", tags=["avatars"])
     async def avatar_list(request: Request, _: Caller = Depends(caller)) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from lib.engine.codecs import install_realtime_h264
 from lib.engine.config import QUALITIES, QUALITY_UNITS, TARGET_BITRATE, EngineConfig
 from lib.engine.history import HistoryRow, SessionHistory
 from lib.engine.media import RenderClock
+from lib.engine.packets import PacketStream
 from lib.engine.responder import LlmConfig, Responder
 from lib.engine.speaker import Speaker, SpeechBuffer, Utterance
 from lib.engine.tts import VoiceBank
@@ -113,6 +114,10 @@ class EngineSession:
         self.clock = RenderClock(
             avatars.get_kit(options.avatar_id, width, height), self.buffer, fps=fps, is_listening=lambda: self.listening
         )
+        # The encoded media channel (lib.engine.packets): encodes only while a client subscribes.
+        self.packets = PacketStream(options.video_encoding, width, height, TARGET_BITRATE[options.quality])
+        self.media_token = secrets.token_urlsafe(32)
+        self.clock.on_tick = self.packets.on_tick
         self.responder = responder
         self.speaker = Speaker(
             self.buffer,
@@ -214,6 +219,7 @@ class EngineSession:
         self.touch()
         dropped = self.speaker.interrupt()
         self.clock.audio.clear()  # speech already rendered but not yet sent must not play either
+        self.packets.clear_audio()
         return dropped
 
     def stats(self) -> dict[str, Any]:
@@ -222,6 +228,8 @@ class EngineSession:
             "fps": round(s.fps, 2),
             "frames": s.frames,
             "dropped_video_frames": self.clock.video.dropped,
+            "media_channel_frames": self.packets.encoded_frames,
+            "media_channel_skipped_frames": self.packets.skipped_frames,
             "clock_resyncs": s.late_resyncs,
             "compose_ms_avg": round(s.compose_ms_total / s.frames, 3) if s.frames else None,
             "last_task_latency_ms": self.buffer.last_task_latency_ms,
@@ -255,6 +263,7 @@ class EngineSession:
         self.end_reason = reason
         await self.speaker.stop()
         await self.clock.stop()
+        self.packets.close()
         await self.pc.close()
         self.state = SessionState.CLOSED
         self.closed.set()

@@ -158,6 +158,8 @@ class NewSession:
     session_duration_limit: int | None = None
     is_paid: bool | None = None
     realtime_endpoint: str | None = None
+    # Local engine extension: where its encoded packets are served ({"url", "token", "video_codec", ...}).
+    media_channel: dict[str, str] | None = field(default=None, repr=False)
 
     @property
     def transport(self) -> Literal["livekit", "webrtc"]:
@@ -185,7 +187,14 @@ class NewSession:
             session_duration_limit=_int(data.get("session_duration_limit")),
             is_paid=None if is_paid is None else bool(is_paid),
             realtime_endpoint=_str(data.get("realtime_endpoint")),
+            media_channel=_media_channel(data.get("media_channel")),
         )
+
+
+def _media_channel(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict) or not value.get("url") or not value.get("token"):
+        return None
+    return {str(k): str(v) for k, v in value.items() if v is not None}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from lib.heygen.client import StreamingClient
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import NewSessionRequest
 from lib.live.liveavatar import KEEP_ALIVE_SECONDS, NO_CONTEXT_WARNING, LiveAvatarChoice, LiveAvatarRequest
+from lib.live.media.passthrough import passthrough_enabled
 from lib.live.media.playout import PlayoutBuffer
 from lib.live.placeholder import placeholder_frame
 from lib.live.session import LiveSession, SessionOptions, SessionState
@@ -428,6 +429,7 @@ class LiveChat:
             watcher_timeout=services.watcher_timeout,
             max_duration=setup.max_minutes * 60 if setup.max_minutes else None,
             open_events=admission.open_events,
+            passthrough=passthrough_enabled(),
         )
         with self._lock:
             self.setup = setup

@@ -28,6 +28,8 @@ from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
 from lib.live.liveavatar import AVATAR_PARTICIPANT, AgentEvents, LiveAvatarRequest, LiveAvatarStreaming
 from lib.live.media import loop as media_loop
 from lib.live.media.direct import DirectConnection
+from lib.live.media.passthrough import PacketFeed
+from lib.live.media.playout import PlayoutStats
 from lib.live.media.quality import MediaQuality, QualityMeter
 from lib.usage.store import EndReason, EventKind, UsageLog
 
@@ -85,6 +87,9 @@ class SessionOptions:
     video_stall_timeout: float = 4.0  # no frame for this long while connected: treat the media as lost
     # Backoff 1, 2, 4, then every 8 s (47 s in all): a restarted engine is found soon after it is back.
     reconnect_attempts: int = 8
+    # Take the provider's encoded media as it is when it offers it (the local engine's media channel) instead
+    # of decoding it: the page forwards the packets to the browser (lib.live.media.passthrough).
+    passthrough: bool = False
 
 
 _open_sessions = 0
@@ -153,6 +158,7 @@ class LiveSession:
         self._first_frame = threading.Event()
         self.finished = threading.Event()  # set once the provider session is stopped and media released
         self._conn: Any = None  # DirectConnection or LiveKitConnection: both have close()
+        self._feed: PacketFeed | None = None  # the encoded media, when forwarded without decoding
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
         self._stopped_sessions: set[str] = set()
@@ -173,6 +179,15 @@ class LiveSession:
 
     def latest_frame(self) -> av.VideoFrame | None:
         return self._latest
+
+    def media_feed(self) -> PacketFeed | None:
+        """The provider's encoded media while the session is live, when it is forwarded as it is."""
+        feed = self._feed
+        return feed if feed is not None and self.state is SessionState.CONNECTED else None
+
+    def audio_leg_stats(self) -> PlayoutStats | None:
+        """The forwarded audio's queue toward the browser (None when audio is decoded and re-encoded)."""
+        return self._feed.audio_stats() if self._feed is not None else None
 
     def transcript(self) -> list[Turn]:
         with self._lock:
@@ -248,6 +263,8 @@ class LiveSession:
                 turn.interrupted = True
         if self._audio_clear is not None:
             self._audio_clear()  # drop what the browser has not heard yet, too
+        if self._feed is not None:
+            self._feed.clear_audio()
         try:
             self.client.interrupt(session_id)
         except HeyGenError:
@@ -291,6 +308,7 @@ class LiveSession:
         self._first_frame.clear()
         self._establishing_since = time.monotonic()
         self._conn = None
+        self._feed = None
         session = self.provider_session = await asyncio.to_thread(self._new_provider_session)
         if isinstance(self.client, LiveAvatarStreaming):
             self.client.attach_events(session.session_id, self._on_event)  # LITE: our voice's speaking events
@@ -337,15 +355,23 @@ class LiveSession:
         """Direct WebRTC when the provider sent an SDP offer (local engine, HeyGen legacy); a LiveKit room
         when it sent a room URL and token (HeyGen ``version: "v2"``)."""
         if session.sdp is not None:
+            channel = session.media_channel if self.options.passthrough else None
+            if channel is not None and channel.get("video_codec", "VP8") != "VP8":
+                channel = None  # the browser leg negotiates VP8: other codecs are decoded and re-encoded
             conn = DirectConnection(
                 on_video=self._on_video,
                 on_audio=self._on_audio,
                 on_event=self._on_event,
                 on_state=self._on_state,
                 ice_servers=session.ice_servers,
+                receive_media=channel is None,
             )
             self._conn = conn
             answer = await conn.answer(session.sdp)
+            if channel is not None:
+                feed = PacketFeed(channel, session.session_id, on_video=self._on_video_packet)
+                self._feed = feed
+                await feed.connect(self.options.connect_timeout)
             await asyncio.to_thread(self.client.start, session.session_id, answer)
         elif session.url and session.access_token:
             from lib.live.media.livekit import LiveKitConnection  # heavy import, only for HeyGen v2
@@ -559,6 +585,9 @@ class LiveSession:
             # Stop first: LiveAvatar (and its twin) ends a session whose viewer left as USER_DISCONNECTED, and
             # the usage history should say USER_CLOSED, the reason we send.
             await self._stop_provider(reason)
+        if self._feed is not None:
+            with contextlib.suppress(Exception):
+                await self._feed.close()
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 await self._conn.close()
@@ -598,6 +627,14 @@ class LiveSession:
     # --- media callbacks (media loop) --------------------------------------------------------
     def _on_video(self, frame: av.frame.Frame) -> None:
         self._latest = cast(av.VideoFrame, frame)  # the transports hand video frames to this callback only
+        self._last_frame_at = time.monotonic()
+        self.frames_received += 1
+        if not self._first_frame.is_set():
+            self.first_frame_ms = round((time.monotonic() - self._establishing_since) * 1000, 1)
+            self._first_frame.set()
+
+    def _on_video_packet(self) -> None:
+        """A forwarded video packet arrived: the media is flowing (nothing decoded, so no latest frame)."""
         self._last_frame_at = time.monotonic()
         self.frames_received += 1
         if not self._first_frame.is_set():

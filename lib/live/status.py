@@ -55,6 +55,7 @@ def status_rows(
     session: LiveSession, pricing: Pricing, traits: ProviderTraits | None, playout: PlayoutStats | None = None
 ) -> list[tuple[str, str]]:
     rows = [("State", STATE_LABELS[session.state])]
+    playout = session.audio_leg_stats() or playout  # forwarded packets: their queue is the audio leg
     silent = session.no_media_seconds()
     if silent is not None and silent >= MEDIA_GAP_SHOWN_S:
         rows.append(("Media", f":orange[no media for {silent:.0f} s]"))

@@ -49,6 +49,7 @@ class DirectConnection:
         on_state: StateCallback | None = None,
         ice_servers: list[dict[str, Any]] | None = None,
         upstream_audio: MediaStreamTrack | None = None,
+        receive_media: bool = True,
     ) -> None:
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
         self._on_video = on_video
@@ -56,6 +57,7 @@ class DirectConnection:
         self._on_event = on_event
         self._on_state = on_state or (lambda state: None)
         self._upstream_audio = upstream_audio
+        self._receive_media = receive_media
         self._readers: list[asyncio.Task] = []
         self.pc.on("track", self._track)
         self.pc.on("datachannel", self._datachannel)
@@ -63,6 +65,11 @@ class DirectConnection:
 
     async def answer(self, offer: dict[str, str]) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type=offer.get("type", "offer")))
+        if not self._receive_media:
+            # The media comes another way (the engine's encoded channel): decline it here, so the provider
+            # sends (and encodes) nothing on this connection and nothing is decoded. Events still flow.
+            for transceiver in self.pc.getTransceivers():
+                transceiver.direction = "inactive"
         if self._upstream_audio is not None:
             for transceiver in self.pc.getTransceivers():
                 if transceiver.kind == "audio":
@@ -71,6 +78,8 @@ class DirectConnection:
         return self.pc.localDescription.sdp
 
     def _track(self, track: MediaStreamTrack) -> None:
+        if not self._receive_media:
+            return  # declined: nothing arrives on it
         sink = self._on_video if track.kind == "video" else self._on_audio
         self._readers.append(asyncio.get_running_loop().create_task(self._read(track, sink)))
 
