@@ -47,6 +47,7 @@ from lib.heygen.models import (
     TaskResult,
     Voice,
 )
+from lib.http_exchange import NOT_SENT, exchange
 from lib.settings import Secret
 
 log = logging.getLogger("avatar_ops.heygen")
@@ -402,40 +403,21 @@ class StreamingClient:
         timeout: float | tuple[float, float],
     ) -> tuple[requests.Response | None, HeyGenError | None, bool]:
         """One HTTP exchange; a transport failure comes back as an error value, never as a chain."""
-        started = time.perf_counter()
-        kind = ""
-        try:
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                json=json,
-                params=params,
-                headers=self._headers(),
-                timeout=timeout,
-            )
-        except requests.exceptions.ConnectTimeout:
-            kind = "connect_timeout"
-        except requests.exceptions.Timeout:
-            kind = "timeout"
-        except requests.exceptions.SSLError:
-            kind = "tls"
-        except requests.exceptions.ConnectionError as exc:
-            kind = "dns" if self._is_dns_failure(exc) else "connection"
-        except requests.exceptions.RequestException:
-            kind = "request"
-        elapsed = (time.perf_counter() - started) * 1000
-        if kind:
-            log.debug("%s %s failed after %.0f ms: %s", method, path, elapsed, kind)
+        response, kind = exchange(
+            self._session,
+            method,
+            self.base_url + path,
+            json=json,
+            params=params,
+            headers=self._headers(),
+            timeout=timeout,
+            log=log,
+            path=path,
+        )
+        if kind is not None:
             read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
-            return None, self._transport_error(kind, read_timeout), kind in ("connect_timeout", "connection")
-        log.debug("%s %s -> HTTP %s in %.0f ms", method, path, response.status_code, elapsed)
+            return None, self._transport_error(kind, read_timeout), kind in NOT_SENT
         return response, None, False
-
-    @staticmethod
-    def _is_dns_failure(exc: Exception) -> bool:
-        text = repr(exc)
-        markers = ("NameResolutionError", "Name or service not known", "nodename nor servname", "getaddrinfo")
-        return any(marker in text for marker in markers)
 
     def _provider(self) -> str:
         return f"{self.provider_label} ({self.host})"

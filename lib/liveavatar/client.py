@@ -25,7 +25,8 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from lib.heygen.client import StreamingClient, _as_secret, _int_code, _retry_after
+from lib.heygen.client import _as_secret, _int_code, _retry_after
+from lib.http_exchange import exchange
 from lib.liveavatar.errors import (
     ConcurrencyLimit,
     InsufficientCredits,
@@ -360,32 +361,19 @@ class LiveAvatarClient:
         self, method: str, path: str, json: Any, params: Mapping[str, Any] | None, auth: _Auth
     ) -> tuple[requests.Response | None, LiveAvatarError | None]:
         """One HTTP exchange; a transport failure comes back as an error value, never as a chain."""
-        started = time.perf_counter()
-        kind = ""
-        try:
-            response = self._session.request(
-                method,
-                self.base_url + path,
-                json=json,
-                params=dict(params) if params else None,
-                headers=self._headers(auth),
-                timeout=self.timeout,
-            )
-        except requests.exceptions.ConnectTimeout:
-            kind = "connect_timeout"
-        except requests.exceptions.Timeout:
-            kind = "timeout"
-        except requests.exceptions.SSLError:
-            kind = "tls"
-        except requests.exceptions.ConnectionError as exc:
-            kind = "dns" if StreamingClient._is_dns_failure(exc) else "connection"
-        except requests.exceptions.RequestException:
-            kind = "request"
-        elapsed = (time.perf_counter() - started) * 1000
-        if kind:
-            log.debug("%s %s failed after %.0f ms: %s", method, path, elapsed, kind)
+        response, kind = exchange(
+            self._session,
+            method,
+            self.base_url + path,
+            json=json,
+            params=params,
+            headers=self._headers(auth),
+            timeout=self.timeout,
+            log=log,
+            path=path,
+        )
+        if kind is not None:
             return None, self._transport_error(kind)
-        log.debug("%s %s -> HTTP %s in %.0f ms", method, path, response.status_code, elapsed)
         return response, None
 
     def _provider(self) -> str:
