@@ -7,7 +7,6 @@ exception (whose text can hold URLs) as its cause or context, and server message
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import re
 import time
@@ -47,7 +46,7 @@ from lib.heygen.models import (
     TaskResult,
     Voice,
 )
-from lib.http_exchange import NOT_SENT, exchange
+from lib.http_exchange import NOT_SENT, endpoint_of, exchange, host_of
 from lib.settings import Secret
 
 log = logging.getLogger("avatar_ops.heygen")
@@ -159,13 +158,10 @@ class StreamingClient:
         task_timeout: float = 120.0,
         max_retry_after: float = 5.0,
     ) -> None:
-        parts = urlsplit((base_url or "").strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL with a host name.")
-        # The host shown in messages never includes user:password@ from the URL.
-        self.host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        self.host = host_of(base_url)  # for messages: never the user:password@ of the URL
         self.base_url = base_url.strip().rstrip("/")
-        is_heygen = parts.hostname == "heygen.com" or parts.hostname.endswith(".heygen.com")
+        hostname = self.host.split(":", 1)[0]
+        is_heygen = hostname == "heygen.com" or hostname.endswith(".heygen.com")
         self.provider_label = provider_label or ("HeyGen" if is_heygen else "Local engine")
         self._api_key = _as_secret(api_key)
         self._token = _as_secret(token)
@@ -186,12 +182,7 @@ class StreamingClient:
         Two dashboards (or the app and the command line) can share one log while using different engines
         or HeyGen accounts; reconciliation must only close sessions of the endpoint it listed.
         """
-        parts = urlsplit(self.base_url)
-        url = f"{parts.scheme}://{self.host}{parts.path}"
-        if self._api_key is None:
-            return url
-        digest = hashlib.sha256(b"avatar-ops endpoint\0" + self._api_key.reveal().encode()).hexdigest()
-        return f"{url}#key-{digest[:12]}"
+        return endpoint_of(self.base_url, self._api_key)
 
     def __repr__(self) -> str:
         auth = "api_key" if self._api_key else "token" if self._token else "none"

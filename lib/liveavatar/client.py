@@ -13,7 +13,6 @@ second billable session.
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
 import re
 import time
@@ -21,12 +20,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import requests
 
 from lib.heygen.client import _as_secret, _int_code, _retry_after
-from lib.http_exchange import exchange
+from lib.http_exchange import endpoint_of, exchange, host_of
 from lib.liveavatar.errors import (
     ConcurrencyLimit,
     InsufficientCredits,
@@ -97,11 +96,7 @@ class LiveAvatarClient:
         backoff: float = 0.5,
         session: requests.Session | None = None,
     ) -> None:
-        parts = urlsplit((base_url or "").strip())
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("base_url must be an http:// or https:// URL with a host name.")
-        # The host shown in messages never includes user:password@ from the URL.
-        self.host = parts.hostname + (f":{parts.port}" if parts.port else "")
+        self.host = host_of(base_url)  # for messages: never the user:password@ of the URL
         self.base_url = base_url.strip().rstrip("/")
         self._api_key = _as_secret(api_key)
         self.timeout = timeout
@@ -119,12 +114,7 @@ class LiveAvatarClient:
         Same scheme as :attr:`StreamingClient.endpoint` (base URL without user:password, ``#key-`` and a
         one-way fingerprint of the key) so reconciliation can tell accounts and engines apart alike.
         """
-        parts = urlsplit(self.base_url)
-        url = f"{parts.scheme}://{self.host}{parts.path}"
-        if self._api_key is None:
-            return url
-        digest = hashlib.sha256(b"avatar-ops endpoint\0" + self._api_key.reveal().encode()).hexdigest()
-        return f"{url}#key-{digest[:12]}"
+        return endpoint_of(self.base_url, self._api_key)
 
     def __repr__(self) -> str:
         url = self.endpoint.split("#", 1)[0]  # never user:password from the URL
