@@ -14,7 +14,9 @@ STOP (streamlit-webrtc's frontend sends ``playing: false`` only from its stop pa
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,8 +41,13 @@ from lib.scripts import MAX_SEGMENT_CHARS, TERMINAL_STATES, RunnerState, RunnerS
 from lib.usage.store import EndReason, EventKind, UsageLog
 from lib.voice import Transcript, VoiceListener
 
+log = logging.getLogger(__name__)
+
 AUDIO_RATE = 48_000
 AUDIO_FRAME_SAMPLES = 960  # the 20 ms frames streamlit-webrtc's audio source pulls
+# Spoken words final before the avatar is connected wait for it: its connect timeout, plus this.
+VOICE_CONNECT_SLACK_S = 5.0
+VOICE_CONNECT_POLL_S = 0.05
 
 Quality = Literal["low", "medium", "high"]
 Encoding = Literal["VP8", "H264"]
@@ -351,8 +358,8 @@ class LiveChat:
         self._voice_pool.submit(self._barge_in)
 
     def _voice_turn(self, transcript: Transcript) -> None:
-        session = self.session
-        if session is None or session.state is not SessionState.CONNECTED or self.setup is None:
+        session = self._connected_for_voice(transcript)
+        if session is None or self.setup is None:
             return
         try:
             session.send(transcript.text, self.setup.task_type)
@@ -368,6 +375,24 @@ class LiveChat:
                 "stt_latency_ms": round(transcript.latency_ms),
             },
         )
+
+    def _connected_for_voice(self, transcript: Transcript) -> LiveSession | None:
+        """The session to send spoken words to. The microphone counts from START, so words can be final while
+        the avatar is still connecting (seconds on a loaded machine): they wait for it, on this voice-turn
+        thread, as long as its connection may take. Words no session can take are reported, never dropped
+        silently."""
+        session = self.session
+        if session is None:
+            return None
+        deadline = time.monotonic() + session.options.connect_timeout + VOICE_CONNECT_SLACK_S
+        while session.state is SessionState.CONNECTING and session is self.session and time.monotonic() < deadline:
+            time.sleep(VOICE_CONNECT_POLL_S)
+        if session is self.session and session.state is SessionState.CONNECTED:
+            return session
+        if session is self.session and session.state is not SessionState.CLOSED:  # not replaced nor stopped
+            self.voice_error = f"“{transcript.text}” was not sent: the avatar is not connected ({session.state})."
+        log.warning("a voice turn was not sent: the session is %s", session.state)
+        return None
 
     def _barge_in(self) -> None:
         session = self.session

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -23,6 +24,7 @@ from lib.live.traits import ProviderTraits
 from lib.liveavatar.models import SANDBOX_AVATAR_ID, Interactivity, SessionMode, VideoQuality
 from lib.scripts import MAX_SEGMENT_CHARS, RunnerState
 from lib.usage.store import EndReason
+from lib.voice import Transcript
 
 IDLE = ComponentState(playing=False, signalling=False)
 SIGNALLING = ComponentState(playing=False, signalling=True)
@@ -332,6 +334,42 @@ def test_speech_interrupts_a_speaking_avatar_only_with_barge_in_on(chat: LiveCha
     chat.voice_options(barge_in=True)
     chat._barge_in()
     assert session.interrupts == 1
+
+
+def _said(text: str) -> Transcript:
+    return Transcript(text, started_at=1.0, ended_at=2.0, transcribed_at=2.5, audio_ms=1500.0)
+
+
+def test_words_said_while_the_avatar_connects_are_sent_once_it_is_connected(chat: LiveChat, world: World) -> None:
+    # The microphone counts from START (the page says "just speak"), but on a loaded machine the avatar can
+    # take seconds to connect: a question finished before that must reach it, not be dropped.
+    chat.voice_listener(FakeListener)
+    replay(chat, PLAYING)
+    session = world.sessions[0]
+    assert session.state is SessionState.CONNECTING
+    chat._on_transcript(_said("What is the Wi-Fi password?"))
+    time.sleep(0.3)
+    assert session.sent == []  # not to a session that cannot take it yet
+    session.state = SessionState.CONNECTED
+    deadline = time.monotonic() + 5
+    while not session.sent and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert session.sent == ["What is the Wi-Fi password?"]
+    assert chat.voice_error is None
+
+
+def test_words_for_an_avatar_that_never_connects_are_reported_not_sent(chat: LiveChat, world: World) -> None:
+    chat.voice_listener(FakeListener)
+    replay(chat, PLAYING)
+    session = world.sessions[0]
+    chat._on_transcript(_said("Hello?"))
+    time.sleep(0.2)
+    session.state = SessionState.FAILED
+    deadline = time.monotonic() + 5
+    while chat.voice_error is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert session.sent == []
+    assert chat.voice_error is not None and "Hello?" in chat.voice_error
 
 
 def test_a_concurrency_refusal_points_to_the_sessions_page(chat: LiveChat, world: World) -> None:
