@@ -181,8 +181,9 @@ def test_heygen_v2_session_joins_the_livekit_room(monkeypatch, usage):
     rooms = []
 
     class FakeRoom:
-        def __init__(self, on_video, on_audio, on_event, on_state):
+        def __init__(self, on_video, on_audio, on_event, on_state, only_participant=None):
             self.on_video, self.on_event = on_video, on_event
+            self.only_participant = only_participant  # HeyGen's room: every participant's tracks are read
             self.closed = False
             rooms.append(self)
 

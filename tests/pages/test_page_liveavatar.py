@@ -228,8 +228,11 @@ def test_a_sessions_transcript_opens_in_a_dialog_from_the_table(db: Path, twin: 
 
 
 def test_the_sidebar_shows_liveavatar_and_the_sessions_page_routes_through_the_app(
-    db: Path, twin: EngineProcess
+    db: Path, twin: EngineProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Live chat on LiveAvatar draws the video component: AppTest has no browser session for it.
+    monkeypatch.setattr("streamlit_webrtc.component.get_this_session_info", lambda: None)
+    monkeypatch.setattr("streamlit_webrtc.shutdown.get_this_session_info", lambda: None)
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
     assert not at.exception, at.exception
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
