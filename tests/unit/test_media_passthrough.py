@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 
 import av
+import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
 
 from lib.engine.packets import AUDIO, VIDEO, Subscriber, pack_message, unpack_message
-from lib.live.media.passthrough import PacketQueue
+from lib.live.media.passthrough import PacketFeed, PacketQueue, PassthroughAudioTrack, PassthroughVideoTrack
 
 
 def _packet(n: int) -> av.Packet:
@@ -90,3 +94,96 @@ def test_a_channel_message_round_trips_its_header() -> None:
         fractions.Fraction(1, 90_000),
         b"data",
     )
+
+
+class InstantSilence(MediaStreamTrack):
+    """A fallback that answers at once, as streamlit-webrtc's source tracks do after a stretch of not being read."""
+
+    kind = "audio"
+
+    async def recv(self) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        return frame
+
+
+def _feed_with(count: int) -> PacketFeed:
+    feed = PacketFeed({"url": "ws://127.0.0.1:9/v1/streaming.media", "token": "t"}, "s")
+    for n in range(count):
+        feed.audio.put(_packet(n), keyframe=False)
+    return feed
+
+
+async def _departures(track: PassthroughAudioTrack, count: int) -> list[tuple[float, int | None]]:
+    out = []
+    for _ in range(count):
+        item = await track.recv()
+        out.append((time.monotonic(), item.pts))
+    return out
+
+
+def test_audio_packets_leave_one_slot_apart_however_they_arrive_and_a_backlog_is_not_kept() -> None:
+    feed = _feed_with(10)  # queued before the browser listened
+    track = PassthroughAudioTrack(InstantSilence(), lambda: feed)
+
+    async def scenario() -> tuple[list[tuple[float, int | None]], list[tuple[float, int | None]]]:
+        first = await _departures(track, 1)
+        for n in range(10, 20):  # a burst (the engine caught up after a stall)
+            feed.audio.put(_packet(n), keyframe=False)
+        return first, await _departures(track, 4)
+
+    first, burst = asyncio.run(scenario())
+    assert feed.audio.dropped >= 9 + 6  # the start's backlog, then the burst beyond AUDIO_LAG_PACKETS
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(first + burst)]
+    assert all(gap >= 0.015 for gap in gaps), gaps  # paced, not passed on as a burst
+    stamps = [pts for _, pts in first + burst]
+    assert stamps == [960 * i for i in range(len(stamps))]  # continuous: dropped packets leave no gap
+
+
+def test_a_stall_shows_as_a_gap_in_the_audio_timestamps_and_no_burst_follows() -> None:
+    feed = _feed_with(1)
+    track = PassthroughAudioTrack(InstantSilence(), lambda: feed)
+
+    async def scenario() -> list[tuple[float, int | None]]:
+        sent = await _departures(track, 1)
+        await asyncio.sleep(0.2)  # the page's event loop stalled (or the engine did)
+        for n in range(1, 4):
+            feed.audio.put(_packet(n), keyframe=False)
+        return sent + await _departures(track, 3)
+
+    sent = asyncio.run(scenario())
+    jump = sent[1][1] - sent[0][1]
+    assert 0.17 * 48_000 <= jump <= 0.3 * 48_000, jump  # the timestamps say 200 ms passed, as they did
+    assert all(b[0] - a[0] >= 0.015 for a, b in itertools.pairwise(sent[1:]))
+
+
+def test_the_fallback_is_paced_when_the_source_track_would_hand_out_a_burst() -> None:
+    track = PassthroughAudioTrack(InstantSilence(), lambda: None)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        for _ in range(10):
+            await track.recv()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) >= 9 * 0.02 * 0.9
+    assert track.frames_sent == 10 and track.packets_sent == 0
+
+
+class InstantPicture(MediaStreamTrack):
+    kind = "video"
+
+    async def recv(self) -> av.VideoFrame:
+        return av.VideoFrame(64, 48, "yuv420p")
+
+
+def test_the_video_fallback_is_paced_too_after_a_stretch_of_forwarded_packets() -> None:
+    track = PassthroughVideoTrack(InstantPicture(), lambda: None)
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        for _ in range(6):
+            await track.recv()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) >= 5 * 0.04 * 0.9  # each frame is encoded: a burst would cost CPU too

@@ -41,6 +41,11 @@ PASSTHROUGH_ENV = "AVATAR_OPS_MEDIA_PASSTHROUGH"
 VIDEO_DEPTH = 4  # frames: 160 ms at 25 fps; more means the browser is shown the past
 AUDIO_CAP_MS = 200
 AUDIO_PACKET_MS = 20
+# Audio queued here beyond this much is delay the browser would keep for the rest of the session: its jitter
+# buffer only drains slowly (time-stretching), and it holds the video back by as much to keep them in sync.
+AUDIO_LAG_PACKETS = 4
+LATE_S = 0.06  # a departure this late starts a new schedule instead of a catch-up burst
+VIDEO_FALLBACK_FPS = 25
 CONSUMER_GONE_S = 0.5  # a queue nobody read for this long asks for no keyframes when it overflows
 AUDIO_WAIT_S = 0.1  # no audio packet for this long while live: send silence, so the browser's clock keeps going
 VIDEO_CLOCK = 90_000
@@ -111,6 +116,13 @@ class PacketQueue:
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+
+    def trim(self, keep: int) -> None:
+        """Keep only the newest ``keep`` packets (audio: what is older would only add delay)."""
+        with self._lock:
+            while len(self._items) > keep:
+                self._items.popleft()
+                self.dropped += 1
 
     def __len__(self) -> int:
         with self._lock:
@@ -244,6 +256,31 @@ class PacketFeed:
 FeedSource = Callable[[], PacketFeed | None]
 
 
+class Pacer:
+    """Departures one ``period`` apart on the wall clock. A late departure goes at once and the schedule catches
+    up; one later than ``LATE_S`` (a stall) starts a new schedule, so what follows is never a burst."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self._next_at: float | None = None
+
+    def reset(self) -> None:
+        self._next_at = None
+
+    async def wait(self) -> float:
+        """Sleep until the next slot; returns how long a stall just skipped (0.0 when on time)."""
+        now = time.monotonic()
+        skipped = 0.0
+        if self._next_at is None:
+            self._next_at = now
+        elif now - self._next_at > LATE_S:
+            skipped, self._next_at = now - self._next_at, now
+        elif self._next_at > now:
+            await asyncio.sleep(self._next_at - now)
+        self._next_at += self.period
+        return skipped
+
+
 class _PassthroughTrack(MediaStreamTrack):
     """Packets from the current feed when there is one, else the fallback track's frames."""
 
@@ -272,6 +309,9 @@ class PassthroughVideoTrack(_PassthroughTrack):
         self._started = time.monotonic()
         self._last_pts = -1
         self._current: PacketFeed | None = None
+        # streamlit-webrtc's source tracks pace themselves from their first frame on: after a stretch of
+        # forwarded packets they would hand out every frame they "missed" at once, each one encoded.
+        self._fallback_pacer = Pacer(1 / VIDEO_FALLBACK_FPS)
 
     def _pts(self) -> int:
         # One wall-clock timeline for fallback frames and forwarded packets alike: the browser sees a steady
@@ -297,7 +337,10 @@ class PassthroughVideoTrack(_PassthroughTrack):
                 return packet
             # Nothing new: the browser keeps the last picture; the page says "no media for N s".
             feed = self._feed() if self._feed() is feed else None
-        self._current = None
+        if self._current is not None:
+            self._current = None
+            self._fallback_pacer.reset()
+        await self._fallback_pacer.wait()
         frame = await self._fallback.recv()
         frame.pts = self._pts()
         frame.time_base = VIDEO_TIME_BASE
@@ -306,12 +349,22 @@ class PassthroughVideoTrack(_PassthroughTrack):
 
 
 class PassthroughAudioTrack(_PassthroughTrack):
+    """Forwards the engine's Opus packets one 20 ms slot apart, as a microphone would send them.
+
+    The engine renders 40 ms at a time, so its packets arrive in pairs, and in bursts after a stall; passed on
+    as they come, that jitter makes Chromium's jitter buffer (and, through lip sync, the video) wait 150–250 ms.
+    Paced, a late packet goes out at once and the schedule catches up; a backlog past ``AUDIO_LAG_PACKETS`` is
+    dropped rather than turned into lasting delay. Timestamps follow the wall clock (a stall shows as a gap of
+    its length), as the browser's lip sync assumes.
+    """
+
     def __init__(self, fallback: MediaStreamTrack, feed: FeedSource) -> None:
         super().__init__("audio", fallback, feed)
         # One sample count for fallback frames and packets: the Opus encoder stamps the frames it encodes by
         # the samples it has encoded, so packets continue that count and the browser sees no jump.
         self._samples = 0
-        self._next_at: float | None = None
+        self._pacer = Pacer(AUDIO_PACKET_MS / 1000)
+        self._current: PacketFeed | None = None
 
     def _stamp(self, packet: av.Packet) -> av.Packet:
         packet.pts = self._samples
@@ -324,6 +377,13 @@ class PassthroughAudioTrack(_PassthroughTrack):
         self._check_live()
         feed = self._feed()
         if feed is not None and not feed.closed:
+            if feed is not self._current:
+                self._current = feed
+                feed.audio.trim(1)  # queued before anyone listened: the browser would start that far behind
+                self._pacer.reset()
+            skipped = await self._pacer.wait()
+            self._samples += round(skipped * 1000 / AUDIO_PACKET_MS) * 960
+            feed.audio.trim(AUDIO_LAG_PACKETS)
             packet = await feed.audio.get(timeout=AUDIO_WAIT_S)
             self._check_live()
             if packet is not None:
@@ -331,6 +391,10 @@ class PassthroughAudioTrack(_PassthroughTrack):
             if self._feed() is feed:
                 feed.silence_sent_ms += AUDIO_PACKET_MS
                 return self._stamp(av.Packet(OPUS_SILENCE))
+        if self._current is not None:
+            self._current = None
+            self._pacer.reset()
+        await self._pacer.wait()  # the source track would catch up on what it "missed" in one burst
         frame = await self._fallback.recv()
         self._samples += 960
         self.frames_sent += 1
