@@ -111,6 +111,7 @@ def _feed_with(count: int) -> PacketFeed:
     feed = PacketFeed({"url": "ws://127.0.0.1:9/v1/streaming.media", "token": "t"}, "s")
     for n in range(count):
         feed.audio.put(_packet(n), keyframe=False)
+    feed.packets = count  # as if read from the engine's channel
     return feed
 
 

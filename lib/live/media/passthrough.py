@@ -323,7 +323,9 @@ class PassthroughVideoTrack(_PassthroughTrack):
     async def recv(self) -> av.Packet | av.frame.Frame:
         self._check_live()
         feed = self._feed()
-        while feed is not None and not feed.closed:
+        # Until the engine's first keyframe arrives (the session is still being set up) the placeholder plays:
+        # the browser gets a picture at once instead of waiting on a stream that has not started.
+        while feed is not None and not feed.closed and feed.keyframes_received:
             if feed is not self._current:
                 self._current = feed
                 feed.video.resync()  # this consumer starts at a keyframe
@@ -376,7 +378,7 @@ class PassthroughAudioTrack(_PassthroughTrack):
     async def recv(self) -> av.Packet | av.frame.Frame:
         self._check_live()
         feed = self._feed()
-        if feed is not None and not feed.closed:
+        if feed is not None and not feed.closed and feed.packets:
             if feed is not self._current:
                 self._current = feed
                 feed.audio.trim(1)  # queued before anyone listened: the browser would start that far behind
