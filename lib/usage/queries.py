@@ -9,6 +9,12 @@ Conventions:
   had run on a billed provider with the chosen preset.
 * Credits are what the provider billed (``billed_credits``, from an imported LiveAvatar history) wherever it is
   known, else the estimate of the chosen preset: billed figures win in totals, charts and the budget.
+
+Aggregates read the hourly summary rows (:mod:`lib.usage.rollups`) plus the open sessions from the raw table
+whenever the filter lines up with them: date bounds and every UTC offset of ``tz`` on whole hours, and a preset
+whose (basis, minimum) is stored. Otherwise (a half-hour zone such as Asia/Kolkata, a custom minimum) they
+read the raw rows, with the same results. p95 reads the longest sessions off an index, from the top. The
+sessions table is always raw (it is paged).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lib.capabilities import FREE_PROVIDERS
+from lib.usage import rollups
 from lib.usage.credits import Pricing
 from lib.usage.db import Connection, Sql
 from lib.usage.store import UsageLog
@@ -151,7 +158,10 @@ def _where(flt: UsageFilter, params: dict[str, Any]) -> str:
 
 
 def _credits_sql(pricing: Pricing, include_local_estimate: bool, dialect: str) -> str:
-    expr = pricing.model.sql_expr("d", "sp", "mode", "is_sandbox", dialect)
+    return _priced(pricing.model.sql_expr("d", "sp", "mode", "is_sandbox", dialect), include_local_estimate)
+
+
+def _priced(expr: str, include_local_estimate: bool) -> str:
     if include_local_estimate:
         return expr
     local = ", ".join(f"'{p}'" for p in LOCAL_PROVIDERS)
@@ -181,6 +191,15 @@ def _base(
 
 def _tz_offset_sql(zone: ZoneInfo, lo: float, hi: float, column: str = "created_at") -> str:
     """SQL for the zone's UTC offset (seconds) at ``column``, exact across DST changes in [lo, hi]."""
+    pieces, current = _tz_pieces(zone, lo, hi)
+    if not pieces:
+        return str(current)
+    whens = " ".join(f"WHEN {column} < {at} THEN {off}" for at, off in pieces)
+    return f"(CASE {whens} ELSE {current} END)"
+
+
+def _tz_pieces(zone: ZoneInfo, lo: float, hi: float) -> tuple[list[tuple[int, int]], int]:
+    """The zone's offsets over [lo, hi]: ``(change_at, offset_before)`` per change, and the last offset."""
 
     def offset(t: float) -> int:
         utcoffset = datetime.fromtimestamp(t, zone).utcoffset()
@@ -203,10 +222,7 @@ def _tz_offset_sql(zone: ZoneInfo, lo: float, hi: float, column: str = "created_
             pieces.append((right, current))
             current = offset(right)
         t = nxt
-    if not pieces:
-        return str(current)
-    whens = " ".join(f"WHEN {column} < {at} THEN {off}" for at, off in pieces)
-    return f"(CASE {whens} ELSE {current} END)"
+    return pieces, current
 
 
 def _span(conn: Any, flt: UsageFilter) -> tuple[float, float]:
@@ -218,10 +234,99 @@ def _span(conn: Any, flt: UsageFilter) -> tuple[float, float]:
     return start, end
 
 
-def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
+def _local_time_sql(conn: Any, flt: UsageFilter, column: str = "created_at") -> str:
     lo, hi = _span(conn, flt)
-    off = _tz_offset_sql(flt.zone, lo, hi)
-    return "created_at" if off == "0" else f"(created_at + {off})"
+    off = _tz_offset_sql(flt.zone, lo, hi, column)
+    return column if off == "0" else f"({column} + {off})"
+
+
+# -- summary rows ---------------------------------------------------------------------------------
+
+
+def _summarised(conn: Connection, flt: UsageFilter, pricing: Pricing | None = None) -> bool:
+    """Do the hourly summary rows answer this filter exactly (see the module docstring)?"""
+    if pricing is not None and not rollups.supports(pricing.model):
+        return False
+    if any(b is not None and b % rollups.BUCKET_S for b in flt.bounds()):
+        return False
+    pieces, last = _tz_pieces(flt.zone, *_span(conn, flt))
+    return last % rollups.BUCKET_S == 0 and all(
+        at % rollups.BUCKET_S == 0 and off % rollups.BUCKET_S == 0 for at, off in pieces
+    )
+
+
+def _summary(
+    sql: Sql,
+    flt: UsageFilter,
+    params: dict[str, Any],
+    now: float | None,
+    pricing: Pricing | None = None,
+    include_local_estimate: bool = False,
+) -> str:
+    """``WITH r AS (...)``: the summary rows matching the filter and one row per open session, with
+    ``est_credits`` and ``credits`` (billed where known, else the estimate) per row."""
+    params["now"] = float(time.time() if now is None else now)
+    raw_where = _where(flt, params)  # binds the parameters both halves share
+    clauses: list[str] = []
+    start, end = flt.bounds()
+    if start is not None:
+        clauses.append("bucket >= :start")
+    if end is not None:
+        clauses.append("bucket < :end")
+    for column, values in (("provider", flt.providers), ("avatar_id", flt.avatars), ("quality", flt.qualities)):
+        if values:
+            known = {"avatar_id": "avatar_known = 1 AND ", "quality": "quality_known = 1 AND "}.get(column, "")
+            names = ", ".join(f":{column}_{i}" for i in range(len(values)))
+            clauses.append(f"{known}{column} IN ({names})")
+    summary_where = " AND ".join(clauses) if clauses else "1 = 1"
+    values = ", ".join(rollups.VALUES[1:])
+    open_values = ", ".join(
+        f"{expr} AS {name}" for expr, name in zip(rollups.contribution_sql(sql)[1:], rollups.VALUES[1:], strict=True)
+    )
+    key = rollups.key_sql(sql)
+    open_d = sql.greatest("COALESCE(last_seen, :now) - created_at", "0.0")
+    estimate = "0.0"
+    if pricing is not None:
+        seconds = rollups.billable_column(pricing.model)
+        estimate = _priced(f"({seconds} * {pricing.model.rate_sql('mode', 'sandbox')})", include_local_estimate)
+    return (
+        "WITH r0 AS ("
+        "SELECT bucket, provider, CASE WHEN avatar_known = 1 THEN avatar_id END AS avatar_id, "
+        "CASE WHEN quality_known = 1 THEN quality END AS quality, mode, sandbox, billed, sessions, "
+        f"0 AS open_sessions, {values} FROM {rollups.TABLE} WHERE {summary_where} "
+        "UNION ALL "
+        f"SELECT {key[0]}, provider, avatar_id, quality, {key[6]}, {key[7]}, {key[8]}, 1, 1, {open_values} "
+        f"FROM (SELECT *, {open_d} AS d FROM sessions{sql.indexed_by('sessions_open_created')} "
+        f"WHERE ended_at IS NULL AND {raw_where}) o), "
+        f"r1 AS (SELECT *, {estimate} AS est_credits FROM r0), "
+        "r AS (SELECT *, CASE WHEN billed = 1 THEN billed_credits ELSE est_credits END AS credits FROM r1) "
+    )
+
+
+def _p95(conn: Connection, flt: UsageFilter, n: int, now: float) -> float | None:
+    """Nearest rank: the ceil(0.95·n)-th shortest session is the m-th longest, m = n − ceil(0.95·n) + 1, so only
+    the longest m closed sessions are read (an index in duration order, from the top) beside the open ones."""
+    if not n:
+        return None
+    params: dict[str, Any] = {"now": now}
+    where = _where(flt, params)
+    params["m"] = n - math.ceil(0.95 * n) + 1
+    params["skip"] = params["m"] - 1
+    sql = conn.sql
+    closed = (
+        f"SELECT ended_at - created_at AS x FROM sessions{sql.indexed_by('sessions_closed_duration')} "
+        f"WHERE ended_at IS NOT NULL AND {where} ORDER BY ended_at - created_at DESC LIMIT :m"
+    )
+    still_open = (
+        f"SELECT COALESCE(last_seen, :now) - created_at AS x FROM sessions{sql.indexed_by('sessions_open_created')} "
+        f"WHERE ended_at IS NULL AND {where}"
+    )
+    row = conn.execute(
+        f"SELECT x FROM (SELECT x FROM ({closed}) c UNION ALL SELECT x FROM ({still_open}) o) u "
+        "ORDER BY x DESC LIMIT 1 OFFSET :skip",
+        params,
+    ).fetchone()
+    return None if row is None else max(0.0, float(row[0]))
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -231,22 +336,24 @@ def _kpis(
     conn: Connection, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None
 ) -> Kpis:
     params: dict[str, Any] = {}
-    base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
-    n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
-        base + f"SELECT COUNT(*), COALESCE({conn.sql.count_if('ended_at IS NULL')}, 0), COALESCE(SUM(d), 0.0), "
-        "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
-        "COALESCE(SUM(est_credits), 0.0) FROM s",
-        params,
-    ).fetchone()
-    p95 = None
-    if n:
-        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session. Durations only: pricing every row
-        # again just to sort by duration cost as much as the totals themselves.
-        durations: dict[str, Any] = {"offset": math.ceil(0.95 * n) - 1}
-        p95 = conn.execute(
-            _base(conn.sql, flt, durations, params["now"]) + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset",
-            durations,
-        ).fetchone()[0]
+    if _summarised(conn, flt, pricing):
+        base = _summary(conn.sql, flt, params, now, pricing, include_local_estimate)
+        n, open_n, total_s, credits, billed, billed_n, estimated = conn.execute(
+            base + "SELECT COALESCE(SUM(sessions), 0), COALESCE(SUM(open_sessions), 0), COALESCE(SUM(duration_s), 0.0), "
+            "COALESCE(SUM(credits), 0.0), COALESCE(SUM(billed_credits), 0.0), "
+            "COALESCE(SUM(CASE WHEN billed = 1 THEN sessions ELSE 0 END), 0), COALESCE(SUM(est_credits), 0.0) FROM r",
+            params,
+        ).fetchone()
+        avg = float(total_s) / int(n) if n else None
+    else:
+        base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
+        n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
+            base + f"SELECT COUNT(*), COALESCE({conn.sql.count_if('ended_at IS NULL')}, 0), COALESCE(SUM(d), 0.0), "
+            "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
+            "COALESCE(SUM(est_credits), 0.0) FROM s",
+            params,
+        ).fetchone()
+    p95 = _p95(conn, flt, int(n), params["now"])
     credits = float(credits)
     return Kpis(
         sessions=int(n),
@@ -293,12 +400,20 @@ def minutes_per_day(
     column = _GROUP_COLUMNS[by]
     params: dict[str, Any] = {"unknown": UNKNOWN}
     with log.read() as conn:
-        local = _local_time_sql(conn, flt)
-        sql = _base(conn.sql, flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
-            "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
-            f"FROM s GROUP BY 1, 2 ORDER BY 1, 2"
-        )
+        if _summarised(conn, flt, pricing):
+            local = _local_time_sql(conn, flt, "bucket")
+            sql = _summary(conn.sql, flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
+                "SUM(sessions) AS sessions, SUM(duration_s) / 60.0 AS minutes, SUM(credits) AS credits "
+                "FROM r GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+        else:
+            local = _local_time_sql(conn, flt)
+            sql = _base(conn.sql, flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
+                "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
+                f"FROM s GROUP BY 1, 2 ORDER BY 1, 2"
+            )
         rows = conn.execute(sql, params).fetchall()
     df = pd.DataFrame(
         [(int(d), g, int(n), float(m), float(c)) for d, g, n, m, c in rows],
@@ -329,9 +444,17 @@ def duration_distribution(
     case = " ".join(f"WHEN d < {edge!r} THEN {i}" for i, edge in enumerate(finite))
     bucket = f"CASE {case} ELSE {len(finite)} END" if finite else "0"
     params: dict[str, Any] = {}
+    groups = rollups.histogram_groups(finite)
     with log.read() as conn:
-        sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
-        counts = {int(b): int(n) for b, n in conn.execute(sql, params).fetchall()}
+        if groups is not None and _summarised(conn, flt):
+            sums = ", ".join(
+                "COALESCE(SUM(" + " + ".join(rollups.HISTOGRAM_COLUMNS[c] for c in group) + "), 0)" for group in groups
+            )
+            found = conn.execute(_summary(conn.sql, flt, params, now) + f"SELECT {sums} FROM r", params).fetchone()
+            counts = {i: int(n) for i, n in enumerate(found)}
+        else:
+            sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
+            counts = {int(b): int(n) for b, n in conn.execute(sql, params).fetchall()}
     rows = [
         {
             "bin": _bin_label(lower, upper),
@@ -395,10 +518,16 @@ def cumulative_credits(
     params: dict[str, Any] = {}
     first_day = (date(month.year, month.month, 1) - date(1970, 1, 1)).days
     with log.read() as conn:
-        local = _local_time_sql(conn, month_flt)
-        sql = _base(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM s GROUP BY 1"
-        )
+        if _summarised(conn, month_flt, pricing):
+            local = _local_time_sql(conn, month_flt, "bucket")
+            sql = _summary(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM r GROUP BY 1"
+            )
+        else:
+            local = _local_time_sql(conn, month_flt)
+            sql = _base(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM s GROUP BY 1"
+            )
         per_day = {int(day) - first_day + 1: float(c) for day, c in conn.execute(sql, params).fetchall()}
     dom = pd.RangeIndex(1, month_days + 1, name="day")
     daily = pd.Series([float(per_day.get(d, 0.0)) for d in dom], index=dom, dtype="float64")
@@ -432,10 +561,16 @@ def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = Non
     """``hour`` (0–23, local to ``flt.tz``), ``sessions``, ``minutes``; all 24 hours present."""
     params: dict[str, Any] = {}
     with log.read() as conn:
-        local = _local_time_sql(conn, flt)
-        sql = _base(conn.sql, flt, params, now) + (
-            f"SELECT {conn.sql.hour(local)} AS hour, COUNT(*), SUM(d) / 60.0 FROM s GROUP BY 1"
-        )
+        if _summarised(conn, flt):
+            local = _local_time_sql(conn, flt, "bucket")
+            sql = _summary(conn.sql, flt, params, now) + (
+                f"SELECT {conn.sql.hour(local)} AS hour, SUM(sessions), SUM(duration_s) / 60.0 FROM r GROUP BY 1"
+            )
+        else:
+            local = _local_time_sql(conn, flt)
+            sql = _base(conn.sql, flt, params, now) + (
+                f"SELECT {conn.sql.hour(local)} AS hour, COUNT(*), SUM(d) / 60.0 FROM s GROUP BY 1"
+            )
         found = {int(h): (int(n), float(m)) for h, n, m in conn.execute(sql, params).fetchall()}
     return pd.DataFrame(
         {
