@@ -225,10 +225,15 @@ def _tz_pieces(zone: ZoneInfo, lo: float, hi: float) -> tuple[list[tuple[int, in
     return pieces, current
 
 
+_FIRST_LAST = "SELECT (SELECT MIN(created_at) FROM sessions), (SELECT MAX(created_at) FROM sessions)"
+"""Two subqueries: each one is a single step down the ``created_at`` index, where ``MIN(…), MAX(…)`` side by side
+scans the whole table on SQLite."""
+
+
 def _span(conn: Any, flt: UsageFilter) -> tuple[float, float]:
     start, end = flt.bounds()
     if start is None or end is None:
-        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+        lo, hi = conn.execute(_FIRST_LAST).fetchone()
         start = start if start is not None else (lo if lo is not None else 0.0)
         end = end if end is not None else (hi + 1 if hi is not None else 0.0)
     return start, end
@@ -255,19 +260,26 @@ def _summarised(conn: Connection, flt: UsageFilter, pricing: Pricing | None = No
     )
 
 
-def _summary(
+def _summed(
     sql: Sql,
     flt: UsageFilter,
     params: dict[str, Any],
     now: float | None,
+    groups: Sequence[str],
+    sums: Sequence[str],
+    *,
+    grain: int,
     pricing: Pricing | None = None,
     include_local_estimate: bool = False,
 ) -> str:
-    """``WITH r AS (...)``: the summary rows matching the filter and one row per open session, with
-    ``est_credits`` and ``credits`` (billed where known, else the estimate) per row."""
+    """``SELECT groups..., sums...`` over the summary rows of ``grain`` and the open sessions matching the filter,
+    grouped by ``groups``. Both are expressions over the columns ``bucket, provider, avatar_id, quality, mode,
+    sandbox, billed, sessions, open_sessions, duration_s, billed_credits, est_credits, credits, h0…``; each side
+    is aggregated on its own first, so the summary rows stream through one tight pass."""
     params["now"] = float(time.time() if now is None else now)
-    raw_where = _where(flt, params)  # binds the parameters both halves share
-    clauses: list[str] = []
+    params["grain"] = grain
+    raw_where = _where(flt, params)  # binds the parameters both sides share
+    clauses = ["grain = :grain"]
     start, end = flt.bounds()
     if start is not None:
         clauses.append("bucket >= :start")
@@ -278,29 +290,55 @@ def _summary(
             known = {"avatar_id": "avatar_known = 1 AND ", "quality": "quality_known = 1 AND "}.get(column, "")
             names = ", ".join(f":{column}_{i}" for i in range(len(values)))
             clauses.append(f"{known}{column} IN ({names})")
-    summary_where = " AND ".join(clauses) if clauses else "1 = 1"
-    values = ", ".join(rollups.VALUES[1:])
-    open_values = ", ".join(
-        f"{expr} AS {name}" for expr, name in zip(rollups.contribution_sql(sql)[1:], rollups.VALUES[1:], strict=True)
-    )
-    key = rollups.key_sql(sql)
-    open_d = sql.greatest("COALESCE(last_seen, :now) - created_at", "0.0")
-    estimate = "0.0"
-    if pricing is not None:
-        seconds = rollups.billable_column(pricing.model)
-        estimate = _priced(f"({seconds} * {pricing.model.rate_sql('mode', 'sandbox')})", include_local_estimate)
-    return (
-        "WITH r0 AS ("
+    histogram = ", ".join(rollups.HISTOGRAM_COLUMNS)
+    bill = rollups.billable_column(pricing.model) if pricing is not None else "0.0"
+    closed = (
         "SELECT bucket, provider, CASE WHEN avatar_known = 1 THEN avatar_id END AS avatar_id, "
         "CASE WHEN quality_known = 1 THEN quality END AS quality, mode, sandbox, billed, sessions, "
-        f"0 AS open_sessions, {values} FROM {rollups.TABLE} WHERE {summary_where} "
-        "UNION ALL "
-        f"SELECT {key[0]}, provider, avatar_id, quality, {key[6]}, {key[7]}, {key[8]}, 1, 1, {open_values} "
-        f"FROM (SELECT *, {open_d} AS d FROM sessions{sql.indexed_by('sessions_open_created')} "
-        f"WHERE ended_at IS NULL AND {raw_where}) o), "
-        f"r1 AS (SELECT *, {estimate} AS est_credits FROM r0), "
-        "r AS (SELECT *, CASE WHEN billed = 1 THEN billed_credits ELSE est_credits END AS credits FROM r1) "
+        f"0 AS open_sessions, duration_s, billed_credits, {bill} AS bill, {histogram} "
+        f"FROM {rollups.TABLE} WHERE {' AND '.join(clauses)}"
     )
+    key = rollups.key_sql(sql)
+    contribution = dict(zip(rollups.VALUES, rollups.contribution_sql(sql), strict=True))
+    open_bill = contribution[bill] if pricing is not None else "0.0"
+    open_histogram = ", ".join(f"{contribution[c]} AS {c}" for c in rollups.HISTOGRAM_COLUMNS)
+    still_open = (
+        f"SELECT {key[1]} AS bucket, provider, avatar_id, quality, {key[7]} AS mode, {key[8]} AS sandbox, "
+        f"{key[9]} AS billed, 1 AS sessions, 1 AS open_sessions, d AS duration_s, "
+        f"COALESCE(billed_credits, 0.0) AS billed_credits, {open_bill} AS bill, {open_histogram} "
+        f"FROM (SELECT *, {sql.greatest('COALESCE(last_seen, :now) - created_at', '0.0')} AS d "
+        f"FROM sessions{sql.indexed_by('sessions_open_created')} WHERE ended_at IS NULL AND {raw_where}) o"
+    )
+    estimate = "0.0"
+    if pricing is not None:
+        estimate = _priced(f"(bill * {pricing.model.rate_sql('mode', 'sandbox')})", include_local_estimate)
+    names = [f"c{i}" for i in range(len(groups))]
+    sides = []
+    for side in (closed, still_open):
+        priced = (
+            f"(SELECT *, CASE WHEN billed = 1 THEN billed_credits ELSE est_credits END AS credits "
+            f"FROM (SELECT *, {estimate} AS est_credits FROM ({side}) a) b) x"
+        )
+        select = [f"{g} AS {n}" for g, n in zip(groups, names, strict=True)]
+        select += [f"SUM({e}) AS s{i}" for i, e in enumerate(sums)]
+        group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
+        sides.append(f"SELECT {', '.join(select)} FROM {priced}{group_by}")
+    outer = [*names, *(f"COALESCE(SUM(s{i}), 0)" for i in range(len(sums)))]
+    tail = f" GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if groups else ""
+    return f"SELECT {', '.join(outer)} FROM ({sides[0]} UNION ALL {sides[1]}) u{tail}"
+
+
+def _grain(flt: UsageFilter, by: str | None = None) -> int:
+    return rollups.grain(bool(flt.avatars) or by == "avatar_id", bool(flt.qualities) or by == "quality")
+
+
+def _bucket_day(conn: Connection, flt: UsageFilter) -> str:
+    """Local day number of a summary row: whole-hour buckets and offsets keep it in integer arithmetic."""
+    return f"({_local_time_sql(conn, flt, 'bucket')}) / 86400"
+
+
+def _bucket_hour(conn: Connection, flt: UsageFilter) -> str:
+    return f"(({_local_time_sql(conn, flt, 'bucket')}) % 86400) / 3600"
 
 
 def _p95(conn: Connection, flt: UsageFilter, n: int, now: float) -> float | None:
@@ -337,13 +375,27 @@ def _kpis(
 ) -> Kpis:
     params: dict[str, Any] = {}
     if _summarised(conn, flt, pricing):
-        base = _summary(conn.sql, flt, params, now, pricing, include_local_estimate)
-        n, open_n, total_s, credits, billed, billed_n, estimated = conn.execute(
-            base + "SELECT COALESCE(SUM(sessions), 0), COALESCE(SUM(open_sessions), 0), COALESCE(SUM(duration_s), 0.0), "
-            "COALESCE(SUM(credits), 0.0), COALESCE(SUM(billed_credits), 0.0), "
-            "COALESCE(SUM(CASE WHEN billed = 1 THEN sessions ELSE 0 END), 0), COALESCE(SUM(est_credits), 0.0) FROM r",
+        sums = (
+            "sessions",
+            "open_sessions",
+            "duration_s",
+            "credits",
+            "billed_credits",
+            "CASE WHEN billed = 1 THEN sessions ELSE 0 END",
+            "est_credits",
+        )
+        query = _summed(
+            conn.sql,
+            flt,
             params,
-        ).fetchone()
+            now,
+            (),
+            sums,
+            grain=_grain(flt),
+            pricing=pricing,
+            include_local_estimate=include_local_estimate,
+        )
+        n, open_n, total_s, credits, billed, billed_n, estimated = conn.execute(query, params).fetchone()
         avg = float(total_s) / int(n) if n else None
     else:
         base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
@@ -401,11 +453,17 @@ def minutes_per_day(
     params: dict[str, Any] = {"unknown": UNKNOWN}
     with log.read() as conn:
         if _summarised(conn, flt, pricing):
-            local = _local_time_sql(conn, flt, "bucket")
-            sql = _summary(conn.sql, flt, params, now, pricing, include_local_estimate) + (
-                f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
-                "SUM(sessions) AS sessions, SUM(duration_s) / 60.0 AS minutes, SUM(credits) AS credits "
-                "FROM r GROUP BY 1, 2 ORDER BY 1, 2"
+            groups = (_bucket_day(conn, flt), f"COALESCE({column}, :unknown)")
+            sql = _summed(
+                conn.sql,
+                flt,
+                params,
+                now,
+                groups,
+                ("sessions", "duration_s / 60.0", "credits"),
+                grain=_grain(flt, column),
+                pricing=pricing,
+                include_local_estimate=include_local_estimate,
             )
         else:
             local = _local_time_sql(conn, flt)
@@ -447,10 +505,9 @@ def duration_distribution(
     groups = rollups.histogram_groups(finite)
     with log.read() as conn:
         if groups is not None and _summarised(conn, flt):
-            sums = ", ".join(
-                "COALESCE(SUM(" + " + ".join(rollups.HISTOGRAM_COLUMNS[c] for c in group) + "), 0)" for group in groups
-            )
-            found = conn.execute(_summary(conn.sql, flt, params, now) + f"SELECT {sums} FROM r", params).fetchone()
+            sums = [" + ".join(rollups.HISTOGRAM_COLUMNS[c] for c in group) for group in groups]
+            query = _summed(conn.sql, flt, params, now, (), sums, grain=_grain(flt))
+            found = conn.execute(query, params).fetchone()
             counts = {i: int(n) for i, n in enumerate(found)}
         else:
             sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
@@ -519,9 +576,16 @@ def cumulative_credits(
     first_day = (date(month.year, month.month, 1) - date(1970, 1, 1)).days
     with log.read() as conn:
         if _summarised(conn, month_flt, pricing):
-            local = _local_time_sql(conn, month_flt, "bucket")
-            sql = _summary(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
-                f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM r GROUP BY 1"
+            sql = _summed(
+                conn.sql,
+                month_flt,
+                params,
+                now,
+                (_bucket_day(conn, month_flt),),
+                ("credits",),
+                grain=_grain(month_flt),
+                pricing=pricing,
+                include_local_estimate=include_local_estimate,
             )
         else:
             local = _local_time_sql(conn, month_flt)
@@ -562,10 +626,8 @@ def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = Non
     params: dict[str, Any] = {}
     with log.read() as conn:
         if _summarised(conn, flt):
-            local = _local_time_sql(conn, flt, "bucket")
-            sql = _summary(conn.sql, flt, params, now) + (
-                f"SELECT {conn.sql.hour(local)} AS hour, SUM(sessions), SUM(duration_s) / 60.0 FROM r GROUP BY 1"
-            )
+            groups = (_bucket_hour(conn, flt),)
+            sql = _summed(conn.sql, flt, params, now, groups, ("sessions", "duration_s / 60.0"), grain=_grain(flt))
         else:
             local = _local_time_sql(conn, flt)
             sql = _base(conn.sql, flt, params, now) + (
@@ -741,7 +803,7 @@ def filter_options(log: UsageLog) -> dict[str, list[str]]:
 def date_span(log: UsageLog, tz: str = "UTC") -> tuple[date, date] | None:
     """First and last local creation dates in the log (None when it is empty)."""
     with log.read() as conn:
-        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+        lo, hi = conn.execute(_FIRST_LAST).fetchone()
     if lo is None:
         return None
     zone = ZoneInfo(tz)

@@ -1,13 +1,16 @@
 """Summary rows of the usage log, kept up to date on every write, so the Usage page reads thousands of rows
 instead of every session.
 
-``session_rollup`` holds one row per UTC hour of creation and per (provider, avatar, quality, mode, sandbox,
-billed) of the *closed* sessions: how many, their seconds, the credits the provider billed, the billable
+``session_rollup`` holds, for each *grain* (which of avatar and quality it keeps apart: :data:`GRAINS`), one row
+per UTC hour of creation and per (provider, avatar, quality, mode, sandbox, billed) of the *closed* sessions: how many, their seconds, the credits the provider billed, the billable
 seconds of every (basis, minimum) a preset uses, and a histogram over :data:`HISTOGRAM_EDGES`. Open sessions
 stay out until they end (their duration grows with "now"); the queries add them from the raw table (a
 partial index finds them). A session's contribution depends only on its own row, so every write that changes
 a closed session subtracts its old contribution and adds the new one in the same transaction
 (:func:`changing`); :func:`rebuild` recomputes the whole table (the migration's backfill, bulk loads).
+
+A query reads the coarsest grain that still has the avatars or qualities it filters or groups by: the whole
+page without such a filter reads a few thousand rows, not one per avatar and quality and hour.
 
 NULL avatars and qualities are stored as ``''`` with a ``*_known`` flag beside them: a unique key must not
 hold NULLs (they never conflict), and ``''`` alone would merge an unknown avatar with one named ``''``.
@@ -36,11 +39,27 @@ BILLABLE: dict[tuple[str, float], str] = {
 }
 """Billable seconds kept for each (basis, minimum) a preset uses; a custom minimum reads raw rows."""
 
-KEY = ("bucket", "provider", "avatar_id", "avatar_known", "quality", "quality_known", "mode", "sandbox", "billed")
+GRAINS = {(False, False): 0, (True, False): 1, (False, True): 2, (True, True): 3}
+"""(keeps avatars, keeps qualities) → grain; a grain that does not keep one stores it as ``''``, not known."""
+_AVATAR_GRAINS, _QUALITY_GRAINS = "(1, 3)", "(2, 3)"
+
+KEY = (
+    "grain",
+    "bucket",
+    "provider",
+    "avatar_id",
+    "avatar_known",
+    "quality",
+    "quality_known",
+    "mode",
+    "sandbox",
+    "billed",
+)
 VALUES = ("sessions", "duration_s", "billed_credits", *BILLABLE.values(), *HISTOGRAM_COLUMNS)
 
 DDL = f"""
     CREATE TABLE IF NOT EXISTS {TABLE} (
+        grain          INTEGER NOT NULL,
         bucket         BIGINT NOT NULL,
         provider       TEXT NOT NULL,
         avatar_id      TEXT NOT NULL,
@@ -90,15 +109,16 @@ def contribution_sql(sql: Sql, sign: str = "1") -> list[str]:
     ]
 
 
-def key_sql(sql: Sql) -> list[str]:
-    """The rollup key (``KEY`` order) of one session row."""
+def key_sql(sql: Sql, grain: str = "3") -> list[str]:
+    """The rollup key (``KEY`` order) of one session row at ``grain`` (a column or a number)."""
     return [
+        grain,
         bucket_sql(sql),
         "provider",
-        "COALESCE(avatar_id, '')",
-        "(CASE WHEN avatar_id IS NULL THEN 0 ELSE 1 END)",
-        "COALESCE(quality, '')",
-        "(CASE WHEN quality IS NULL THEN 0 ELSE 1 END)",
+        f"(CASE WHEN {grain} IN {_AVATAR_GRAINS} THEN COALESCE(avatar_id, '') ELSE '' END)",
+        f"(CASE WHEN {grain} IN {_AVATAR_GRAINS} AND avatar_id IS NOT NULL THEN 1 ELSE 0 END)",
+        f"(CASE WHEN {grain} IN {_QUALITY_GRAINS} THEN COALESCE(quality, '') ELSE '' END)",
+        f"(CASE WHEN {grain} IN {_QUALITY_GRAINS} AND quality IS NOT NULL THEN 1 ELSE 0 END)",
         "UPPER(COALESCE(mode, ''))",
         "(CASE WHEN COALESCE(is_sandbox, 0) <> 0 THEN 1 ELSE 0 END)",
         "(CASE WHEN billed_credits IS NULL THEN 0 ELSE 1 END)",
@@ -109,23 +129,32 @@ def closed_duration_sql(sql: Sql) -> str:
     return sql.greatest("ended_at - created_at", "0.0")
 
 
-def _fold(conn: Connection, where: str, params: dict[str, object], sign: int) -> None:
+def _grains_sql(grains: Iterable[int]) -> str:
+    return " UNION ALL ".join(f"SELECT {n} AS n" for n in sorted(grains))
+
+
+def _fold(
+    conn: Connection, where: str, params: dict[str, object], sign: int, grains: Iterable[int] = GRAINS.values()
+) -> None:
     """Add (``sign`` 1) or subtract (-1) the contributions of the closed sessions matching ``where``."""
     sql = conn.sql
-    keys = ", ".join(f"{expr} AS {name}" for expr, name in zip(key_sql(sql), KEY, strict=True))
-    values = ", ".join(f"SUM({expr}) AS {name}" for expr, name in zip(contribution_sql(sql, str(sign)), VALUES, strict=True))
+    keys = ", ".join(f"{expr} AS {name}" for expr, name in zip(key_sql(sql, "g.n"), KEY, strict=True))
+    values = ", ".join(
+        f"SUM({expr}) AS {name}" for expr, name in zip(contribution_sql(sql, str(sign)), VALUES, strict=True)
+    )
     updates = ", ".join(f"{name} = {TABLE}.{name} + excluded.{name}" for name in VALUES)
     conn.execute(
         f"INSERT INTO {TABLE} ({', '.join(KEY)}, {', '.join(VALUES)}) "
         f"SELECT {keys}, {values} FROM (SELECT *, {closed_duration_sql(sql)} AS d FROM sessions "
-        f"WHERE ended_at IS NOT NULL AND {where}) c WHERE 1 = 1 GROUP BY {', '.join(str(i + 1) for i in range(len(KEY)))} "
+        f"WHERE ended_at IS NOT NULL AND {where}) c "
+        f"CROSS JOIN ({_grains_sql(grains)}) g WHERE 1 = 1 GROUP BY {', '.join(str(i + 1) for i in range(len(KEY)))} "
         f"ON CONFLICT ({', '.join(KEY)}) DO UPDATE SET {updates}",
         params,
     )
     if sign < 0:
         conn.execute(
-            f"DELETE FROM {TABLE} WHERE sessions = 0 AND bucket IN "
-            f"(SELECT {bucket_sql(sql)} FROM sessions WHERE {where})",
+            f"DELETE FROM {TABLE} WHERE grain IN {tuple(sorted(GRAINS.values()))} AND bucket IN "
+            f"(SELECT {bucket_sql(sql)} FROM sessions WHERE {where}) AND sessions = 0",
             params,
         )
 
@@ -161,7 +190,33 @@ def changing(conn: Connection, session_ids: Iterable[str]) -> Iterator[None]:
 def rebuild(conn: Connection) -> None:
     """Recompute every summary row from the sessions (the migration's backfill; after bulk loads)."""
     conn.execute(f"DELETE FROM {TABLE}")
-    _fold(conn, "1 = 1", {}, 1)
+    finest = GRAINS[(True, True)]
+    _fold(conn, "1 = 1", {}, 1, [finest])
+    # The coarser grains are sums of the finest one: far fewer rows to read than the sessions.
+    coarser = [n for n in GRAINS.values() if n != finest]
+    keys = [
+        "g.n",
+        "bucket",
+        "provider",
+        f"CASE WHEN g.n IN {_AVATAR_GRAINS} THEN avatar_id ELSE '' END",
+        f"CASE WHEN g.n IN {_AVATAR_GRAINS} THEN avatar_known ELSE 0 END",
+        f"CASE WHEN g.n IN {_QUALITY_GRAINS} THEN quality ELSE '' END",
+        f"CASE WHEN g.n IN {_QUALITY_GRAINS} THEN quality_known ELSE 0 END",
+        "mode",
+        "sandbox",
+        "billed",
+    ]
+    conn.execute(
+        f"INSERT INTO {TABLE} ({', '.join(KEY)}, {', '.join(VALUES)}) "
+        f"SELECT {', '.join(keys)}, {', '.join(f'SUM({v})' for v in VALUES)} FROM {TABLE} "
+        f"CROSS JOIN ({_grains_sql(coarser)}) g WHERE grain = {finest} "
+        f"GROUP BY {', '.join(str(i + 1) for i in range(len(KEY)))}"
+    )
+
+
+def grain(avatars: bool, qualities: bool) -> int:
+    """The coarsest grain that keeps avatars and/or qualities apart."""
+    return GRAINS[(avatars, qualities)]
 
 
 def supports(model: CreditModel) -> bool:
