@@ -86,8 +86,8 @@ class CreditModel:
         basis = f"({duration_sql})"
         if self.basis == "speaking" and speaking_sql is not None:
             basis = f"COALESCE(({speaking_sql}), {basis})"
-        ceil = sql.ceil(f"({basis} - {_SLACK_S!r})")
-        return f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 ELSE {sql.greatest(ceil, repr(float(self.minimum_s)))} END)"
+        billed = sql.greatest(sql.ceil(f"({basis} - {_SLACK_S!r})"), repr(float(self.minimum_s)))
+        return f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 ELSE {billed} END)"
 
     def rate_sql(self, mode_sql: str | None = None, sandbox_sql: str | None = None) -> str:
         """Credits per billable second (:meth:`rate` / 60) as SQL over a mode and a sandbox column."""

@@ -312,19 +312,19 @@ def _summed(
     estimate = "0.0"
     if pricing is not None:
         estimate = _priced(f"(bill * {pricing.model.rate_sql('mode', 'sandbox')})", include_local_estimate)
-    names = [f"c{i}" for i in range(len(groups))]
+    labels = [f"c{i}" for i in range(len(groups))]
     sides = []
     for side in (closed, still_open):
         priced = (
             f"(SELECT *, CASE WHEN billed = 1 THEN billed_credits ELSE est_credits END AS credits "
             f"FROM (SELECT *, {estimate} AS est_credits FROM ({side}) a) b) x"
         )
-        select = [f"{g} AS {n}" for g, n in zip(groups, names, strict=True)]
+        select = [f"{g} AS {n}" for g, n in zip(groups, labels, strict=True)]
         select += [f"SUM({e}) AS s{i}" for i, e in enumerate(sums)]
         group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
         sides.append(f"SELECT {', '.join(select)} FROM {priced}{group_by}")
-    outer = [*names, *(f"COALESCE(SUM(s{i}), 0)" for i in range(len(sums)))]
-    tail = f" GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if groups else ""
+    outer = [*labels, *(f"COALESCE(SUM(s{i}), 0)" for i in range(len(sums)))]
+    tail = f" GROUP BY {', '.join(labels)} ORDER BY {', '.join(labels)}" if groups else ""
     return f"SELECT {', '.join(outer)} FROM ({sides[0]} UNION ALL {sides[1]}) u{tail}"
 
 

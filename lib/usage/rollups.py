@@ -2,8 +2,9 @@
 instead of every session.
 
 ``session_rollup`` holds, for each *grain* (which of avatar and quality it keeps apart: :data:`GRAINS`), one row
-per UTC hour of creation and per (provider, avatar, quality, mode, sandbox, billed) of the *closed* sessions: how many, their seconds, the credits the provider billed, the billable
-seconds of every (basis, minimum) a preset uses, and a histogram over :data:`HISTOGRAM_EDGES`. Open sessions
+per UTC hour of creation and per (provider, avatar, quality, mode, sandbox, billed) of the *closed* sessions:
+how many, their seconds, the credits the provider billed, the billable seconds of every (basis, minimum) a
+preset uses, and a histogram over :data:`HISTOGRAM_EDGES`. Open sessions
 stay out until they end (their duration grows with "now"); the queries add them from the raw table (a
 partial index finds them). A session's contribution depends only on its own row, so every write that changes
 a closed session subtracts its old contribution and adds the new one in the same transaction
@@ -18,6 +19,7 @@ hold NULLs (they never conflict), and ``''`` alone would merge an unknown avatar
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,7 +31,7 @@ TABLE = "session_rollup"
 BUCKET_S = 3600
 """Hourly buckets serve any zone whose offsets and DST changes fall on whole hours; others read raw rows."""
 HISTOGRAM_EDGES: tuple[float, ...] = (30, 60, 120, 300, 600, 1200, 1800, 3600)
-"""Inner edges of the stored duration histogram (the Usage page's bins); ``h0`` counts ``d < 30``, ``h8`` ``d ≥ 3600``."""
+"""Inner edges of the stored duration histogram (the Usage page's bins): ``h0`` counts d < 30, ``h8`` d ≥ 3600."""
 HISTOGRAM_COLUMNS = tuple(f"h{i}" for i in range(len(HISTOGRAM_EDGES) + 1))
 BILLABLE: dict[tuple[str, float], str] = {
     ("session", 0.0): "bill_s0",
@@ -235,4 +237,4 @@ def histogram_groups(inner_edges: Sequence[float]) -> list[list[int]] | None:
         return None
     cuts = [stored.index(float(e)) + 1 for e in inner_edges]
     bounds = [0, *cuts, len(HISTOGRAM_COLUMNS)]
-    return [list(range(lo, hi)) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    return [list(range(lo, hi)) for lo, hi in itertools.pairwise(bounds)]
