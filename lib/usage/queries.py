@@ -793,9 +793,19 @@ def spreadsheet_safe(value: Any) -> Any:
 def filter_options(log: UsageLog) -> dict[str, list[str]]:
     """Distinct providers, avatars and qualities in the log, for the filter widgets."""
     out: dict[str, list[str]] = {}
+    choices = (
+        ("providers", "provider", "1 = 1", rollups.grain(False, False)),
+        ("avatars", "avatar_id", "avatar_known = 1", rollups.grain(True, False)),
+        ("qualities", "quality", "quality_known = 1", rollups.grain(False, True)),
+    )
     with log.read() as conn:
-        for key, column in (("providers", "provider"), ("avatars", "avatar_id"), ("qualities", "quality")):
-            rows = conn.execute(f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL ORDER BY {column}")
+        for key, column, known, grain in choices:
+            # Closed sessions from the coarsest summary rows that keep the column, open ones from the raw table.
+            rows = conn.execute(
+                f"SELECT {column} FROM {rollups.TABLE} WHERE grain = {grain} AND {known} UNION "
+                f"SELECT {column} FROM sessions{conn.sql.indexed_by('sessions_open_created')} "
+                f"WHERE ended_at IS NULL AND {column} IS NOT NULL ORDER BY 1"
+            )
             out[key] = [r[0] for r in rows]
     return out
 

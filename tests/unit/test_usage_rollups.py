@@ -145,6 +145,10 @@ def test_summary_rows_equal_the_raw_sessions_after_any_writes(
             assert reopened > 0 and conn.execute("SELECT COUNT(billed_credits) FROM sessions").scalar_one() > 0
         assert_summary_equals_raw(log, monkeypatch)
         assert_maintained_equals_rebuilt(log)
+        with log.read() as conn:
+            for key, column in (("providers", "provider"), ("avatars", "avatar_id"), ("qualities", "quality")):
+                raw = conn.execute(f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL").fetchall()
+                assert queries.filter_options(log)[key] == sorted(r[0] for r in raw)
 
 
 def test_a_session_reopened_by_reconciliation_leaves_the_summary_until_it_ends_again(usage_target: str) -> None:
