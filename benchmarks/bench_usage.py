@@ -4,7 +4,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_usage [--database-url URL] [--sessio
 The same seed and size give the same log (same sessions, same figures, whatever the day it runs) in either
 backend: ``--database-url postgresql://…`` (or ``DATABASE_URL``) fills that database, else a SQLite file cached
 in the system temp dir. A log already holding this very dataset is reused; ``--rebuild`` regenerates it.
-Prints one JSON object; goal: the page's full query set under 1000 ms.
+Prints one JSON object; goal: the page's full query set under 1000 ms. ``write_cost`` times session writes
+on that same log with and without the summary-row upkeep (the sessions it writes are removed afterwards).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.checks import finish
+from lib.usage import rollups, store
 from lib.usage.credits import PRESETS, Pricing
 from lib.usage.db import POSTGRES
 from lib.usage.queries import (
@@ -37,7 +39,7 @@ from lib.usage.queries import (
     sessions_by_hour,
     sessions_table,
 )
-from lib.usage.store import UsageLog
+from lib.usage.store import EndReason, EventKind, UsageLog
 
 SESSIONS = 100_000
 EVENTS_PER_SESSION = 10
@@ -125,9 +127,10 @@ def generate(target: str, sessions: int, seed: int) -> None:
             _fill_postgres(log, sessions, seed)
         else:
             _fill_sqlite(log, sessions, seed)
-        log.set_setting("bench_dataset", dataset_key(sessions, seed))
         with log.write() as conn:
+            rollups.rebuild(conn)  # bulk loads bypass the per-write upkeep
             conn.execute("ANALYZE")
+        log.set_setting("bench_dataset", dataset_key(sessions, seed))
 
 
 def _fill_sqlite(log: UsageLog, sessions: int, seed: int) -> None:
@@ -178,6 +181,58 @@ def page_queries(log: UsageLog, flt: UsageFilter, pricing: Pricing, today: date,
     return timings
 
 
+WRITE_AT = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+"""Where the write-cost sessions go (outside the dataset's 90 days); they are deleted afterwards."""
+
+
+def _lifecycle(log: UsageLog, sid: str, at: float) -> dict[str, float]:
+    """One session as the live page writes it; milliseconds per kind of write."""
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("open", lambda: log.open_session(sid, "heygen", "avatar_00", "voice_00", "high", "VP8", created_at=at)),
+        ("connect", lambda: log.mark_connected(sid, at=at + 1.5)),
+        ("heartbeat", lambda: log.heartbeat(sid, at=at + 30)),
+        ("event", lambda: log.record_event(sid, EventKind.TASK, {"task_type": "repeat"}, at=at + 40)),
+        ("close", lambda: log.close_session(sid, EndReason.STOPPED, at=at + 180)),
+    ]
+    out = {}
+    for name, step in steps:
+        t = time.perf_counter()
+        step()
+        out[name] = (time.perf_counter() - t) * 1000
+    return out
+
+
+def write_cost(log: UsageLog, sessions: int) -> dict[str, dict[str, float]]:
+    """Median ms per write with the summary rows kept (as shipped) and with their upkeep switched off, in
+    alternating rounds so both see the same load; the log is left as it was."""
+    kept_add, kept_remove = rollups.add, rollups.remove
+    timings: dict[str, list[dict[str, float]]] = {"with_rollups": [], "without_rollups": []}
+    ids: list[str] = []
+    try:
+        for i in range(sessions):
+            for arm in timings:
+                off = arm == "without_rollups"
+                store.rollups.add = (lambda *_a: None) if off else kept_add  # type: ignore[assignment]
+                store.rollups.remove = (lambda *_a: None) if off else kept_remove  # type: ignore[assignment]
+                sid = f"write-cost-{arm}-{i:05d}"
+                ids.append(sid)
+                timings[arm].append(_lifecycle(log, sid, WRITE_AT + i * 600))
+    finally:
+        store.rollups.add, store.rollups.remove = kept_add, kept_remove
+        with log.write() as conn:
+            rollups.remove(conn, ids)  # the arm without upkeep added nothing: only what was added comes out
+            for start in range(0, len(ids), 500):
+                chunk = {f"w{n}": sid for n, sid in enumerate(ids[start : start + 500])}
+                marks = ", ".join(":" + k for k in chunk)
+                conn.execute(f"DELETE FROM events WHERE session_id IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM sessions WHERE session_id IN ({marks})", chunk)
+    return {
+        arm: {name: round(statistics.median(r[name] for r in runs), 3) for name in runs[0]}
+        | {"lifecycle": round(statistics.median(sum(r.values()) for r in runs), 3)}
+        for arm, runs in timings.items()
+    }
+
+
 def summarize(totals: list[float]) -> dict[str, float | int]:
     ordered = sorted(totals)
     p95 = ordered[min(len(ordered) - 1, int(np.ceil(0.95 * len(ordered))) - 1)]
@@ -197,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--write-sessions", type=int, default=100, help="sessions per arm of the write-cost test")
     args = parser.parse_args(argv)
     target = args.database_url or str(BENCH_DIR / f"usage-{args.sessions}-s{args.seed}-v{DATASET_VERSION}.db")
     if not args.database_url:
@@ -224,11 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             result[f"usage_queries_ms_{scope}"] = summarize([sum(r.values()) for r in runs])
             per_query[scope] = {name: round(statistics.median(r[name] for r in runs), 1) for name in runs[0]}
         totals = kpis(log, UsageFilter(), pricing, now=ANCHOR).current
+        writes = write_cost(log, args.write_sessions) if args.write_sessions else None
     output = {
         # Headline: the heavier scope (every session).
         "usage_queries_ms": result["usage_queries_ms_all"],
         **result,
         "per_query_median_ms": per_query,
+        "write_cost_median_ms": writes,
         "goal_ms": 1000,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "dataset": {

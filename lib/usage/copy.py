@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lib.usage import rollups
 from lib.usage.store import UsageLog
 
 _COLUMNS = (
@@ -46,6 +47,7 @@ def copy_log(source: UsageLog, target: UsageLog, *, batch: int = _BATCH) -> Copy
                 )
                 if cur.rowcount:
                     new_ids.append(values["session_id"])
+            rollups.add(dst, new_ids)
             kept += len(chunk) - len(new_ids)
             added += len(new_ids)
             events += _copy_events(source, dst, new_ids)

@@ -76,24 +76,28 @@ class CreditModel:
 
         The fragments are trusted SQL written by us, never user input.
         """
+        return f"({self.seconds_sql(duration_sql, speaking_sql, dialect)} * {self.rate_sql(mode_sql, sandbox_sql)})"
+
+    def seconds_sql(self, duration_sql: str, speaking_sql: str | None = None, dialect: str = "sqlite") -> str:
+        """Billable seconds (:meth:`billable_seconds`) as SQL: 0 for a session that never ran."""
         from lib.usage.db import Sql  # the dialect helpers live with the database code
 
         sql = Sql(dialect)
         basis = f"({duration_sql})"
         if self.basis == "speaking" and speaking_sql is not None:
             basis = f"COALESCE(({speaking_sql}), {basis})"
-        shifted = f"({basis} - {_SLACK_S!r})"
-        ceil = sql.ceil(shifted)
+        billed = sql.greatest(sql.ceil(f"({basis} - {_SLACK_S!r})"), repr(float(self.minimum_s)))
+        return f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 ELSE {billed} END)"
+
+    def rate_sql(self, mode_sql: str | None = None, sandbox_sql: str | None = None) -> str:
+        """Credits per billable second (:meth:`rate` / 60) as SQL over a mode and a sandbox column."""
         rate = repr(float(self.credits_per_minute) / 60.0)
         if self.mode_rates and mode_sql is not None:
             whens = " ".join(f"WHEN '{mode}' THEN {float(r) / 60.0!r}" for mode, r in self.mode_rates)
             rate = f"(CASE UPPER(COALESCE({mode_sql}, '')) {whens} ELSE {rate} END)"
         if self.sandbox_free and sandbox_sql is not None:
             rate = f"(CASE WHEN COALESCE({sandbox_sql}, 0) <> 0 THEN 0.0 ELSE {rate} END)"
-        return (
-            f"(CASE WHEN {basis} IS NULL OR {basis} <= 0 THEN 0.0 "
-            f"ELSE {sql.greatest(ceil, repr(float(self.minimum_s)))} * {rate} END)"
-        )
+        return rate
 
     def with_rate(self, credits_per_minute: float, minimum_s: float | None = None) -> CreditModel:
         """A custom variant of this preset (the usage page lets users override the rate)."""

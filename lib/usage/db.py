@@ -74,6 +74,16 @@ class Sql:
         # SQLite may lack CEIL (math functions are a compile option); CAST truncates toward zero.
         return f"(CAST({expr} AS INTEGER) + ({expr} > CAST({expr} AS INTEGER)))"
 
+    def floor(self, expr: str) -> str:
+        if self.postgres:
+            return f"CAST(FLOOR({expr}) AS BIGINT)"
+        return f"(CAST({expr} AS INTEGER) - ({expr} < CAST({expr} AS INTEGER)))"
+
+    def indexed_by(self, index: str) -> str:
+        """SQLite's planner may prefer the ``created_at`` range to the index a query was written for (and then
+        sort a third of the log); PostgreSQL's costs pick the right one unaided."""
+        return "" if self.postgres else f" INDEXED BY {index}"
+
     def count_if(self, condition: str) -> str:
         return f"SUM(CASE WHEN {condition} THEN 1 ELSE 0 END)"
 

@@ -9,6 +9,12 @@ Conventions:
   had run on a billed provider with the chosen preset.
 * Credits are what the provider billed (``billed_credits``, from an imported LiveAvatar history) wherever it is
   known, else the estimate of the chosen preset: billed figures win in totals, charts and the budget.
+
+Aggregates read the hourly summary rows (:mod:`lib.usage.rollups`) plus the open sessions from the raw table
+whenever the filter lines up with them: date bounds and every UTC offset of ``tz`` on whole hours, and a preset
+whose (basis, minimum) is stored. Otherwise (a half-hour zone such as Asia/Kolkata, a custom minimum) they
+read the raw rows, with the same results. p95 reads the longest sessions off an index, from the top. The
+sessions table is always raw (it is paged).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from lib.capabilities import FREE_PROVIDERS
+from lib.usage import rollups
 from lib.usage.credits import Pricing
 from lib.usage.db import Connection, Sql
 from lib.usage.store import UsageLog
@@ -151,7 +158,10 @@ def _where(flt: UsageFilter, params: dict[str, Any]) -> str:
 
 
 def _credits_sql(pricing: Pricing, include_local_estimate: bool, dialect: str) -> str:
-    expr = pricing.model.sql_expr("d", "sp", "mode", "is_sandbox", dialect)
+    return _priced(pricing.model.sql_expr("d", "sp", "mode", "is_sandbox", dialect), include_local_estimate)
+
+
+def _priced(expr: str, include_local_estimate: bool) -> str:
     if include_local_estimate:
         return expr
     local = ", ".join(f"'{p}'" for p in LOCAL_PROVIDERS)
@@ -181,6 +191,15 @@ def _base(
 
 def _tz_offset_sql(zone: ZoneInfo, lo: float, hi: float, column: str = "created_at") -> str:
     """SQL for the zone's UTC offset (seconds) at ``column``, exact across DST changes in [lo, hi]."""
+    pieces, current = _tz_pieces(zone, lo, hi)
+    if not pieces:
+        return str(current)
+    whens = " ".join(f"WHEN {column} < {at} THEN {off}" for at, off in pieces)
+    return f"(CASE {whens} ELSE {current} END)"
+
+
+def _tz_pieces(zone: ZoneInfo, lo: float, hi: float) -> tuple[list[tuple[int, int]], int]:
+    """The zone's offsets over [lo, hi]: ``(change_at, offset_before)`` per change, and the last offset."""
 
     def offset(t: float) -> int:
         utcoffset = datetime.fromtimestamp(t, zone).utcoffset()
@@ -203,25 +222,149 @@ def _tz_offset_sql(zone: ZoneInfo, lo: float, hi: float, column: str = "created_
             pieces.append((right, current))
             current = offset(right)
         t = nxt
-    if not pieces:
-        return str(current)
-    whens = " ".join(f"WHEN {column} < {at} THEN {off}" for at, off in pieces)
-    return f"(CASE {whens} ELSE {current} END)"
+    return pieces, current
+
+
+_FIRST_LAST = "SELECT (SELECT MIN(created_at) FROM sessions), (SELECT MAX(created_at) FROM sessions)"
+"""Two subqueries: each one is a single step down the ``created_at`` index, where ``MIN(…), MAX(…)`` side by side
+scans the whole table on SQLite."""
 
 
 def _span(conn: Any, flt: UsageFilter) -> tuple[float, float]:
     start, end = flt.bounds()
     if start is None or end is None:
-        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+        lo, hi = conn.execute(_FIRST_LAST).fetchone()
         start = start if start is not None else (lo if lo is not None else 0.0)
         end = end if end is not None else (hi + 1 if hi is not None else 0.0)
     return start, end
 
 
-def _local_time_sql(conn: Any, flt: UsageFilter) -> str:
+def _local_time_sql(conn: Any, flt: UsageFilter, column: str = "created_at") -> str:
     lo, hi = _span(conn, flt)
-    off = _tz_offset_sql(flt.zone, lo, hi)
-    return "created_at" if off == "0" else f"(created_at + {off})"
+    off = _tz_offset_sql(flt.zone, lo, hi, column)
+    return column if off == "0" else f"({column} + {off})"
+
+
+# -- summary rows ---------------------------------------------------------------------------------
+
+
+def _summarised(conn: Connection, flt: UsageFilter, pricing: Pricing | None = None) -> bool:
+    """Do the hourly summary rows answer this filter exactly (see the module docstring)?"""
+    if pricing is not None and not rollups.supports(pricing.model):
+        return False
+    if any(b is not None and b % rollups.BUCKET_S for b in flt.bounds()):
+        return False
+    pieces, last = _tz_pieces(flt.zone, *_span(conn, flt))
+    return last % rollups.BUCKET_S == 0 and all(
+        at % rollups.BUCKET_S == 0 and off % rollups.BUCKET_S == 0 for at, off in pieces
+    )
+
+
+def _summed(
+    sql: Sql,
+    flt: UsageFilter,
+    params: dict[str, Any],
+    now: float | None,
+    groups: Sequence[str],
+    sums: Sequence[str],
+    *,
+    grain: int,
+    pricing: Pricing | None = None,
+    include_local_estimate: bool = False,
+) -> str:
+    """``SELECT groups..., sums...`` over the summary rows of ``grain`` and the open sessions matching the filter,
+    grouped by ``groups``. Both are expressions over the columns ``bucket, provider, avatar_id, quality, mode,
+    sandbox, billed, sessions, open_sessions, duration_s, billed_credits, est_credits, credits, h0…``; each side
+    is aggregated on its own first, so the summary rows stream through one tight pass."""
+    params["now"] = float(time.time() if now is None else now)
+    params["grain"] = grain
+    raw_where = _where(flt, params)  # binds the parameters both sides share
+    clauses = ["grain = :grain"]
+    start, end = flt.bounds()
+    if start is not None:
+        clauses.append("bucket >= :start")
+    if end is not None:
+        clauses.append("bucket < :end")
+    for column, values in (("provider", flt.providers), ("avatar_id", flt.avatars), ("quality", flt.qualities)):
+        if values:
+            known = {"avatar_id": "avatar_known = 1 AND ", "quality": "quality_known = 1 AND "}.get(column, "")
+            names = ", ".join(f":{column}_{i}" for i in range(len(values)))
+            clauses.append(f"{known}{column} IN ({names})")
+    histogram = ", ".join(rollups.HISTOGRAM_COLUMNS)
+    bill = rollups.billable_column(pricing.model) if pricing is not None else "0.0"
+    closed = (
+        "SELECT bucket, provider, CASE WHEN avatar_known = 1 THEN avatar_id END AS avatar_id, "
+        "CASE WHEN quality_known = 1 THEN quality END AS quality, mode, sandbox, billed, sessions, "
+        f"0 AS open_sessions, duration_s, billed_credits, {bill} AS bill, {histogram} "
+        f"FROM {rollups.TABLE} WHERE {' AND '.join(clauses)}"
+    )
+    key = rollups.key_sql(sql)
+    contribution = dict(zip(rollups.VALUES, rollups.contribution_sql(sql), strict=True))
+    open_bill = contribution[bill] if pricing is not None else "0.0"
+    open_histogram = ", ".join(f"{contribution[c]} AS {c}" for c in rollups.HISTOGRAM_COLUMNS)
+    still_open = (
+        f"SELECT {key[1]} AS bucket, provider, avatar_id, quality, {key[7]} AS mode, {key[8]} AS sandbox, "
+        f"{key[9]} AS billed, 1 AS sessions, 1 AS open_sessions, d AS duration_s, "
+        f"COALESCE(billed_credits, 0.0) AS billed_credits, {open_bill} AS bill, {open_histogram} "
+        f"FROM (SELECT *, {sql.greatest('COALESCE(last_seen, :now) - created_at', '0.0')} AS d "
+        f"FROM sessions{sql.indexed_by('sessions_open_created')} WHERE ended_at IS NULL AND {raw_where}) o"
+    )
+    estimate = "0.0"
+    if pricing is not None:
+        estimate = _priced(f"(bill * {pricing.model.rate_sql('mode', 'sandbox')})", include_local_estimate)
+    labels = [f"c{i}" for i in range(len(groups))]
+    sides = []
+    for side in (closed, still_open):
+        priced = (
+            f"(SELECT *, CASE WHEN billed = 1 THEN billed_credits ELSE est_credits END AS credits "
+            f"FROM (SELECT *, {estimate} AS est_credits FROM ({side}) a) b) x"
+        )
+        select = [f"{g} AS {n}" for g, n in zip(groups, labels, strict=True)]
+        select += [f"SUM({e}) AS s{i}" for i, e in enumerate(sums)]
+        group_by = f" GROUP BY {', '.join(str(i + 1) for i in range(len(groups)))}" if groups else ""
+        sides.append(f"SELECT {', '.join(select)} FROM {priced}{group_by}")
+    outer = [*labels, *(f"COALESCE(SUM(s{i}), 0)" for i in range(len(sums)))]
+    tail = f" GROUP BY {', '.join(labels)} ORDER BY {', '.join(labels)}" if groups else ""
+    return f"SELECT {', '.join(outer)} FROM ({sides[0]} UNION ALL {sides[1]}) u{tail}"
+
+
+def _grain(flt: UsageFilter, by: str | None = None) -> int:
+    return rollups.grain(bool(flt.avatars) or by == "avatar_id", bool(flt.qualities) or by == "quality")
+
+
+def _bucket_day(conn: Connection, flt: UsageFilter) -> str:
+    """Local day number of a summary row: whole-hour buckets and offsets keep it in integer arithmetic."""
+    return f"({_local_time_sql(conn, flt, 'bucket')}) / 86400"
+
+
+def _bucket_hour(conn: Connection, flt: UsageFilter) -> str:
+    return f"(({_local_time_sql(conn, flt, 'bucket')}) % 86400) / 3600"
+
+
+def _p95(conn: Connection, flt: UsageFilter, n: int, now: float) -> float | None:
+    """Nearest rank: the ceil(0.95·n)-th shortest session is the m-th longest, m = n − ceil(0.95·n) + 1, so only
+    the longest m closed sessions are read (an index in duration order, from the top) beside the open ones."""
+    if not n:
+        return None
+    params: dict[str, Any] = {"now": now}
+    where = _where(flt, params)
+    params["m"] = n - math.ceil(0.95 * n) + 1
+    params["skip"] = params["m"] - 1
+    sql = conn.sql
+    closed = (
+        f"SELECT ended_at - created_at AS x FROM sessions{sql.indexed_by('sessions_closed_duration')} "
+        f"WHERE ended_at IS NOT NULL AND {where} ORDER BY ended_at - created_at DESC LIMIT :m"
+    )
+    still_open = (
+        f"SELECT COALESCE(last_seen, :now) - created_at AS x FROM sessions{sql.indexed_by('sessions_open_created')} "
+        f"WHERE ended_at IS NULL AND {where}"
+    )
+    row = conn.execute(
+        f"SELECT x FROM (SELECT x FROM ({closed}) c UNION ALL SELECT x FROM ({still_open}) o) u "
+        "ORDER BY x DESC LIMIT 1 OFFSET :skip",
+        params,
+    ).fetchone()
+    return None if row is None else max(0.0, float(row[0]))
 
 
 # -- queries -------------------------------------------------------------------------------------
@@ -231,22 +374,38 @@ def _kpis(
     conn: Connection, flt: UsageFilter, pricing: Pricing, include_local_estimate: bool, now: float | None
 ) -> Kpis:
     params: dict[str, Any] = {}
-    base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
-    n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
-        base + f"SELECT COUNT(*), COALESCE({conn.sql.count_if('ended_at IS NULL')}, 0), COALESCE(SUM(d), 0.0), "
-        "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
-        "COALESCE(SUM(est_credits), 0.0) FROM s",
-        params,
-    ).fetchone()
-    p95 = None
-    if n:
-        # Nearest-rank percentile: the ceil(0.95·n)-th shortest session. Durations only: pricing every row
-        # again just to sort by duration cost as much as the totals themselves.
-        durations: dict[str, Any] = {"offset": math.ceil(0.95 * n) - 1}
-        p95 = conn.execute(
-            _base(conn.sql, flt, durations, params["now"]) + "SELECT d FROM s ORDER BY d LIMIT 1 OFFSET :offset",
-            durations,
-        ).fetchone()[0]
+    if _summarised(conn, flt, pricing):
+        sums = (
+            "sessions",
+            "open_sessions",
+            "duration_s",
+            "credits",
+            "billed_credits",
+            "CASE WHEN billed = 1 THEN sessions ELSE 0 END",
+            "est_credits",
+        )
+        query = _summed(
+            conn.sql,
+            flt,
+            params,
+            now,
+            (),
+            sums,
+            grain=_grain(flt),
+            pricing=pricing,
+            include_local_estimate=include_local_estimate,
+        )
+        n, open_n, total_s, credits, billed, billed_n, estimated = conn.execute(query, params).fetchone()
+        avg = float(total_s) / int(n) if n else None
+    else:
+        base = _base(conn.sql, flt, params, now, pricing, include_local_estimate)
+        n, open_n, total_s, credits, avg, billed, billed_n, estimated = conn.execute(
+            base + f"SELECT COUNT(*), COALESCE({conn.sql.count_if('ended_at IS NULL')}, 0), COALESCE(SUM(d), 0.0), "
+            "COALESCE(SUM(credits), 0.0), AVG(d), COALESCE(SUM(billed_credits), 0.0), COUNT(billed_credits), "
+            "COALESCE(SUM(est_credits), 0.0) FROM s",
+            params,
+        ).fetchone()
+    p95 = _p95(conn, flt, int(n), params["now"])
     credits = float(credits)
     return Kpis(
         sessions=int(n),
@@ -293,12 +452,26 @@ def minutes_per_day(
     column = _GROUP_COLUMNS[by]
     params: dict[str, Any] = {"unknown": UNKNOWN}
     with log.read() as conn:
-        local = _local_time_sql(conn, flt)
-        sql = _base(conn.sql, flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
-            "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
-            f"FROM s GROUP BY 1, 2 ORDER BY 1, 2"
-        )
+        if _summarised(conn, flt, pricing):
+            groups = (_bucket_day(conn, flt), f"COALESCE({column}, :unknown)")
+            sql = _summed(
+                conn.sql,
+                flt,
+                params,
+                now,
+                groups,
+                ("sessions", "duration_s / 60.0", "credits"),
+                grain=_grain(flt, column),
+                pricing=pricing,
+                include_local_estimate=include_local_estimate,
+            )
+        else:
+            local = _local_time_sql(conn, flt)
+            sql = _base(conn.sql, flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, COALESCE({column}, :unknown) AS {by}, "
+                "COUNT(*) AS sessions, SUM(d) / 60.0 AS minutes, SUM(credits) AS credits "
+                f"FROM s GROUP BY 1, 2 ORDER BY 1, 2"
+            )
         rows = conn.execute(sql, params).fetchall()
     df = pd.DataFrame(
         [(int(d), g, int(n), float(m), float(c)) for d, g, n, m, c in rows],
@@ -329,9 +502,16 @@ def duration_distribution(
     case = " ".join(f"WHEN d < {edge!r} THEN {i}" for i, edge in enumerate(finite))
     bucket = f"CASE {case} ELSE {len(finite)} END" if finite else "0"
     params: dict[str, Any] = {}
+    groups = rollups.histogram_groups(finite)
     with log.read() as conn:
-        sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
-        counts = {int(b): int(n) for b, n in conn.execute(sql, params).fetchall()}
+        if groups is not None and _summarised(conn, flt):
+            sums = [" + ".join(rollups.HISTOGRAM_COLUMNS[c] for c in group) for group in groups]
+            query = _summed(conn.sql, flt, params, now, (), sums, grain=_grain(flt))
+            found = conn.execute(query, params).fetchone()
+            counts = {i: int(n) for i, n in enumerate(found)}
+        else:
+            sql = _base(conn.sql, flt, params, now) + f"SELECT {bucket} AS b, COUNT(*) AS n FROM s GROUP BY 1"
+            counts = {int(b): int(n) for b, n in conn.execute(sql, params).fetchall()}
     rows = [
         {
             "bin": _bin_label(lower, upper),
@@ -395,10 +575,23 @@ def cumulative_credits(
     params: dict[str, Any] = {}
     first_day = (date(month.year, month.month, 1) - date(1970, 1, 1)).days
     with log.read() as conn:
-        local = _local_time_sql(conn, month_flt)
-        sql = _base(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
-            f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM s GROUP BY 1"
-        )
+        if _summarised(conn, month_flt, pricing):
+            sql = _summed(
+                conn.sql,
+                month_flt,
+                params,
+                now,
+                (_bucket_day(conn, month_flt),),
+                ("credits",),
+                grain=_grain(month_flt),
+                pricing=pricing,
+                include_local_estimate=include_local_estimate,
+            )
+        else:
+            local = _local_time_sql(conn, month_flt)
+            sql = _base(conn.sql, month_flt, params, now, pricing, include_local_estimate) + (
+                f"SELECT {conn.sql.day_number(local)} AS day, SUM(credits) FROM s GROUP BY 1"
+            )
         per_day = {int(day) - first_day + 1: float(c) for day, c in conn.execute(sql, params).fetchall()}
     dom = pd.RangeIndex(1, month_days + 1, name="day")
     daily = pd.Series([float(per_day.get(d, 0.0)) for d in dom], index=dom, dtype="float64")
@@ -432,10 +625,14 @@ def sessions_by_hour(log: UsageLog, flt: UsageFilter, *, now: float | None = Non
     """``hour`` (0–23, local to ``flt.tz``), ``sessions``, ``minutes``; all 24 hours present."""
     params: dict[str, Any] = {}
     with log.read() as conn:
-        local = _local_time_sql(conn, flt)
-        sql = _base(conn.sql, flt, params, now) + (
-            f"SELECT {conn.sql.hour(local)} AS hour, COUNT(*), SUM(d) / 60.0 FROM s GROUP BY 1"
-        )
+        if _summarised(conn, flt):
+            groups = (_bucket_hour(conn, flt),)
+            sql = _summed(conn.sql, flt, params, now, groups, ("sessions", "duration_s / 60.0"), grain=_grain(flt))
+        else:
+            local = _local_time_sql(conn, flt)
+            sql = _base(conn.sql, flt, params, now) + (
+                f"SELECT {conn.sql.hour(local)} AS hour, COUNT(*), SUM(d) / 60.0 FROM s GROUP BY 1"
+            )
         found = {int(h): (int(n), float(m)) for h, n, m in conn.execute(sql, params).fetchall()}
     return pd.DataFrame(
         {
@@ -596,9 +793,19 @@ def spreadsheet_safe(value: Any) -> Any:
 def filter_options(log: UsageLog) -> dict[str, list[str]]:
     """Distinct providers, avatars and qualities in the log, for the filter widgets."""
     out: dict[str, list[str]] = {}
+    choices = (
+        ("providers", "provider", "1 = 1", rollups.grain(False, False)),
+        ("avatars", "avatar_id", "avatar_known = 1", rollups.grain(True, False)),
+        ("qualities", "quality", "quality_known = 1", rollups.grain(False, True)),
+    )
     with log.read() as conn:
-        for key, column in (("providers", "provider"), ("avatars", "avatar_id"), ("qualities", "quality")):
-            rows = conn.execute(f"SELECT DISTINCT {column} FROM sessions WHERE {column} IS NOT NULL ORDER BY {column}")
+        for key, column, known, grain in choices:
+            # Closed sessions from the coarsest summary rows that keep the column, open ones from the raw table.
+            rows = conn.execute(
+                f"SELECT {column} FROM {rollups.TABLE} WHERE grain = {grain} AND {known} UNION "
+                f"SELECT {column} FROM sessions{conn.sql.indexed_by('sessions_open_created')} "
+                f"WHERE ended_at IS NULL AND {column} IS NOT NULL ORDER BY 1"
+            )
             out[key] = [r[0] for r in rows]
     return out
 
@@ -606,7 +813,7 @@ def filter_options(log: UsageLog) -> dict[str, list[str]]:
 def date_span(log: UsageLog, tz: str = "UTC") -> tuple[date, date] | None:
     """First and last local creation dates in the log (None when it is empty)."""
     with log.read() as conn:
-        lo, hi = conn.execute("SELECT MIN(created_at), MAX(created_at) FROM sessions").fetchone()
+        lo, hi = conn.execute(_FIRST_LAST).fetchone()
     if lo is None:
         return None
     zone = ZoneInfo(tz)

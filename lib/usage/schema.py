@@ -1,6 +1,7 @@
 """Schema of the usage log, as an ordered list of migrations, for SQLite and PostgreSQL alike.
 
-Migration *n* (1-based) takes a log from version n-1 to n. Never edit a shipped migration; append one.
+Migration *n* (1-based) takes a log from version n-1 to n. Never edit a shipped migration; append one. A
+migration may have a backfill (:data:`BACKFILLS`): Python that fills what the statements created.
 Timestamps are UTC unix seconds (REAL) so SQL can aggregate them without parsing.
 
 The migrations are written in SQLite's words and run as written there (the version lives in
@@ -14,7 +15,10 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+from lib.usage import rollups
+from lib.usage.db import Connection
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: sessions, events, settings and the indexes the usage queries need.
@@ -83,7 +87,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
     CREATE INDEX IF NOT EXISTS audit_target ON audit (target);
     """,
+    # 5: summary rows kept on write (lib/usage/rollups.py) and the indexes that find open sessions and the
+    # longest closed ones; BACKFILLS fills the summary from the sessions already logged.
+    rollups.DDL,
 )
+
+BACKFILLS: dict[int, Callable[[Connection], None]] = {5: rollups.rebuild}
+"""Data steps run right after a migration's statements, in its transaction."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,9 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from lib.private_files import private_file
-from lib.usage import db
+from lib.usage import db, rollups
 from lib.usage.credits import PRESETS, Pricing
-from lib.usage.schema import SCHEMA_VERSION, statements
+from lib.usage.schema import BACKFILLS, SCHEMA_VERSION, statements
 
 Timestamp = float | int | datetime | None
 
@@ -402,6 +402,8 @@ class UsageLog:
             for number in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in statements(number, conn.dialect):
                     conn.execute(statement)
+                if number in BACKFILLS:
+                    BACKFILLS[number](conn)
                 self._set_version(conn, number)
 
     @property
@@ -522,6 +524,7 @@ class UsageLog:
         )
         if cur.rowcount == 0:
             return False
+        rollups.add(conn, [session_id])
         details: dict[str, Any] = {"reason": reason}
         if reason == EndReason.LOST:
             # A lost session is closed at its last heartbeat, long before the decision; reconciliation
@@ -542,6 +545,7 @@ class UsageLog:
         decided = json.loads(closed[1] or "{}").get("decided_at", closed[0]) if closed else None
         if decided is not None and float(decided) >= listed_at:
             return False  # the listing is older than the decision: it proves nothing
+        rollups.remove(conn, [session_id])
         conn.execute("UPDATE sessions SET ended_at = NULL, end_reason = NULL WHERE session_id = ?", (session_id,))
         self._insert_event(conn, session_id, EventKind.REOPENED, {"was": "lost", "listed_at": listed_at}, listed_at)
         return True
@@ -685,11 +689,17 @@ class UsageLog:
         changed = 0
         with self._write() as conn:
             for session_id, ended in end_times.items():
-                cur = conn.execute(
-                    f"UPDATE sessions SET ended_at = {conn.sql.greatest('?', 'created_at')} "
-                    "WHERE session_id = ? AND end_reason = ?",
-                    (float(ended), session_id, EndReason.LOST),
-                )
+                lost = conn.execute(
+                    "SELECT 1 FROM sessions WHERE session_id = ? AND end_reason = ?", (session_id, EndReason.LOST)
+                ).fetchone()
+                if lost is None:
+                    continue
+                with rollups.changing(conn, [session_id]):
+                    cur = conn.execute(
+                        f"UPDATE sessions SET ended_at = {conn.sql.greatest('?', 'created_at')} "
+                        "WHERE session_id = ? AND end_reason = ?",
+                        (float(ended), session_id, EndReason.LOST),
+                    )
                 if cur.rowcount:
                     changed += 1
                     conn.execute(
@@ -709,7 +719,7 @@ class UsageLog:
         history adds and updates nothing. Sessions this dashboard logged keep their own times and reasons."""
         parsed = [raw if isinstance(raw, HistoryRow) else _history_row(raw) for raw in rows]
         added = updated = 0
-        with self._write() as conn:
+        with self._write() as conn, rollups.changing(conn, [row.session_id for row in parsed]):
             for row in parsed:
                 created = to_unix(row.created_at)
                 duration = None if row.duration_s is None else max(0.0, float(row.duration_s))
