@@ -217,7 +217,8 @@ class AgentEvents:
     ``avatar.speak_started``/``ended`` → ``avatar_start_talking``/``avatar_stop_talking`` with the command's
     ``source_event_id`` as ``task_id``; ``avatar.transcription.chunk`` → ``avatar_talking_message``; the final
     ``avatar.transcription`` → ``avatar_transcript`` (the whole text: it replaces the chunks);
-    ``user.transcription`` → ``user_transcript``; ``session.stopped`` → ``provider_stopped`` with ``end_reason``.
+    ``user.transcription`` → ``user_transcript``; ``session.stopped`` → ``provider_stopped`` with ``end_reason``;
+    a refused push-to-talk window is logged.
     """
 
     def __init__(self) -> None:
@@ -243,6 +244,9 @@ class AgentEvents:
             return [{"type": kind, "message": event.text, "task_id": event.source_event_id or self._task}]
         if isinstance(event, la_events.SessionStopped):
             return [{"type": "provider_stopped", "end_reason": str(event.end_reason)}]
+        if isinstance(event, la_events.PushToTalkAck) and not event.ok:
+            # The words still arrive (our own recognition); only what LiveAvatar itself hears is affected.
+            log.warning("LiveAvatar refused to %s the push-to-talk window", "open" if event.started else "close")
         return []
 
 

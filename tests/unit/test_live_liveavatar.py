@@ -406,3 +406,12 @@ def test_the_users_speech_sets_the_listening_pose_and_the_push_to_talk_window(
     assert len({c["event_id"] for c in sent}) == len(sent)
     chat.close()
     assert session.end_reason is EndReason.RELEASED
+
+
+def test_a_refused_push_to_talk_window_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    events = AgentEvents()
+    with caplog.at_level("WARNING", logger="avatar_ops.live"):
+        assert events.translate({"event_type": "user.push_to_talk_started"}) == []
+        assert not caplog.records
+        assert events.translate({"event_type": "user.push_to_talk_start_failed"}) == []
+    assert [r.getMessage() for r in caplog.records] == ["LiveAvatar refused to open the push-to-talk window"]
