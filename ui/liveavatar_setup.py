@@ -24,6 +24,11 @@ from ui import live, resources
 NO_CONTEXT = ""
 PENDING_CONTEXT = "la_context_pending"  # a context just created: selected on the next run (before the widget)
 INTERACTIVITY_LABELS = {Interactivity.CONVERSATIONAL: "conversational", Interactivity.PUSH_TO_TALK: "push-to-talk"}
+INTERACTIVITY_HELP = (
+    "Conversational: LiveAvatar takes turns by itself. Push-to-talk: it hears you only inside a talk window, "
+    "which this dashboard opens while the microphone (Voice input) hears you speak. Either way the avatar "
+    "takes its listening pose while you speak."
+)
 MODE_LABELS = {
     SessionMode.FULL: "FULL · LiveAvatar listens, thinks and speaks (2 credits/min)",
     SessionMode.LITE: "LITE · our own offline voice, LiveAvatar's lips (1 credit/min)",
@@ -106,6 +111,7 @@ def liveavatar_setup(
                 key="la_interactivity",
                 disabled=locked,
                 format_func=INTERACTIVITY_LABELS.get,
+                help=INTERACTIVITY_HELP,
             )
             or Interactivity.CONVERSATIONAL
         )

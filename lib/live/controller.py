@@ -163,6 +163,9 @@ class LiveChat:
         self.last_voice_end: float | None = None
         # Voice turns call the provider (blocking HTTP): one at a time, off the listener's threads.
         self._voice_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-turns")
+        # The listening pose on its own thread: a pose call never delays the words that follow it.
+        self._pose_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voice-pose")
+        self._posed: LiveSession | None = None  # the session told "listening" (pose thread only)
         self.playout = PlayoutBuffer(AUDIO_RATE)
 
     # --- what the page reads ------------------------------------------------------------------
@@ -316,6 +319,7 @@ class LiveChat:
         if self.listener is not None:
             self.listener.close()
         self._voice_pool.shutdown(wait=False, cancel_futures=True)
+        self._pose_pool.shutdown(wait=False, cancel_futures=True)
 
     # --- script mode --------------------------------------------------------------------------
     def script_status(self) -> RunnerStatus | None:
@@ -357,6 +361,7 @@ class LiveChat:
             self.listener = make(
                 on_transcript=self._on_transcript,
                 on_speech_start=self._on_speech_start,
+                on_speech_end=self._on_speech_end,
                 interim=True,
             )
         return self.listener
@@ -379,6 +384,26 @@ class LiveChat:
 
     def _on_speech_start(self) -> None:
         self._voice_pool.submit(self._barge_in)
+        self._pose_pool.submit(self._listening, True)
+
+    def _on_speech_end(self) -> None:
+        self._pose_pool.submit(self._listening, False)
+
+    def _listening(self, on: bool) -> None:
+        """The avatar's listening pose while the user speaks (on LiveAvatar push-to-talk, also the talk window).
+        A pose that cannot be set is logged, not shown: the words still go through."""
+        session = self.session
+        if session is None or session.state is not SessionState.CONNECTED or session.session_id is None:
+            self._posed = None
+            return
+        if not on and self._posed is not session:
+            return  # only where "listening" was said: a push-to-talk stop without its start is refused
+        self._posed = session if on else None
+        try:
+            set_pose = session.client.start_listening if on else session.client.stop_listening
+            set_pose(session.session_id)
+        except (HeyGenError, RuntimeError) as exc:
+            log.warning("the listening pose could not be %s: %s", "set" if on else "cleared", exc)
 
     def _voice_turn(self, transcript: Transcript) -> None:
         session = self._connected_for_voice(transcript)

@@ -84,6 +84,10 @@ class LiteVoice:
                 break
         self.link.interrupt()
 
+    def listening(self, on: bool) -> None:
+        """The user speaks (or stopped): the avatar's listening pose, on the socket."""
+        self.link.listening(on)
+
     def close(self) -> None:
         with self._lock:
             self._generation += 1

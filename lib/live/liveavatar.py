@@ -13,13 +13,17 @@ session with the same life (watcher, caps, reconnect, usage log). Underneath:
   the engine session that plays the avatar, answered like the local engine's own sessions.
 * **Commands.** FULL on LiveKit: :mod:`lib.liveavatar.events` commands on data topic ``agent-control``
   (``avatar.speak_text`` for "the avatar repeats it", ``avatar.speak_response`` for "the avatar answers",
-  ``avatar.interrupt``, ``avatar.start_listening``/``stop_listening``). On the twin the same intents go through
-  the engine's task API with the ``local`` token, which is scoped to that one engine session: speak_text is a
-  ``repeat`` task, speak_response a ``talk`` task (the engine's responder answers from the chosen context's
-  prompt), interrupt is ``/v1/streaming.interrupt``; its events come back on the WebRTC data channel.
+  ``avatar.interrupt``, ``avatar.start_listening``/``stop_listening`` while the user speaks, wrapped in
+  ``user.start_push_to_talk``/``stop_push_to_talk`` when the session's interactivity is push-to-talk). On the
+  twin the same intents go through the engine's task API with the ``local`` token, which is scoped to that one
+  engine session: speak_text is a ``repeat`` task, speak_response a ``talk`` task (the engine's responder
+  answers from the chosen context's prompt), interrupt is ``/v1/streaming.interrupt``, the listening pose
+  ``/v1/streaming.start_listening``/``stop_listening`` (no data channel offline, so no push-to-talk window);
+  its events come back on the WebRTC data channel.
 * **LITE**: the speech is ours (:mod:`lib.live.lite_voice`): our responder answers, our offline Piper voice
   speaks, and the PCM goes over the session's ``ws_url`` socket; its speaking events drive the status. This is
-  the same against LiveAvatar and the twin (the twin implements the socket and lip-syncs the audio).
+  the same against LiveAvatar and the twin (the twin implements the socket and lip-syncs the audio); the
+  listening pose is the socket's ``agent.start_listening``/``stop_listening``.
 * **Events** from ``agent-response`` are turned into the session's own vocabulary by :class:`AgentEvents`
   (speaking state, avatar words, the user's words, and ``session.stopped`` with its ``end_reason``).
 * **Keep-alive and stop**: ``POST /v1/sessions/keep-alive`` (every 60 s, see :data:`KEEP_ALIVE_SECONDS`) and
@@ -213,7 +217,8 @@ class AgentEvents:
     ``avatar.speak_started``/``ended`` → ``avatar_start_talking``/``avatar_stop_talking`` with the command's
     ``source_event_id`` as ``task_id``; ``avatar.transcription.chunk`` → ``avatar_talking_message``; the final
     ``avatar.transcription`` → ``avatar_transcript`` (the whole text: it replaces the chunks);
-    ``user.transcription`` → ``user_transcript``; ``session.stopped`` → ``provider_stopped`` with ``end_reason``.
+    ``user.transcription`` → ``user_transcript``; ``session.stopped`` → ``provider_stopped`` with ``end_reason``;
+    a refused push-to-talk window is logged.
     """
 
     def __init__(self) -> None:
@@ -239,6 +244,9 @@ class AgentEvents:
             return [{"type": kind, "message": event.text, "task_id": event.source_event_id or self._task}]
         if isinstance(event, la_events.SessionStopped):
             return [{"type": "provider_stopped", "end_reason": str(event.end_reason)}]
+        if isinstance(event, la_events.PushToTalkAck) and not event.ok:
+            # The words still arrive (our own recognition); only what LiveAvatar itself hears is affected.
+            log.warning("LiveAvatar refused to %s the push-to-talk window", "open" if event.started else "close")
         return []
 
 
@@ -251,6 +259,7 @@ class _Live:
 
     started: StartedSession = field(repr=False)
     mode: SessionMode
+    push_to_talk: bool = False  # FULL with interactivity PUSH_TO_TALK: LiveAvatar hears only inside the window
     engine: StreamingClient | None = None  # the twin's engine session (local extension)
     engine_session_id: str | None = None
     room: Any = None  # the LiveKitConnection LiveSession joined (real service)
@@ -339,7 +348,10 @@ class LiveAvatarStreaming(StreamingClient):
                 with contextlib.suppress(la.LiveAvatarError):
                     self.la.stop_session(token.session_id)
                 raise
-        live = _Live(started, request.config.mode)
+        push_to_talk = request.config.mode is SessionMode.FULL and (
+            request.choice.interactivity is Interactivity.PUSH_TO_TALK
+        )
+        live = _Live(started, request.config.mode, push_to_talk=push_to_talk)
         local = started.local_media
         if local is not None:
             base, scoped = str(local["base_url"]), str(local["token"])  # the token opens this engine session only
@@ -429,14 +441,41 @@ class LiveAvatarStreaming(StreamingClient):
         self._publish(live, la_events.interrupt(session_id))
 
     def start_listening(self, session_id: str) -> None:
-        live = self._require(session_id)
-        if live.room is not None:
-            self._publish(live, la_events.start_listening(session_id))
+        """The user began to speak: the avatar takes its listening pose. On LiveKit a push-to-talk session's
+        window opens first (``user.start_push_to_talk``), then ``avatar.start_listening``; LITE says it on the
+        socket (``agent.start_listening``); the twin's FULL sets its engine session's pose."""
+        self._listening(session_id, True)
 
     def stop_listening(self, session_id: str) -> None:
+        """The user stopped speaking: the pose ends, and a push-to-talk window closes after it."""
+        self._listening(session_id, False)
+
+    def _listening(self, session_id: str, on: bool) -> None:
         live = self._require(session_id)
-        if live.room is not None:
-            self._publish(live, la_events.stop_listening(session_id))
+        if live.voice is not None:
+            try:
+                live.voice.listening(on)
+            except Exception as exc:
+                raise hg.ProviderUnavailable(
+                    None, "", user_message=f"Could not set the listening pose on the LITE socket ({exc})."
+                ) from None
+            return
+        if live.engine is not None and live.engine_session_id is not None:
+            if on:
+                live.engine.start_listening(live.engine_session_id)
+            else:
+                live.engine.stop_listening(live.engine_session_id)
+            return
+        if on:
+            commands = [la_events.start_listening(session_id)]
+            if live.push_to_talk:
+                commands.insert(0, la_events.start_push_to_talk(session_id))
+        else:
+            commands = [la_events.stop_listening(session_id)]
+            if live.push_to_talk:
+                commands.append(la_events.stop_push_to_talk(session_id))
+        for command in commands:
+            self._publish(live, command)
 
     def keep_alive(self, session_id: str) -> None:
         with self._errors():

@@ -566,6 +566,11 @@ class LiteSessionThread:
     def keep_alive(self, timeout: float = 5.0) -> None:
         self._call(self.session.keep_alive()).result(timeout)
 
+    def listening(self, on: bool, timeout: float = 5.0) -> None:
+        """``agent.start_listening`` / ``agent.stop_listening``: the avatar's listening pose."""
+        command = self.session.start_listening() if on else self.session.stop_listening()
+        self._call(command).result(timeout)
+
     @property
     def speaking(self) -> bool:
         return self.session.speaking

@@ -104,9 +104,10 @@ _FLUSH = object()
 class VoiceListener:
     """Turns microphone frames into transcripts. push() never blocks; callbacks run on the listener's threads.
 
-    on_speech_start runs on the VAD thread as soon as speech is confirmed (barge-in); on_transcript on the
-    speech-to-text thread. Both must be quick and thread-safe (e.g. put the text on a queue). Without an
-    explicit `stt`, the process-wide model is loaded on the speech-to-text thread at start-up.
+    on_speech_start runs on the VAD thread as soon as speech is confirmed (barge-in), on_speech_end there when
+    the VAD closes that utterance (before it is transcribed); on_transcript on the speech-to-text thread. All
+    must be quick and thread-safe (e.g. put the text on a queue). Without an explicit `stt`, the process-wide
+    model is loaded on the speech-to-text thread at start-up.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class VoiceListener:
         on_transcript: Callable[[Transcript], None],
         on_speech_start: Callable[[], None] | None = None,
         *,
+        on_speech_end: Callable[[], None] | None = None,
         interim: bool = False,
         on_partial: Callable[[str], None] | None = None,
         stt: Transcriber | None = None,
@@ -124,6 +126,7 @@ class VoiceListener:
     ) -> None:
         self._on_transcript = on_transcript
         self._on_speech_start = on_speech_start
+        self._on_speech_end = on_speech_end
         self._on_partial = on_partial
         # Interim text costs model time while the user is still speaking: only for callers that show it.
         self._interim = interim or on_partial is not None
@@ -313,12 +316,10 @@ class VoiceListener:
 
     def _handle(self, event: VadEvent, clock_offset: float) -> None:
         if event.kind == "speech_start":
-            if self._on_speech_start is not None:
-                try:
-                    self._on_speech_start()
-                except Exception:
-                    log.exception("on_speech_start failed")
+            self._notify(self._on_speech_start, "on_speech_start")
             return
+        if event.kind == "utterance":
+            self._notify(self._on_speech_end, "on_speech_end")
         assert event.audio is not None and event.end is not None
         utterance = _Utterance(
             event.audio,
@@ -349,6 +350,14 @@ class VoiceListener:
             self._utterance_cond.notify()
         if not utterance.optional:
             self._count(utterances=1, utterances_dropped=dropped)
+
+    @staticmethod
+    def _notify(callback: Callable[[], None] | None, name: str) -> None:
+        if callback is not None:
+            try:
+                callback()
+            except Exception:
+                log.exception("%s failed", name)
 
     # ------------------------------------------------------------ STT thread
 

@@ -2,7 +2,9 @@
 twin's documented ``local`` direct-WebRTC extension carries the media).
 
 Sandbox toggle and its countdown, the silent-avatar warning, a context created on the page, a message answered,
-Interrupt, Stop, and closing the tab — each checked at the provider (``GET /v1/sessions?type=active``).
+Interrupt, Stop, and closing the tab — each checked at the provider (``GET /v1/sessions?type=active``). LITE:
+a typed message spoken by our own offline voice (the dashboard's Piper, PCM over ``ws_url``) reaches the browser's
+ears, the twin lip-syncs it, Interrupt silences it, Stop ends it at the provider.
 """
 
 from __future__ import annotations
@@ -15,18 +17,22 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from lib.engine.launcher import EngineProcess
+from lib.heygen.client import StreamingClient
 from lib.liveavatar import LiveAvatarClient, SessionEndReason, SessionListType
 from lib.usage.store import UsageLog
 from tests.support.browser import (
     AppServer,
     chromium_missing,
     click_start,
+    engine_events,
     go_to,
+    heard_audio,
     no_exceptions,
     open_app,
     run_app,
     screenshot,
     send_chat,
+    start_audio_probe,
     wait_for,
     wait_video_playing,
     webrtc_frame,
@@ -38,6 +44,7 @@ ASSISTANT = "[data-testid='stChatMessage']:has([aria-label='Chat message from as
 COUNTDOWN = re.compile(r"Sandbox: LiveAvatar ends it in (\d+) s")
 # Long enough (several sentences of the twin's answer) to be cut off in the middle.
 QUESTION = "What does a session cost, and what happens when it is left open and nobody is watching?"
+LONG_SAY = " ".join(f"This is sentence {n} of a message that our own voice reads aloud." for n in range(1, 9))
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +84,16 @@ def countdown(page: Page) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def start_sandbox(browser: Browser, app: AppServer, la: LiveAvatarClient) -> tuple[Page, str]:
+def start_sandbox(
+    browser: Browser, app: AppServer, la: LiveAvatarClient, *, lite: bool = False, repeat: bool = False
+) -> tuple[Page, str]:
     page = open_app(browser, app.url)
     go_to(page, "Live chat")
+    if lite:
+        page.get_by_text("LITE · our own offline voice").click()
+        page.get_by_text("the avatar speaks with our offline Piper voice").wait_for(timeout=10_000)
+    if repeat:  # the set-up folds away once the session is live
+        page.get_by_text("the avatar repeats it").click()
     page.get_by_text("Sandbox (free test)").click()
     page.get_by_text("only the avatar Wayne").first.wait_for(timeout=10_000)
     click_start(page)
@@ -148,3 +162,45 @@ def test_closing_the_tab_stops_the_liveavatar_session(app: AppServer, browser: B
     print(f"tab closed → LiveAvatar session gone in {time.monotonic() - closed_at:.2f} s")
     assert la.get_session(session_id).end_reason is SessionEndReason.USER_CLOSED
     assert wait_for(lambda: end_reason(app, session_id), timeout=5) == "released"
+
+
+def test_lite_speaks_with_our_voice_is_interrupted_and_stops_at_the_provider(
+    app: AppServer, browser: Browser, la: LiveAvatarClient, engine: EngineProcess
+) -> None:
+    page, session_id = start_sandbox(browser, app, la, lite=True, repeat=True)
+    assert la.get_session(session_id).mode.value == "LITE"
+    with StreamingClient(engine.url, engine.api_key, backoff=0) as client:
+        engine_session = client.list()[0].session_id  # the twin plays the LITE session on an engine session
+    frame = webrtc_frame(page)
+    start_audio_probe(frame)
+    page.wait_for_timeout(1000)
+    silent = heard_audio(frame)
+
+    send_chat(page, LONG_SAY)
+    # Our voice's words are shown as they are spoken; the twin says it began (agent.speak_started).
+    page.locator(ASSISTANT).filter(has_text="This is sentence 1").first.wait_for(timeout=30_000)
+    page.get_by_text("the avatar is speaking").wait_for(timeout=15_000)
+    heard = wait_for(lambda: (h := heard_audio(frame)).loud_blocks - silent.loud_blocks >= 10 and h, timeout=15)
+    assert heard, heard_audio(frame)
+    assert silent.loud_blocks <= 2, silent  # before the message the avatar was silent
+    assert heard.clipped_fraction < 0.01, heard
+    kinds = [e["type"] for e in engine_events(engine, engine_session)]
+    assert "avatar_start_talking" in kinds, kinds  # the twin lip-syncs the speech it received
+    no_exceptions(page)
+
+    page.get_by_role("button", name="Interrupt").click()
+    page.get_by_text("(interrupted)").first.wait_for(timeout=10_000)
+    page.get_by_text("the avatar is speaking").wait_for(state="detached", timeout=10_000)
+    page.wait_for_timeout(1000)  # what was already on its way to the page has played
+    after = heard_audio(frame)
+    page.wait_for_timeout(2000)
+    late = heard_audio(frame).loud_blocks - after.loud_blocks
+    assert late <= 5, f"{late} loud blocks (~21 ms) after the interrupt"
+    assert "sentence 8" not in page.locator(ASSISTANT).first.inner_text()
+
+    page.get_by_role("button", name="Stop session").click()
+    assert wait_for(lambda: not active(la), timeout=15), active(la)
+    assert la.get_session(session_id).end_reason is SessionEndReason.USER_CLOSED
+    assert wait_for(lambda: end_reason(app, session_id), timeout=5) == "stopped"
+    no_exceptions(page)
+    page.close()

@@ -88,7 +88,7 @@ def set_knowledge_base(page: Page, text: str) -> None:
         arg=text,
         timeout=10_000,
     )
-    _wait_app_idle(page)
+    wait_app_idle(page)
 
 
 def enable_voice(page: Page, *, barge_in: bool = True, timeout: float = 90.0) -> None:
@@ -96,18 +96,18 @@ def enable_voice(page: Page, *, barge_in: bool = True, timeout: float = 90.0) ->
     START. The first time, the server loads the speech-to-text model during this page run."""
     page.get_by_text("Voice input", exact=True).click()
     page.get_by_text("Talk to the avatar with the microphone").click()
-    _wait_app_idle(page, timeout)
+    wait_app_idle(page, timeout)
     box = page.get_by_role("checkbox", name="Speaking interrupts the avatar (barge-in)")
     if box.is_checked() != barge_in:
         page.get_by_text("Speaking interrupts the avatar (barge-in)").click()
-        _wait_app_idle(page)
+        wait_app_idle(page)
     # Only the microphone-enabled (SENDRECV) component offers a device choice next to START.
     component = page.frame_locator(WEBRTC_IFRAME)
     component.get_by_role("button", name="SELECT DEVICE").wait_for(timeout=timeout * 1000)
     component.get_by_role("button", name="START").wait_for(timeout=timeout * 1000)
 
 
-def _wait_app_idle(page: Page, timeout: float = 30.0) -> None:
+def wait_app_idle(page: Page, timeout: float = 30.0) -> None:
     """Until Streamlit's "Running…" indicator has been gone for a moment (the script run is over)."""
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None

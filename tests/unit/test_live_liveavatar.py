@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from livekit import rtc
 
+from lib.guards import Admission
 from lib.live import liveavatar as live_la
+from lib.live.controller import ChatSetup, ComponentState, LiveChat, Services
 from lib.live.liveavatar import AgentEvents, LiveAvatarChoice, LiveAvatarRequest, LiveAvatarStreaming
 from lib.live.media import livekit as livekit_media
 from lib.live.media import loop as media_loop
@@ -29,6 +31,7 @@ from lib.live.session import LiveSession, SessionOptions, SessionState
 from lib.liveavatar import errors as la_errors
 from lib.liveavatar.models import (
     SANDBOX_AVATAR_ID,
+    Interactivity,
     SessionEndReason,
     SessionEntry,
     SessionMode,
@@ -355,3 +358,60 @@ def test_agent_events_ignore_commands_and_malformed_packets() -> None:
         {"type": "avatar_start_talking", "task_id": None}
     ]
     assert live_la.KEEP_ALIVE_SECONDS == 60.0
+
+
+def voice_chat(h: Harness, interactivity: Interactivity) -> tuple[LiveChat, LiveSession]:
+    """Live chat's controller on the real ``LiveSession``, as the page runs it with the microphone on."""
+    h.usage = UsageLog(h.tmp / "usage.db")
+    choice = LiveAvatarChoice(SANDBOX_AVATAR_ID, sandbox=True, interactivity=interactivity)
+    client = LiveAvatarStreaming(h.la)  # type: ignore[arg-type]  # the fake has the calls it makes
+    services = Services("liveavatar", client, h.usage, 300, 45.0, lambda name, override: Admission(True))
+    chat = LiveChat(lambda: services)
+    chat.component(
+        ComponentState(playing=True, signalling=False),
+        ChatSetup(None, None, "low", "VP8", "talk", "", liveavatar=choice),
+    )
+    assert chat.session is not None
+    h.show_avatar()
+    assert chat.session.wait_connected(5), chat.session.error
+    return chat, chat.session
+
+
+def command_types(h: Harness) -> list[str]:
+    return [c["event_type"] for c in h.commands()]
+
+
+@pytest.mark.parametrize(
+    ("interactivity", "on", "off"),
+    [
+        (Interactivity.CONVERSATIONAL, ["avatar.start_listening"], ["avatar.stop_listening"]),
+        (
+            Interactivity.PUSH_TO_TALK,
+            ["user.start_push_to_talk", "avatar.start_listening"],
+            ["avatar.stop_listening", "user.stop_push_to_talk"],
+        ),
+    ],
+)
+def test_the_users_speech_sets_the_listening_pose_and_the_push_to_talk_window(
+    h: Harness, interactivity: Interactivity, on: list[str], off: list[str]
+) -> None:
+    chat, session = voice_chat(h, interactivity)
+    chat._on_speech_end()  # an end with no start heard (the mic began mid-sentence): nothing to close
+    chat._on_speech_start()  # what the microphone listener calls on its VAD thread
+    assert wait(lambda: command_types(h) == on), command_types(h)
+    chat._on_speech_end()
+    assert wait(lambda: command_types(h) == on + off), command_types(h)
+    sent = h.commands()
+    assert all(set(c) == {"event_id", "event_type", "session_id"} and c["session_id"] == SID for c in sent)
+    assert len({c["event_id"] for c in sent}) == len(sent)
+    chat.close()
+    assert session.end_reason is EndReason.RELEASED
+
+
+def test_a_refused_push_to_talk_window_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    events = AgentEvents()
+    with caplog.at_level("WARNING", logger="avatar_ops.live"):
+        assert events.translate({"event_type": "user.push_to_talk_started"}) == []
+        assert not caplog.records
+        assert events.translate({"event_type": "user.push_to_talk_start_failed"}) == []
+    assert [r.getMessage() for r in caplog.records] == ["LiveAvatar refused to open the push-to-talk window"]

@@ -59,6 +59,9 @@ class Recorder:
     def on_speech_start(self) -> None:
         self.events.append(("speech_start", time.monotonic(), None))
 
+    def on_speech_end(self) -> None:
+        self.events.append(("speech_end", time.monotonic(), None))
+
     def on_transcript(self, transcript: Transcript) -> None:
         self.events.append(("transcript", time.monotonic(), transcript))
         self.transcript.set()
@@ -175,6 +178,27 @@ def test_releasing_push_to_talk_mid_sentence_sends_what_was_said(bank: VoiceBank
     assert recorder.kinds() == ["speech_start", "transcript"]
     heard_ms = fake.calls[0] * 1000 / SAMPLE_RATE
     assert len(said) / TARGET_RATE * 1000 - 100 < heard_ms < len(said) / TARGET_RATE * 1000 + 400
+
+
+def test_speech_end_is_told_when_the_vad_closes_the_utterance_before_its_text(bank: VoiceBank) -> None:
+    # What the avatar's listening pose follows: on at speech start, off when the utterance is closed (by the
+    # end silence, or by releasing push-to-talk), before speech-to-text has the words.
+    fake, recorder = FakeSTT(), Recorder()
+    fake.release.clear()  # a slow model: the end must not wait for it
+    voice = speech_48k(bank, "Turn on the lights.")
+    with VoiceListener(
+        recorder.on_transcript, recorder.on_speech_start, on_speech_end=recorder.on_speech_end, stt=fake
+    ) as listener:
+        push_all(listener, np.concatenate([silence_48k(0.3), voice, silence_48k(0.8)]))
+        assert wait_for(lambda: recorder.kinds() == ["speech_start", "speech_end"], 3), recorder.kinds()
+        fake.release.set()
+        assert recorder.transcript.wait(5)
+        push_all(listener, np.concatenate([silence_48k(0.3), voice[: len(voice) // 2]]))
+        assert wait_for(lambda: recorder.kinds().count("speech_start") == 2, 3), recorder.kinds()
+        listener.set_enabled(False)  # push-to-talk released mid-sentence
+        assert wait_for(lambda: recorder.kinds().count("speech_end") == 2, 3), recorder.kinds()
+    assert recorder.kinds()[:3] == ["speech_start", "speech_end", "transcript"]
+    assert recorder.kinds()[3:5] == ["speech_start", "speech_end"]
 
 
 @pytest.mark.parametrize("text", ["you", "Thank you.", " ", "[Music]"])
