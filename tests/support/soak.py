@@ -96,11 +96,20 @@ class Sampler:
 
 def open_live_tab(browser: Browser, url: str, timeout: float = 40.0) -> Page:
     """A tab on Live chat with the avatar live: START pressed and the video playing."""
-    page = open_app(browser, url)
-    go_to(page, "Live chat")
-    click_start(page)
-    wait_video_playing(webrtc_frame(page), timeout=timeout)
-    return page
+    return open_live_tabs(browser, url, 1, timeout)[0]
+
+
+def open_live_tabs(browser: Browser, url: str, count: int, timeout: float = 40.0) -> list[Page]:
+    """``count`` tabs on Live chat, START pressed in each before waiting for any: the sessions connect at once."""
+    pages = []
+    for _ in range(count):
+        page = open_app(browser, url)
+        go_to(page, "Live chat")
+        click_start(page)
+        pages.append(page)
+    for page in pages:
+        wait_video_playing(webrtc_frame(page), timeout=timeout)
+    return pages
 
 
 def talk(page: Page, text: str) -> None:
