@@ -32,6 +32,7 @@ from lib.live.media.passthrough import (
     install_keyframe_forwarding,
 )
 from lib.live.media.relay import SenderRelay
+from lib.live.session import release_memory_later
 from lib.usage.store import EndReason
 from lib.voice import VoiceListener
 from ui import access, resources
@@ -132,6 +133,7 @@ def _tracks(chat: LiveChat) -> tuple[PassthroughVideoTrack, PassthroughAudioTrac
     frames = VideoSourceTrack(lambda pts, time_base: chat.frame(), fps=25)
     samples = AudioSourceTrack(chat.audio_frame, sample_rate=AUDIO_RATE)
     video_track, audio_track = PassthroughVideoTrack(frames, feed), PassthroughAudioTrack(samples, feed)
+    video_track.on("ended", release_memory_later)  # the stream's worker stops its tracks as it ends
     st.session_state[TRACKS_KEY] = (chat, video_track, audio_track)
     return video_track, audio_track
 

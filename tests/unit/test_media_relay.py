@@ -4,6 +4,7 @@ when the sender reads slowly or not at all."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 import av
@@ -13,6 +14,7 @@ from aiortc.mediastreams import MediaStreamTrack
 from streamlit.runtime import Runtime
 from streamlit_webrtc import relay as webrtc_relay
 
+from lib.live import session
 from lib.live.media.passthrough import PassthroughAudioTrack, PassthroughVideoTrack
 from lib.live.media.relay import SenderRelay
 from ui import live
@@ -97,3 +99,21 @@ def test_streamlit_webrtc_takes_our_relay(monkeypatch: pytest.MonkeyPatch) -> No
     assert isinstance(installed, SenderRelay)
     live.install_sender_relay()
     assert webrtc_relay.get_global_relay() is installed  # once per process
+
+
+def test_a_page_stream_that_ends_gives_memory_back_once_no_session_is_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tab's peer connection ends after its session did: the trim waits for it, and skips a busy process."""
+    trims: list[float] = []
+    monkeypatch.setattr(session.gc_pauses, "release_memory", lambda: trims.append(time.monotonic()) or True)
+    session._session_opened()  # another tab streams
+    session.release_memory_later(delay=0.05)
+    time.sleep(0.3)
+    assert trims == []
+    session._session_closed()  # the last session ends: trimmed at once, as before
+    assert len(trims) == 1
+    track = PassthroughVideoTrack(CountingTrack(), lambda: None)
+    track.on("ended", lambda: session.release_memory_later(delay=0.05))
+    ended = time.monotonic()
+    track.stop()  # what the worker does when the peer connection ends
+    time.sleep(0.3)
+    assert len(trims) == 2 and trims[1] - ended >= 0.05
