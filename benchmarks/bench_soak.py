@@ -39,7 +39,7 @@ from lib.engine.launcher import start_engine
 from lib.heygen.client import StreamingClient
 from lib.live.media.passthrough import PASSTHROUGH_ENV
 from tests.support.browser import chromium_missing, launch_chromium, run_app
-from tests.support.soak import Footprint, Sampler, footprint, open_live_tab, settled, talk, wait_no_sessions
+from tests.support.soak import Footprint, Sampler, footprint, open_live_tab, rss_back, settled, talk, wait_no_sessions
 
 THREAD_MARGIN = 2
 RSS_MARGIN_MB = 60.0
@@ -131,6 +131,7 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 close_s = close_all(pages, client)
                 sampler.phase("settle_load")
                 after_load, settle_load_s = settled(app_pid, baseline["app"].threads, timeout=args.settle)
+                after_load, rss_load_s = rss_back(app_pid, base_app.rss_mb + RSS_MARGIN_MB, timeout=20)
                 engine_after_load = footprint(engine_pid)
                 log(f"{name}: after load {after_load} (settled in {settle_load_s:.1f} s)")
 
@@ -142,6 +143,7 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
                     log(f"{name}: cycle {k + 1}: {cycles[-1]}")
                 sampler.phase("settle_cycles")
                 after_cycles, settle_cycles_s = settled(app_pid, baseline["app"].threads, timeout=args.settle)
+                after_cycles, rss_cycles_s = rss_back(app_pid, base_app.rss_mb + RSS_MARGIN_MB, timeout=20)
                 engine_after = footprint(engine_pid)
             if args.series:
                 with open(f"{args.series}.{name}.json", "w") as out:
@@ -164,7 +166,11 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
             "cold": cold["app"].as_dict(),
             "baseline": baseline["app"].as_dict(),
             "peak_load": {**peak_app.as_dict(), "rss_over_baseline_mb": round(peak_app.rss_mb - base_app.rss_mb, 1)},
-            "after_load": {**versus(after_load, base_app), "settle_s": round(settle_load_s, 1)},
+            "after_load": {
+                **versus(after_load, base_app),
+                "settle_s": round(settle_load_s, 1),
+                "rss_wait_s": round(rss_load_s, 1),
+            },
             "cycles": [c.as_dict() for c in cycles],
             "cycle_peak": cycle_peak.as_dict(),
             "growth_per_cycle": {
@@ -173,7 +179,11 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 "goal_rss_mb": CYCLE_GROWTH_MB,
                 "meets_goal": growth <= CYCLE_GROWTH_MB,
             },
-            "after_cycles": {**versus(after_cycles, base_app), "settle_s": round(settle_cycles_s, 1)},
+            "after_cycles": {
+                **versus(after_cycles, base_app),
+                "settle_s": round(settle_cycles_s, 1),
+                "rss_wait_s": round(rss_cycles_s, 1),
+            },
         },
         "engine": {
             "cold": cold["engine"].as_dict(),

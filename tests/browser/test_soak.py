@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page
 from lib.heygen import StreamingClient
 from lib.usage.store import UsageLog
 from tests.support.browser import AppServer
-from tests.support.soak import Footprint, footprint, open_live_tabs, settled, talk, wait_no_sessions
+from tests.support.soak import Footprint, footprint, open_live_tabs, rss_back, settled, talk, wait_no_sessions
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -60,8 +60,12 @@ def test_live_tabs_and_cycles_give_back_threads_and_memory(
     for _ in range(3):
         sessions += live_round(browser, app, client, tabs=1)
     after, waited = settled(pid, baseline.threads + THREAD_MARGIN, timeout=40)
+    after, rss_waited = rss_back(pid, baseline.rss_mb + RSS_MARGIN_MB, timeout=20)
 
-    print(f"baseline {baseline}, after {after} (settled in {waited:.1f} s), {len(sessions)} sessions")
+    print(
+        f"baseline {baseline}, after {after} (threads settled in {waited:.1f} s, memory {rss_waited:.1f} s later), "
+        f"{len(sessions)} sessions"
+    )
     assert len(set(sessions)) == 5, sessions
     assert end_reasons(app, sessions) == {"released"}  # each ended when its tab closed, none left billing
     assert after.threads <= baseline.threads + THREAD_MARGIN, (baseline, after)

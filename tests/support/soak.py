@@ -136,3 +136,15 @@ def settled(pid: int, threads_at_most: int, timeout: float, quiet: float = 3.0) 
         waited = time.monotonic() - started
         if (now.threads <= threads_at_most and time.monotonic() - steady_since >= quiet) or waited > timeout:
             return now, waited
+
+
+def rss_back(pid: int, at_most_mb: float, timeout: float) -> tuple[Footprint, float]:
+    """Wait until the process's RSS is at most ``at_most_mb`` (memory is handed back a few seconds after the last
+    peer connection ends); its footprint then, or at the timeout, and the seconds it took."""
+    started = time.monotonic()
+    while True:
+        now = footprint(pid)
+        waited = time.monotonic() - started
+        if now.rss_mb <= at_most_mb or waited > timeout:
+            return now, waited
+        time.sleep(0.5)
