@@ -10,7 +10,8 @@ progress goes to stderr.
 * ``cold``: the app before any tab. ``baseline``: after one warm-up tab went live, talked and closed (the media
   loop's thread and the imports of the first session stay for the process's life; they are not a leak).
 * ``load``: ``--tabs`` tabs live at once, each sent a message every few seconds for ``--talk`` seconds; the peak.
-* ``after_load``: every tab closed, every engine session gone, then the process left to settle.
+* ``after_load``: every tab closed, every engine session gone, then the process left to settle: threads (until at
+  the baseline or ``--settle`` s), then memory (until within ``RSS_MARGIN_MB`` or 20 s; ``rss_wait_s``).
 * ``cycles``: ``--cycles`` times one tab opened, START, a message, closed; the footprint after each, and the
   growth per cycle (least-squares slope).
 
