@@ -11,13 +11,14 @@ from typing import Any
 
 import requests
 import streamlit as st
+from streamlit.runtime import Runtime
 from streamlit_webrtc import (
     WebRtcMode,
     create_audio_sink_track,
-    create_audio_source_track,
-    create_video_source_track,
     webrtc_streamer,
 )
+from streamlit_webrtc import relay as webrtc_relay
+from streamlit_webrtc.source import AudioSourceTrack, VideoSourceTrack
 
 from lib import gc_pauses
 from lib.guards import Admission, admit_session
@@ -30,6 +31,8 @@ from lib.live.media.passthrough import (
     PassthroughVideoTrack,
     install_keyframe_forwarding,
 )
+from lib.live.media.relay import SenderRelay
+from lib.live.session import release_memory_later
 from lib.usage.store import EndReason
 from lib.voice import VoiceListener
 from ui import access, resources
@@ -44,6 +47,7 @@ SAMPLE_KNOWLEDGE_BASE = (
 )
 VIDEO_KEYS = ("avatar-stream", "avatar-stream-mic")  # without and with the microphone
 LEFT_PAGE_KEY = "live_video_left_page"
+TRACKS_KEY = "live_video_tracks"
 
 
 def _services() -> Services:
@@ -100,19 +104,38 @@ def settle_orphan_check(key: str) -> None:
         context._last_rendered_run_count = -2 if st.session_state.pop(LEFT_PAGE_KEY, False) else None
 
 
-def _passthrough(fallback: Any, chat: LiveChat, kind: type[PassthroughVideoTrack | PassthroughAudioTrack]) -> Any:
-    """One passthrough track per frame source (the factory keeps that per tab and ends it with the stream)."""
-    track = getattr(fallback, "_avatar_ops_passthrough", None)
-    if track is None or track.readyState != "live":
-        install_keyframe_forwarding()
+def install_sender_relay() -> None:
+    """streamlit-webrtc takes its process-wide relay from an attribute of Streamlit's runtime (0.79:
+    ``relay.get_global_relay``): set ours before its first worker, so our tracks reach the sender unqueued."""
+    runtime = Runtime.instance()
+    name = webrtc_relay._SERVER_GLOBAL_RELAY_ATTR_NAME_
+    if not isinstance(getattr(runtime, name, None), SenderRelay):
+        setattr(runtime, name, SenderRelay())
 
-        def feed() -> PacketFeed | None:
-            session = chat.session
-            return session.media_feed() if session is not None else None
 
-        track = kind(fallback, feed)
-        fallback._avatar_ops_passthrough = track
-    return track
+def _tracks(chat: LiveChat) -> tuple[PassthroughVideoTrack, PassthroughAudioTrack]:
+    """This tab's tracks toward the browser, new for each WebRTC session of the component. The worker stops the
+    tracks it sent when its peer connection ends (``SenderRelay`` hands it ours, not a proxy), and a stopped
+    passthrough track stops its frame source: nothing of an ended stream stays running. Made here rather than by
+    streamlit-webrtc's factories, which keep a polling thread per track until the Streamlit session is
+    collected, minutes after its tab closed (issue 13 §1)."""
+    kept = st.session_state.get(TRACKS_KEY)
+    if kept is not None and kept[0] is chat and all(t.readyState == "live" for t in kept[1:]):
+        return kept[1], kept[2]
+    install_keyframe_forwarding()
+
+    def feed() -> PacketFeed | None:
+        session = chat.session
+        return session.media_feed() if session is not None else None
+
+    # The local engine's packets go to the browser as they are; these frame sources (placeholders, and decoded
+    # media for providers that only hand frames) fill in otherwise. Each makes its frame when the sender asks.
+    frames = VideoSourceTrack(lambda pts, time_base: chat.frame(), fps=25)
+    samples = AudioSourceTrack(chat.audio_frame, sample_rate=AUDIO_RATE)
+    video_track, audio_track = PassthroughVideoTrack(frames, feed), PassthroughAudioTrack(samples, feed)
+    video_track.on("ended", release_memory_later)  # the stream's worker stops its tracks as it ends
+    st.session_state[TRACKS_KEY] = (chat, video_track, audio_track)
+    return video_track, audio_track
 
 
 def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | None = None) -> ComponentState:
@@ -128,12 +151,8 @@ def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | Non
     """
     key = VIDEO_KEYS[1] if voice_on else VIDEO_KEYS[0]
     settle_orphan_check(key)
-    frames = create_video_source_track(lambda pts, time_base: chat.frame(), key="avatar-video", fps=25)
-    samples = create_audio_source_track(chat.audio_frame, key="avatar-audio", sample_rate=AUDIO_RATE)
-    # The local engine's packets go to the browser as they are; the frame sources above (placeholders, and
-    # decoded media for providers that only hand frames) fill in otherwise and own the tracks' lifecycle.
-    video_track = _passthrough(frames, chat, PassthroughVideoTrack)
-    audio_track = _passthrough(samples, chat, PassthroughAudioTrack)
+    install_sender_relay()
+    video_track, audio_track = _tracks(chat)
     mic = create_audio_sink_track(on_mic, key="mic") if on_mic is not None else None
     ctx = webrtc_streamer(
         key=key,

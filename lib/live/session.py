@@ -107,9 +107,22 @@ def _session_closed() -> None:
     global _open_sessions
     with _open_sessions_lock:
         _open_sessions -= 1
+    _release_if_idle()
+
+
+def _release_if_idle() -> None:
+    with _open_sessions_lock:
         idle = _open_sessions == 0
-    if idle:
+    if idle:  # a full collection pauses every thread: never while a session streams
         gc_pauses.release_memory()
+
+
+def release_memory_later(delay: float = 5.0) -> None:
+    """A page's media link to the browser ended: once it is torn down, give its memory back if no session is open.
+    A closed tab's peer connection ends seconds after its session (when ICE notices), so the trim at the last
+    session's end came too early for it: 60 MB stayed held by glibc after 5 tabs (issue 13 §1)."""
+    loop = media_loop.media_loop()
+    loop.call_soon_threadsafe(loop.call_later, delay, _release_if_idle)
 
 
 class LiveSession:

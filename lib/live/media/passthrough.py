@@ -284,6 +284,9 @@ class Pacer:
 class _PassthroughTrack(MediaStreamTrack):
     """Packets from the current feed when there is one, else the fallback track's frames."""
 
+    # Read by one sender, straight (lib.live.media.relay): its pace pulls the media; nothing queues in between.
+    single_consumer = True
+
     def __init__(self, kind: str, fallback: MediaStreamTrack, feed: FeedSource) -> None:
         super().__init__()
         self.kind = kind
@@ -291,6 +294,10 @@ class _PassthroughTrack(MediaStreamTrack):
         self._feed = feed
         self.packets_sent = 0
         self.frames_sent = 0  # fallback frames: the sender encodes these
+
+    def stop(self) -> None:
+        super().stop()
+        self._fallback.stop()  # made for this track only: it ends with it
 
     def _check_live(self) -> None:
         if self.readyState != "live" or self._fallback.readyState != "live":
