@@ -283,6 +283,10 @@ class PacketStream:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+        # The encoders own native threads (libvpx/x264) and buffers: they go with the session, not with the
+        # last reference to it (an encode still running keeps its own until it returns).
+        self._video = self._audio = None
+        self._resampler = None
 
 
 async def serve(websocket: WebSocket, stream: PacketStream, token: str) -> None:

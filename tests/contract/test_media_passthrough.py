@@ -13,6 +13,7 @@ from typing import Any
 
 import av
 import numpy as np
+import psutil
 import pytest
 from aiortc import RTCPeerConnection
 from aiortc.codecs import h264, opus, vpx
@@ -195,3 +196,24 @@ def test_the_engine_sends_a_keyframe_first_and_on_request_only(client, usage):
         assert _wait(lambda: feed.keyframes_received > settled, 5)
     finally:
         live.stop()
+
+
+def test_a_closed_sessions_encoders_and_their_threads_go_with_it(engine, client, usage):
+    process = psutil.Process(engine.process.pid)
+
+    def cycle() -> None:
+        live = _passthrough_session(client, usage)
+        try:
+            assert live.wait_connected(20), live.error
+            feed = live.media_feed()
+            assert feed is not None and _wait(lambda: feed.keyframes_received > 0, 5)  # the engine encoded
+        finally:
+            live.stop()
+        assert _wait(lambda: not client.list(), 10)
+
+    cycle()  # pools and caches of a first session stay for the next: the baseline is taken after one
+    baseline = process.num_threads()
+    for _ in range(3):
+        cycle()
+    # libvpx runs threads of its own per encoder: 4 more per session while a closed session kept its encoder.
+    assert _wait(lambda: process.num_threads() <= baseline + 2, 10), (baseline, process.num_threads())
