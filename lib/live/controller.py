@@ -47,10 +47,6 @@ AUDIO_RATE = 48_000
 AUDIO_FRAME_SAMPLES = 960  # the 20 ms frames streamlit-webrtc's audio source pulls
 # Spoken words final before the avatar is connected wait for it: its connect timeout, plus this.
 VOICE_CONNECT_SLACK_S = 5.0
-# A session opened while the browser negotiated, whose component has reported idle (neither negotiating nor
-# playing) this long: the user pressed STOP before the first frame, or the browser could not connect. Runs that
-# report idle for a moment between START and playing happen on a loaded machine (see ``component``).
-ABANDONED_START_S = 5.0
 VOICE_CONNECT_POLL_S = 0.05
 
 Quality = Literal["low", "medium", "high"]
@@ -152,7 +148,6 @@ class LiveChat:
         # The component was reported playing for the current claim: its next "stopped" is the user's STOP.
         self._component_playing = False
         self._claimed = False  # a playing component already has its session: never start a second one
-        self._idle_since: float | None = None  # claimed, never playing, and the component last reported idle
         self._stop_asked = False  # Stop session: the component is told to stop until it reports stopped
         self._drawn: SessionView = None
         self.refused: str | None = None  # why the budget guard refused the last start
@@ -233,23 +228,15 @@ class LiveChat:
 
     # --- the video component ------------------------------------------------------------------
     def component(self, state: ComponentState, setup: ChatSetup) -> PageAction:
-        """Forwarded on every run of the page with what the component reports.
-
-        The session is opened as soon as the browser starts negotiating (its SDP offer), not once it plays: the
-        provider's set-up then overlaps the browser's, and the first picture the user sees is the avatar.
-        """
-        if state.playing or state.signalling:
-            self._idle_since = None
-            self._component_playing = self._component_playing or state.playing
+        """Forwarded on every run of the page with what the component reports."""
+        if state.playing:
+            self._component_playing = True
             if not self._claimed:
                 self._claimed = True
                 self._start(setup, override=False)
             return PageAction.NONE
-        if not self._component_playing:
-            # Between START and playing, a run may report neither (streamlit-webrtc on a loaded machine): that
-            # passes and ends nothing here; ``watched`` ends a claim whose component stays idle.
-            if self._claimed and self._idle_since is None:
-                self._idle_since = time.monotonic()
+        if state.signalling or not self._component_playing:
+            # Between START and playing (or before START): a state that passes; it ends nothing.
             return PageAction.NONE
         # Reported playing, now stopped: the user's STOP (or Stop session, below, reaching the component).
         self._component_playing = False
@@ -259,15 +246,6 @@ class LiveChat:
             self._stop_asked = False
             return PageAction.REDRAW  # the component hides START while told to stop: draw it again
         return PageAction.NONE
-
-    def _settle_abandoned_start(self) -> None:
-        idle_since = self._idle_since
-        if idle_since is None or not self._claimed or self._component_playing:
-            return
-        if time.monotonic() - idle_since >= ABANDONED_START_S:
-            self._claimed = False
-            self._idle_since = None
-            self._release(EndReason.STOPPED)
 
     # --- user actions -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -304,8 +282,7 @@ class LiveChat:
         return MessageOutcome.SENT
 
     def watched(self) -> None:
-        """The page shows the session right now (keep-alives stop when nobody does). Called every second."""
-        self._settle_abandoned_start()
+        """The page shows the session right now (keep-alives stop when nobody does)."""
         if self.session is not None:
             self.session.watched()
 

@@ -7,12 +7,10 @@ from typing import Any
 
 import pytest
 
-import lib.live.controller as controller_module
 from lib.access import LOCAL_OPERATOR, Identity, Role
 from lib.guards import Admission
 from lib.heygen.models import NewSession, TaskResult
 from lib.live.controller import (
-    ABANDONED_START_S,
     ChatSetup,
     ComponentState,
     LiveChat,
@@ -498,33 +496,3 @@ def test_the_sandbox_countdown_runs_only_for_a_connected_sandbox_session(world: 
     chat.stop()
     chat.component(IDLE, la_setup(LiveAvatarChoice(OWN_AVATAR, context_id=CONTEXT)))
     assert chat.sandbox_seconds_left() is None
-
-
-def test_the_session_opens_while_the_browser_negotiates_so_both_set_ups_overlap(chat: LiveChat, world: World) -> None:
-    replay(chat, IDLE)
-    assert not world.sessions
-    replay(chat, SIGNALLING)
-    assert len(world.sessions) == 1  # opened at the offer, not once the component plays
-    replay(chat, SIGNALLING, PLAYING, PLAYING)
-    assert len(world.sessions) == 1 and world.sessions[0].end_reason is None
-
-
-def test_a_start_whose_component_stays_idle_is_ended_and_a_moment_of_idle_is_not(
-    chat: LiveChat, world: World, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    clock = [1000.0]
-    monkeypatch.setattr(controller_module.time, "monotonic", lambda: clock[0])
-    replay(chat, SIGNALLING, IDLE)
-    clock[0] += ABANDONED_START_S - 1
-    chat.watched()
-    assert world.sessions[0].end_reason is None  # a run that reported idle between START and playing passes
-    replay(chat, SIGNALLING)
-    clock[0] += 2 * ABANDONED_START_S
-    chat.watched()
-    assert world.sessions[0].end_reason is None  # negotiating again: the idle moment is forgotten
-    replay(chat, IDLE)
-    clock[0] += ABANDONED_START_S
-    chat.watched()
-    assert world.sessions[0].end_reason is EndReason.STOPPED  # STOP before the first frame, or no connection
-    replay(chat, SIGNALLING, PLAYING)
-    assert len(world.sessions) == 2 and world.sessions[1].end_reason is None
