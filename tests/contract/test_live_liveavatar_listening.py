@@ -7,7 +7,6 @@ session whose ``listening`` flag the pose sets (FULL: the engine's task API with
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,26 +22,8 @@ from lib.live.liveavatar import LiveAvatarChoice, LiveAvatarStreaming
 from lib.liveavatar import LiveAvatarClient, SessionListType, SessionMode, VideoQuality
 from lib.liveavatar.models import SANDBOX_AVATAR_ID
 from lib.usage.store import EndReason, UsageLog
-from tests.support.liveavatar import la_client, start_twin
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    proc = start_twin(tmp_path_factory.mktemp("la-listening") / "history.db")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def la(twin: EngineProcess) -> Iterator[LiveAvatarClient]:
-    with la_client(twin) as client:
-        yield client
-        for entry in client.list_sessions(SessionListType.ACTIVE):
-            client.stop_session(entry.id)
 
 
 @pytest.fixture(autouse=True)

@@ -10,14 +10,12 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lib.engine import avatars
-from lib.engine.launcher import EngineProcess
 from lib.engine.liveavatar_state import SANDBOX_ENGINE_AVATAR
 from lib.engine.tts import VoiceBank
 from lib.live import liveavatar as live_la
@@ -26,7 +24,6 @@ from lib.live.session import LiveSession, SessionOptions, SessionState
 from lib.liveavatar import LiveAvatarClient, SessionEndReason, SessionListType, SessionMode, VideoQuality
 from lib.liveavatar.models import SANDBOX_AVATAR_ID
 from lib.usage.store import EndReason
-from tests.support.liveavatar import la_client, start_twin
 
 pytestmark = pytest.mark.slow
 
@@ -34,23 +31,6 @@ LOUD_RMS = 500.0  # int16: speech, not the room tone of silence
 MOUTH_CHANGE = 1.5  # mean grey-level change of the mouth region when its shape changes (test_engine_speech)
 SWAY_CHANGE = 1.0  # above this mean change of the whole picture, the head moved (idle sway), not just the mouth
 LONG = " ".join(f"This is sentence number {n} of a long answer that we will cut off." for n in range(1, 9))
-
-
-@pytest.fixture(scope="module")
-def twin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineProcess]:
-    proc = start_twin(tmp_path_factory.mktemp("la-lite-live") / "history.db")
-    try:
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture
-def la(twin: EngineProcess) -> Iterator[LiveAvatarClient]:
-    with la_client(twin) as client:
-        yield client
-        for entry in client.list_sessions(SessionListType.ACTIVE):
-            client.stop_session(entry.id)
 
 
 class Recorder:
