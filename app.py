@@ -13,6 +13,7 @@ from ui import access, live, resources
 
 st.set_page_config(page_title="Avatar Ops", page_icon=":material/face:", layout="wide")
 resources.settled_heap()
+resources.thread_dump_on_signal()
 limit_logger("streamlit_webrtc.source")  # one "callback is too slow" warning a minute, with a count
 
 # Sign-in first (when `[auth]` is configured): nothing else is drawn for a visitor without a role.

@@ -6,7 +6,7 @@ import time
 
 import streamlit as st
 
-from lib import gc_pauses, ops
+from lib import gc_pauses, ops, thread_dump
 from lib.accounts import AccountError
 from lib.capabilities import ProviderKind
 from lib.engine.launcher import EngineStartError
@@ -88,6 +88,12 @@ def usage_log_or_stop() -> UsageLog:
 def settled_heap() -> int:
     """Once per server process, after the heavy imports: see lib.gc_pauses (why live media needs it)."""
     return gc_pauses.settle()
+
+
+@st.cache_resource(show_spinner=False)
+def thread_dump_on_signal() -> bool:
+    """Once per server process: see lib.thread_dump."""
+    return thread_dump.install()
 
 
 @st.cache_resource(show_spinner=False)

@@ -7,15 +7,19 @@ process to come back to rest after its sessions ended.
 
 from __future__ import annotations
 
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 from playwright.sync_api import Browser, Page
 
 from lib.heygen.client import StreamingClient
+from lib.thread_dump import DUMP_SIGNAL
 from tests.support.browser import click_start, go_to, open_app, send_chat, wait_for, wait_video_playing, webrtc_frame
 
 MB = 1024 * 1024
@@ -148,3 +152,103 @@ def rss_back(pid: int, at_most_mb: float, timeout: float) -> tuple[Footprint, fl
         if now.rss_mb <= at_most_mb or waited > timeout:
             return now, waited
         time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class ThreadCensus:
+    """A process's threads by kind: ``idle_pool`` are workers of an executor or AnyIO's pool waiting for work
+    (pools are bounded and keep idle workers), ``working`` every other Python thread, ``native`` threads without
+    a Python frame (codec and library threads)."""
+
+    idle_pool: int
+    working: int
+    native: int
+
+    @property
+    def total(self) -> int:
+        return self.idle_pool + self.working + self.native
+
+    def as_dict(self) -> dict[str, int]:
+        return {"working": self.working, "native": self.native, "idle_pool": self.idle_pool}
+
+
+_THREAD_HEAD = re.compile(r"^(?:Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
+_FRAME = re.compile(r'^  File "(?P<file>[^"]+)", line \d+ in (?P<func>\S+)$')
+
+
+def is_idle_pool_worker(frames: list[tuple[str, str]]) -> bool:
+    """Whether a stack (innermost frame first, as (file, function)) is a pool worker blocked on its work queue."""
+    if not frames:
+        return False
+    file, func = frames[0]
+    if file.endswith("concurrent/futures/thread.py") and func == "_worker":
+        return True
+    top = [(f.rsplit("/", 1)[-1], fn) for f, fn in frames[:2]]
+    return (
+        top == [("threading.py", "wait"), ("queue.py", "get")]
+        and len(frames) > 2
+        and frames[2][0].endswith("anyio/_backends/_asyncio.py")
+    )
+
+
+def parse_thread_dump(text: str) -> list[list[tuple[str, str]]]:
+    """The stacks of a ``faulthandler`` all-threads dump (see lib.thread_dump), one list of frames per thread."""
+    stacks: list[list[tuple[str, str]]] = []
+    for line in text.splitlines():
+        if _THREAD_HEAD.match(line):
+            stacks.append([])
+        elif stacks and (m := _FRAME.match(line)):
+            stacks[-1].append((m["file"], m["func"]))
+    return stacks
+
+
+def thread_census(pid: int, log_path: Path, timeout: float = 10.0) -> ThreadCensus:
+    """Ask the dashboard (pid) for its thread dump, read it from its log, and sort its threads by kind."""
+    start = log_path.stat().st_size
+    os_threads = psutil.Process(pid).num_threads()
+    os.kill(pid, DUMP_SIGNAL)
+    deadline = time.monotonic() + timeout
+    text, last_size = "", -1
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        size = log_path.stat().st_size
+        if size == last_size and size > start:  # the handler writes the whole dump at once; wait till it stops
+            with log_path.open("rb") as f:
+                f.seek(start)
+                text = f.read().decode(errors="replace")
+            break
+        last_size = size
+    stacks = parse_thread_dump(text)
+    if not stacks:
+        raise AssertionError(f"no thread dump from pid {pid} in {log_path}")
+    idle = sum(is_idle_pool_worker(s) for s in stacks)
+    return ThreadCensus(idle_pool=idle, working=len(stacks) - idle, native=max(0, os_threads - len(stacks)))
+
+
+# Idle workers of the thread pools (each event loop's default executor, at most min(32, cores + 4) threads;
+# AnyIO's workers, which end after 10 s idle) are not per session: how far a pool grows depends on how many calls
+# happened to overlap, so their count is only held to the pools' reach (two event loops' executors and a few AnyIO
+# workers). Every other thread must come back.
+WORKING_MARGIN = 1
+NATIVE_MARGIN = 2
+POOL_REACH = 2 * min(32, (os.cpu_count() or 1) + 4) + 4
+
+
+def threads_back(after: ThreadCensus, baseline: ThreadCensus) -> bool:
+    """Working and native threads back within their margins of the baseline, idle pool workers within reach."""
+    return (
+        after.working <= baseline.working + WORKING_MARGIN
+        and after.native <= baseline.native + NATIVE_MARGIN
+        and after.idle_pool <= baseline.idle_pool + POOL_REACH
+    )
+
+
+def census_back(pid: int, log_path: Path, baseline: ThreadCensus, timeout: float) -> tuple[ThreadCensus, float]:
+    """The census once ``threads_back`` holds (or at the timeout), and the seconds it took."""
+    started = time.monotonic()
+    while True:
+        now = thread_census(pid, log_path)
+        waited = time.monotonic() - started
+        if threads_back(now, baseline) or waited > timeout:
+            return now, waited
+        time.sleep(2.0)
