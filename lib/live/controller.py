@@ -149,6 +149,9 @@ class LiveChat:
         self._component_playing = False
         self._claimed = False  # a playing component already has its session: never start a second one
         self._stop_asked = False  # Stop session: the component is told to stop until it reports stopped
+        # The tab is gone: a page run still under way (the tab closed mid-run) must not start a session that
+        # nobody would ever stop.
+        self._closed = False
         self._drawn: SessionView = None
         self.refused: str | None = None  # why the budget guard refused the last start
         self.listener: VoiceListener | None = None
@@ -291,7 +294,9 @@ class LiveChat:
         self._release(reason)
 
     def close(self) -> None:
-        """The browser session ended: stop the avatar and the microphone listener."""
+        """The browser session ended: stop the avatar and the microphone listener; start nothing after."""
+        with self._lock:
+            self._closed = True
         self._release(EndReason.RELEASED)
         if self.listener is not None:
             self.listener.close()
@@ -482,6 +487,8 @@ class LiveChat:
             passthrough=passthrough_enabled(),
         )
         with self._lock:
+            if self._closed:
+                return
             self.setup = setup
             self.traits = traits
             self.playout = PlayoutBuffer(AUDIO_RATE)  # fresh figures for the status panel, too

@@ -173,6 +173,7 @@ class LiveSession:
         self._conn: Any = None  # DirectConnection or LiveKitConnection: both have close()
         self._feed: PacketFeed | None = None  # the encoded media, when forwarded without decoding
         self._tasks: list[asyncio.Task] = []
+        self._cleanups: set[asyncio.Task] = set()  # stops of sessions made after their task was cancelled
         self._stopping = False
         self._stopped_sessions: set[str] = set()
         self._last_frame_at = time.monotonic()
@@ -322,7 +323,7 @@ class LiveSession:
         self._establishing_since = time.monotonic()
         self._conn = None
         self._feed = None
-        session = self.provider_session = await asyncio.to_thread(self._new_provider_session)
+        session = self.provider_session = await self._create_provider_session()
         if isinstance(self.client, LiveAvatarStreaming):
             self.client.attach_events(session.session_id, self._on_event)  # LITE: our voice's speaking events
         self._log_open()
@@ -332,6 +333,29 @@ class LiveSession:
         await self._open_media(session)
         if not await asyncio.to_thread(self._first_frame.wait, self.options.connect_timeout):
             raise TimeoutError
+
+    async def _create_provider_session(self) -> NewSession:
+        """The provider's new session. A request once sent cannot be taken back: when this task is cancelled
+        meanwhile (the tab closed during a reconnect), the session the provider still makes is logged and
+        stopped as soon as it exists, never left billing unseen."""
+        creating = asyncio.ensure_future(asyncio.to_thread(self._new_provider_session))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            creating.add_done_callback(self._end_abandoned)
+            raise
+
+    def _end_abandoned(self, creating: asyncio.Future[NewSession]) -> None:
+        if creating.cancelled() or creating.exception() is not None:
+            return  # nothing was made
+        task = asyncio.get_running_loop().create_task(self._stop_abandoned(creating.result()))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _stop_abandoned(self, session: NewSession) -> None:
+        self.provider_session = session
+        self._log_open()
+        await self._stop_provider(self.end_reason or EndReason.STOPPED)
 
     def _new_provider_session(self) -> NewSession:
         request = self.options.request

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
 
+from lib.heygen.client import StreamingClient
 from lib.heygen.errors import MissingParameter
-from lib.heygen.models import NewSessionRequest
+from lib.heygen.models import NewSession, NewSessionRequest
 from lib.live.session import LiveSession, SessionOptions, SessionState, to_mono_s16
-from lib.usage.store import UsageLog
+from lib.usage.store import EndReason, UsageLog
 
 
 class AudioCollector:
@@ -297,3 +300,44 @@ def test_connection_quality_is_measured_from_webrtc_stats(client, usage):
     assert q.bitrate_kbps is not None and q.bitrate_kbps > 20
     assert q.loss_pct is not None and q.loss_pct < 5
     live.stop()
+
+
+class GatedClient(StreamingClient):
+    """The real client; once ``hold`` is set, the next ``new`` waits at the gate (a slow provider) and then
+    creates the session at the engine all the same."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hold = False
+        self.waiting = threading.Event()
+        self.gate = threading.Event()
+        self.made: list[str] = []
+
+    def new(self, request: NewSessionRequest | None = None) -> NewSession:
+        if self.hold:
+            self.hold = False
+            self.waiting.set()
+            self.gate.wait(20)
+        session = super().new(request)
+        self.made.append(session.session_id)
+        return session
+
+
+def test_a_session_made_after_its_reconnect_was_abandoned_is_logged_and_stopped(engine, usage):
+    """The tab closes while a reconnect waits for the provider to create the new session: the provider makes it
+    anyway, and nobody would ever stop it (it ran on, billed, until the idle timeout, and was not in the log)."""
+    with GatedClient(engine.url, engine.api_key, backoff=0) as client:
+        live = _live(client, usage)
+        assert live.wait_connected(20), live.error
+        first = live.session_id
+        client.hold = True
+        client.stop(first)  # the provider ends it under the dashboard: the dashboard reconnects
+        assert client.waiting.wait(15), (live.state, live.error)
+        live.stop(EndReason.RELEASED)  # the tab closed meanwhile
+        client.gate.set()
+        assert _wait(lambda: len(client.made) == 2, 10)
+        late = client.made[1]
+        assert _wait(lambda: client.list() == [], 10), client.list()
+        row = usage.get_session(late)
+        assert row is not None and row.end_reason == "released", row
+        assert usage.open_sessions() == []

@@ -292,6 +292,15 @@ def test_closing_the_tab_releases_the_session(chat: LiveChat, world: World) -> N
     assert world.sessions[0].end_reason is EndReason.RELEASED
 
 
+def test_a_page_run_still_going_when_the_tab_closed_starts_nothing(chat: LiveChat, world: World) -> None:
+    """The run had read "playing" before the tab closed; it reaches the controller after the close."""
+    chat.close()
+    assert replay(chat, PLAYING) == [PageAction.NONE]
+    chat.reconnect(SETUP)
+    chat.override_budget(SETUP)
+    assert world.sessions == [] and not chat.live
+
+
 class FakeListener:
     def __init__(self, **callbacks: Any) -> None:
         self.callbacks = callbacks
