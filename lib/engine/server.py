@@ -26,7 +26,7 @@ from lib.engine.history import SessionHistory
 from lib.engine.liveavatar_api import register as register_liveavatar
 from lib.engine.liveavatar_state import LiveAvatarState
 from lib.engine.responder import LlmConfig
-from lib.engine.sessions import SHUTDOWN_ENGINE, EngineSession, SessionManager, SessionOptions
+from lib.engine.sessions import CLIENT_GONE, SHUTDOWN_ENGINE, EngineSession, SessionManager, SessionOptions
 from lib.engine.speaker import predict_duration_ms
 from lib.engine.tts import UnknownVoice, VoiceBank
 
@@ -141,7 +141,7 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
         return {"error": None, "data": {"token": manager().create_token()}}
 
     @app.post("/v1/streaming.new", tags=["streaming"])
-    async def new(body: NewSessionBody, who: Caller = Depends(caller)) -> dict[str, Any]:
+    async def new(body: NewSessionBody, request: Request, who: Caller = Depends(caller)) -> dict[str, Any]:
         started = time.perf_counter()
         if who.token is not None and manager().tokens[who.token].session_id is not None:
             raise E.ApiError(E.TOKEN_INVALID, "This session token was already used to create a session", 401)
@@ -175,6 +175,11 @@ def create_app(config: EngineConfig, llm: LlmConfig | None = None) -> FastAPI:
             language=body.language,
         )
         session, offer = await manager().create(options)
+        if await request.is_disconnected():
+            # Its caller timed out and may try again: nobody will ever start or stop this one.
+            await manager().close(session, CLIENT_GONE)
+            log.warning("session %s closed at once: its caller left before it was made", session.session_id)
+            raise E.ApiError(E.SESSION_NOT_FOUND, "The caller left before the session was made", 408)
         if who.token is not None:
             manager().tokens[who.token].session_id = session.session_id
         log.info("session %s created in %.1f ms", session.session_id, (time.perf_counter() - started) * 1000)

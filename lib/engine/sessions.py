@@ -46,6 +46,7 @@ class SessionState(StrEnum):
 ACTIVE_STATES = (SessionState.NEW, SessionState.CONNECTING, SessionState.CONNECTED)
 SHUTDOWN_ENGINE = "engine_shutdown"  # end reason of sessions the engine closes when told to stop
 SHUTDOWN_APP_EXITED = "app_exited"  # ... when the app that started it died
+CLIENT_GONE = "client_gone"  # the caller of streaming.new gave up before the session was made
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,9 @@ class SessionManager:
         self.recently_closed: OrderedDict[str, EngineSession] = OrderedDict()
         self.tokens: dict[str, Token] = {}
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts")
+        # Setting a session up never waits behind other sessions' speech: with four talking sessions on a
+        # loaded machine the shared queue held a new session back past its caller's timeout (issue 13).
+        self.setup_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="session-setup")
         self._watchdog: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
@@ -329,9 +333,9 @@ class SessionManager:
             # Building an avatar kit at a new resolution takes a moment: keep the loop (and other
             # sessions' render clocks) running meanwhile.
             width, height = options.size
-            await loop.run_in_executor(self.executor, avatars.get_kit, options.avatar_id, width, height)
+            await loop.run_in_executor(self.setup_executor, avatars.get_kit, options.avatar_id, width, height)
             # Indexing a large knowledge base takes up to a few hundred ms: also off the loop.
-            responder = await loop.run_in_executor(self.executor, Responder, options.knowledge_base, self.llm)
+            responder = await loop.run_in_executor(self.setup_executor, Responder, options.knowledge_base, self.llm)
             session = EngineSession(
                 str(uuid.uuid4()),
                 options,
@@ -402,3 +406,4 @@ class SessionManager:
         if self._watchdog is not None:
             self._watchdog.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.setup_executor.shutdown(wait=False, cancel_futures=True)

@@ -157,6 +157,7 @@ class StreamingClient:
         provider_label: str | None = None,
         task_timeout: float = 120.0,
         max_retry_after: float = 5.0,
+        new_timeout: float = 30.0,
     ) -> None:
         self.host = host_of(base_url)  # for messages: never the user:password@ of the URL
         self.base_url = base_url.strip().rstrip("/")
@@ -167,6 +168,9 @@ class StreamingClient:
         self._token = _as_secret(token)
         self.timeout = timeout
         self.task_timeout = task_timeout
+        # ``new`` is sent once and cannot be taken back: giving up early leaves the provider making a session
+        # nobody holds (a loaded local engine took over 10 s), so its answer is waited for longer.
+        self.new_timeout = new_timeout
         self.retries = max(0, retries)
         self.backoff = max(0.0, backoff)
         self.max_retry_after = max_retry_after
@@ -209,7 +213,13 @@ class StreamingClient:
 
     def new(self, request: NewSessionRequest | None = None) -> NewSession:
         request = request or NewSessionRequest()
-        reply = self._call("POST", "/v1/streaming.new", json=request.to_json(), avatar_id=request.avatar)
+        reply = self._call(
+            "POST",
+            "/v1/streaming.new",
+            json=request.to_json(),
+            avatar_id=request.avatar,
+            timeout=(self.timeout, max(self.timeout, self.new_timeout)),
+        )
         if not isinstance(reply.data, dict) or not reply.data.get("session_id"):
             raise self._malformed("streaming.new", "without a session_id")
         return NewSession.from_data(reply.data)

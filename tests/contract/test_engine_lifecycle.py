@@ -132,3 +132,23 @@ async def test_memory_goes_back_when_the_last_session_closes(engine, client):
     _, rss1 = _threads_and_rss(engine.process.pid)
     assert peak - rss0 > 100_000, "the sessions should have cost memory; the test proves nothing otherwise"
     assert rss1 - rss0 < 60_000, f"RSS {rss0} kB → peak {peak} kB → {rss1} kB after every session closed"
+
+
+def test_a_session_whose_caller_gave_up_before_it_was_made_is_closed_at_once(engine, client):
+    """A caller that times out on streaming.new (a loaded engine) never learns the session id: the engine must
+    not keep the session it finishes making afterwards (it stayed up, unstarted, until its idle timeout)."""
+    from lib.heygen.errors import ProviderUnavailable
+    from lib.heygen.models import NewSessionRequest
+
+    assert client.list() == []
+    # Indexing a knowledge base this size takes the engine ~0.5 s: longer than the impatient caller waits.
+    knowledge = " ".join(f"Fact {i} is that item {i} weighs {i * 7 % 91} grams." for i in range(4000))[:199_000]
+    impatient = StreamingClient(engine.url, engine.api_key, backoff=0, retries=0, new_timeout=0.1, timeout=0.1)
+    with impatient, pytest.raises(ProviderUnavailable, match="did not answer"):
+        impatient.new(NewSessionRequest(quality="low", knowledge_base=knowledge))
+    time.sleep(3.0)  # the engine has long finished making it
+    assert client.list() == []
+    # A patient caller with the same request gets its session.
+    made = client.new(NewSessionRequest(quality="low", knowledge_base=knowledge))
+    assert [s.session_id for s in client.list()] == [made.session_id]
+    client.stop(made.session_id)

@@ -559,6 +559,20 @@ def test_html_page_at_base_url_is_provider_unavailable(rsps):
         StreamingClient("http://127.0.0.1:8501", "k").list()
 
 
+def test_new_waits_for_the_session_longer_than_other_calls():
+    """``new`` cannot be retried or taken back: it gets ``new_timeout`` to answer, every other call ``timeout``."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        c = StreamingClient(f"http://127.0.0.1:{port}", KEY, timeout=0.2, new_timeout=1.2, backoff=0, retries=0)
+        for call, at_least, at_most in ((c.list, 0.15, 1.0), (c.new, 1.1, 2.5)):
+            started = time.monotonic()
+            with pytest.raises(ProviderUnavailable, match="did not answer"):
+                call()
+            assert at_least <= time.monotonic() - started < at_most, call
+
+
 def test_connection_refused_is_provider_unavailable():
     port = closed_port()
     c = StreamingClient(f"http://127.0.0.1:{port}", KEY, provider_label="Local engine", retries=0)
@@ -577,7 +591,7 @@ def test_read_timeout_is_provider_unavailable_and_not_retried(call):
         server.bind(("127.0.0.1", 0))
         server.listen(8)
         port = server.getsockname()[1]
-        c = StreamingClient(f"http://127.0.0.1:{port}", KEY, timeout=0.3, backoff=0)
+        c = StreamingClient(f"http://127.0.0.1:{port}", KEY, timeout=0.3, new_timeout=0.3, backoff=0)
         started = time.monotonic()
         with pytest.raises(ProviderUnavailable, match=r"did not answer within 0\.3 s"):
             call(c)
