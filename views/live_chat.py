@@ -15,6 +15,9 @@ from ui import live, resources, script_panel
 from ui.liveavatar_setup import liveavatar_setup
 from ui.script_panel import PENDING_SCRIPT_KEY
 
+PROMPT_KEY = "chat_prompt"
+PROMPT_ERROR_KEY = "chat_prompt_error"
+
 settings = resources.settings()
 provider = resources.provider_or_stop()
 chat = live.live_chat()
@@ -197,20 +200,27 @@ with video_col:
     conversation = st.container()
 
 
-# No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
-prompt = st.chat_input("Type a message for the avatar", disabled=not chat.connected)
-if prompt:
+def send_typed() -> None:
+    """The chat box's callback: it runs as the next page run begins, so the words reach the avatar before the
+    page draws anything, not after the whole page (~0.1 s on a loaded machine)."""
+    text = st.session_state.get(PROMPT_KEY) or ""
     try:
-        outcome = chat.message(prompt)
+        outcome = chat.message(text)
     except (HeyGenError, RuntimeError) as exc:
-        st.error(str(exc))
-    else:
-        if outcome is MessageOutcome.TOO_LONG:
-            st.session_state[PENDING_SCRIPT_KEY] = prompt
-            st.error(
-                f"That message has {len(prompt):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
-                "It is waiting in the **Script** tab, which delivers long text piece by piece."
-            )
+        st.session_state[PROMPT_ERROR_KEY] = str(exc)
+        return
+    if outcome is MessageOutcome.TOO_LONG:
+        st.session_state[PENDING_SCRIPT_KEY] = text
+        st.session_state[PROMPT_ERROR_KEY] = (
+            f"That message has {len(text):,} characters; one message can hold {MAX_SEGMENT_CHARS:,}. "
+            "It is waiting in the **Script** tab, which delivers long text piece by piece."
+        )
+
+
+# No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
+st.chat_input("Type a message for the avatar", disabled=not chat.connected, key=PROMPT_KEY, on_submit=send_typed)
+if prompt_error := st.session_state.pop(PROMPT_ERROR_KEY, None):
+    st.error(prompt_error)
 
 # After every widget that depends on the session's state, before the panels that compare with it: a run cut
 # short by a rerun leaves the older view recorded, and the status panel asks for a whole run again.

@@ -114,6 +114,13 @@ def test_the_users_words_are_shown_as_typed_not_as_markdown(env, client):
     assert shown is not None
     assert "\\*\\*bold\\*\\*" in shown and "\\[here\\]\\(http" in shown, shown
     assert "\u202e" not in shown
+    # Too long for one message: nothing is sent, the page says where the text went (the chat box's callback).
+    from lib.scripts import MAX_SEGMENT_CHARS
+
+    at.chat_input[0].set_value("word " * (MAX_SEGMENT_CHARS // 5 + 1)).run()
+    assert any("waiting in the **Script** tab" in e.value for e in at.error), [e.value for e in at.error]
+    at.run()
+    assert not any("Script** tab" in e.value for e in at.error)  # said once, not on every later run
     report[0] = ComponentState(False, False)
     at.run()
     assert wait_for(lambda: not client.list(), timeout=15), client.list()
