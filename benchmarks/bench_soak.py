@@ -12,8 +12,10 @@ progress goes to stderr.
 * ``load``: ``--tabs`` tabs live at once, each sent a message every few seconds for ``--talk`` seconds; the peak.
 * ``after_load``: every tab closed, every engine session gone, then the process left to settle: threads (until at
   the baseline or ``--settle`` s), then memory (until within ``RSS_MARGIN_MB`` or 20 s; ``rss_wait_s``).
-* ``cycles``: ``--cycles`` times one tab opened, START, a message, closed; the footprint after each, and the
-  growth per cycle (least-squares slope).
+* ``cycles``: ``--cycles`` times one tab opened, START, a message, closed; the footprint after each (its slope is
+  ``growth_per_cycle.before_release``: a closed tab's peer connection, and the memory it holds, goes only when
+  ICE notices, ~30 s later). Then the process is left until its RSS stops falling (``released``, at most
+  ``--settle`` × 2 s), and the growth per cycle is what stayed: (released − baseline) / cycles.
 
 Goals: after the load and after the cycles, the dashboard's threads back to the baseline by kind (its own thread
 dump, ``kill -USR1``: working and native threads within a margin, idle pool workers within the pools' reach; see
@@ -77,6 +79,19 @@ def slope(values: list[float]) -> float:
     mean_x, mean_y = (n - 1) / 2, sum(values) / n
     num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
     return num / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def rss_settled(pid: int, timeout: float, window: float = 10.0, slack_mb: float = 2.0) -> tuple[Footprint, float]:
+    """Wait until the process's RSS has not fallen by more than ``slack_mb`` for ``window`` seconds (or the
+    timeout); its footprint then, and the seconds it took."""
+    started = time.monotonic()
+    low, low_at = footprint(pid), started
+    while time.monotonic() - started < timeout and time.monotonic() - low_at < window:
+        time.sleep(0.5)
+        now = footprint(pid)
+        if now.rss_mb < low.rss_mb - slack_mb:
+            low, low_at = now, time.monotonic()
+    return footprint(pid), time.monotonic() - started
 
 
 def close_all(pages: list[Page], client: StreamingClient) -> float:
@@ -164,6 +179,7 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 census_cycles, settle_cycles_s = census_back(app_pid, app.log_path, base_census, timeout=args.settle)
                 after_cycles = footprint(app_pid)
                 after_cycles, rss_cycles_s = rss_back(app_pid, base_app.rss_mb + RSS_MARGIN_MB, timeout=20)
+                released, released_s = rss_settled(app_pid, timeout=args.settle * 2)
                 engine_after = footprint(engine_pid)
             if args.series:
                 with open(f"{args.series}.{name}.json", "w") as out:
@@ -179,7 +195,7 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
             cycle_peak = sampler.peak("app", "cycles")
     finally:
         engine.stop()
-    growth = slope([c.rss_mb for c in cycles])
+    growth = (released.rss_mb - base_app.rss_mb) / max(1, len(cycles))
     return {
         "media_path": name,
         "app": {
@@ -193,9 +209,13 @@ def run_path(name: str, args: argparse.Namespace) -> dict[str, Any]:
             },
             "cycles": [c.as_dict() for c in cycles],
             "cycle_peak": cycle_peak.as_dict(),
+            "released": {**released.as_dict(), "wait_s": round(released_s, 1)},
             "growth_per_cycle": {
                 "rss_mb": round(growth, 2),
-                "threads": round(slope([float(c.threads) for c in cycles]), 2),
+                "before_release": {
+                    "rss_mb": round(slope([c.rss_mb for c in cycles]), 2),
+                    "threads": round(slope([float(c.threads) for c in cycles]), 2),
+                },
                 "goal_rss_mb": CYCLE_GROWTH_MB,
                 "meets_goal": growth <= CYCLE_GROWTH_MB,
             },
