@@ -14,6 +14,7 @@ from lib.usage.store import EndReason
 from ui import live, resources, script_panel
 from ui.liveavatar_setup import liveavatar_setup
 from ui.script_panel import PENDING_SCRIPT_KEY
+from ui.widgets import label_lines
 
 PROMPT_KEY = "chat_prompt"
 PROMPT_ERROR_KEY = "chat_prompt_error"
@@ -242,10 +243,7 @@ def status_panel() -> None:
         st.warning(warning, icon=":material/timer:")
     if advice := quality_advice(current):
         st.info(advice, icon=":material/network_check:")
-    for label, value in status_rows(current, resources.pricing(), chat.traits, chat.playout.stats):
-        label_col, value_col = st.columns([1, 1])
-        label_col.caption(label)
-        value_col.markdown(value)
+    st.markdown(label_lines(status_rows(current, resources.pricing(), chat.traits, chat.playout.stats)))
 
 
 @st.fragment(run_every=1.0)

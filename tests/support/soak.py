@@ -17,6 +17,7 @@ from typing import Any
 
 import psutil
 from playwright.sync_api import Browser, Page
+from playwright.sync_api import Error as PlaywrightError
 
 from lib.heygen.client import StreamingClient
 from lib.thread_dump import DUMP_SIGNAL
@@ -117,8 +118,17 @@ def open_live_tabs(browser: Browser, url: str, count: int, timeout: float = 40.0
 
 
 def talk(page: Page, text: str) -> None:
-    """Send a chat message once the chat box takes one (it is disabled until the session is connected)."""
-    send_chat(page, text)
+    """Send a chat message once the chat box takes one (it is disabled until the session is connected). When it
+    never does, the failure says what the page showed: the status panel tells a session that never connected from
+    a page that was not redrawn after it did."""
+    try:
+        send_chat(page, text)
+    except PlaywrightError as exc:
+        try:
+            shown = page.locator("body").inner_text(timeout=2_000)[-3000:]
+        except PlaywrightError:
+            shown = "(page text unreadable)"
+        raise AssertionError(f"the chat box stayed disabled; the page showed:\n{shown}") from exc
 
 
 def wait_no_sessions(client: StreamingClient, timeout: float = 30.0) -> bool:
