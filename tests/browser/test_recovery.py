@@ -85,11 +85,12 @@ def status_text(page: Page) -> str:
 
 
 def state_is(page: Page, label: str) -> bool:
-    return re.search(rf"^State\s*\n\s*●\s*{label}\s*$", status_text(page), re.MULTILINE) is not None
+    # A figure's label and value, on one line or two (``\s`` takes the line break and the en space between).
+    return re.search(rf"^State\s*●\s*{label}\s*$", status_text(page), re.MULTILINE) is not None
 
 
 def reconnects_shown(page: Page) -> int | None:
-    match = re.search(r"^Reconnects\s*\n\s*(\d+)\s*$", status_text(page), re.MULTILINE)
+    match = re.search(r"^Reconnects\s*(\d+)\s*$", status_text(page), re.MULTILINE)
     return int(match.group(1)) if match else None
 
 
