@@ -42,6 +42,7 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from lib.event_wait import wait_event
 from lib.liveavatar.models import SessionEndReason
 
 log = logging.getLogger("avatar_ops.liveavatar.lite")
@@ -334,9 +335,7 @@ class LiteSession:
         self._closed.set()
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), timeout)
-        return self._closed.is_set()
+        return await wait_event(self._closed, timeout)
 
     @property
     def connected(self) -> bool:
@@ -440,8 +439,7 @@ class LiteSession:
             if ahead > self.lead_seconds:
                 utt._unsend(chunk)  # not yet: an interrupt meanwhile must still be able to drop it
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), min(0.05, ahead - self.lead_seconds))
+                await wait_event(self._wake, min(0.05, ahead - self.lead_seconds))
                 continue
             audio = base64.b64encode(chunk).decode("ascii")
             await self._send({"type": "agent.speak", "audio": audio, "event_id": utt.event_id})

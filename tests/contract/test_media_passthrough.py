@@ -69,6 +69,7 @@ class Silence(MediaStreamTrack):
             return frame
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
         frame.sample_rate = 48_000
+        frame.pts = (self.pulled - 1) * 960  # as a page's source track stamps them (the Opus encoder needs it)
         return frame
 
 

@@ -33,6 +33,7 @@ from aiortc import RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lib.engine.packets import AUDIO, VIDEO, unpack_message
+from lib.event_wait import wait_event
 from lib.live.media.playout import PlayoutStats
 
 log = logging.getLogger("avatar_ops.live")
@@ -144,8 +145,7 @@ class PacketQueue:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+            await wait_event(event, remaining)
 
 
 class PacketFeed:
