@@ -48,6 +48,7 @@ from lib.engine.avatars import get_kit
 from lib.engine.launcher import EngineProcess, start_engine
 from lib.heygen.client import StreamingClient
 from tests.support.browser import (
+    WEBRTC_IFRAME,
     chromium_missing,
     click_start,
     inbound_rtp,
@@ -253,7 +254,12 @@ def first_frame_run(browser: Browser, url: str, client: StreamingClient) -> dict
         click_start(page)
         st = wait_until(lambda: (s := frame.evaluate("() => window.__ff")) and s["avatar"] and s, timeout=30)
         if not st:
-            raise RuntimeError(f"no avatar frame within 30 s: {frame.evaluate('() => window.__ff')}")
+            shot = Path(tempfile.gettempdir()) / f"bench_browser_no_avatar_{int(time.time())}.png"
+            page.screenshot(path=str(shot), full_page=True)
+            raise RuntimeError(
+                f"no avatar frame within 30 s: {frame.evaluate('() => window.__ff')}; "
+                f"{page.locator(WEBRTC_IFRAME).count()} video component(s) on the page; screenshot {shot}"
+            )
         return {"first_frame_ms": st["first"] - st["click"], "first_avatar_frame_ms": st["avatar"] - st["click"]}
     finally:
         page.close()

@@ -20,7 +20,6 @@ from streamlit_webrtc import (
 from streamlit_webrtc import relay as webrtc_relay
 from streamlit_webrtc.source import AudioSourceTrack, VideoSourceTrack
 
-from lib import gc_pauses
 from lib.guards import Admission, admit_session
 from lib.heygen.errors import HeyGenError
 from lib.heygen.models import Avatar, Voice
@@ -74,8 +73,6 @@ def _services() -> Services:
         watcher_timeout=settings.watcher_timeout,
         admit=admit,
         identity=who,
-        # The page's imports are done: take them (and closed sessions' garbage) out of later GCs.
-        before_start=gc_pauses.settle,
     )
 
 
@@ -136,6 +133,18 @@ def _tracks(chat: LiveChat) -> tuple[PassthroughVideoTrack, PassthroughAudioTrac
     video_track.on("ended", release_memory_later)  # the stream's worker stops its tracks as it ends
     st.session_state[TRACKS_KEY] = (chat, video_track, audio_track)
     return video_track, audio_track
+
+
+def reported_before_drawing(*, voice_on: bool) -> ComponentState | None:
+    """What the video component reported since the last run, read before it is drawn. Drawing it can end the
+    run there: on START, streamlit-webrtc answers the browser's offer and reruns at once (``st.rerun``) to send
+    the answer, so what follows the component in the page waits a whole run. The session starts from this
+    instead and sets up while the browser connects (issue 15: START -> avatar)."""
+    ctx = st.session_state.get(VIDEO_KEYS[1] if voice_on else VIDEO_KEYS[0])
+    state = getattr(ctx, "state", None)  # the library's context, once drawn (its ``state`` as ``ctx.state``)
+    if state is None:
+        return None
+    return ComponentState(bool(state.playing), bool(state.signalling))
 
 
 def video(chat: LiveChat, *, voice_on: bool, on_mic: Callable[[Any], None] | None = None) -> ComponentState:

@@ -137,6 +137,8 @@ with video_col:
     if not chat.live and (warning := chat.start_warning(setup, traits)):
         st.warning(warning, icon=":material/voice_over_off:")
     listener = chat.voice_listener(live.make_listener) if voice_on else None
+    if (early := live.reported_before_drawing(voice_on=voice_on)) is not None and early.signalling:
+        chat.component(early, setup)
     reported = live.video(chat, voice_on=voice_on, on_mic=listener.push if listener else None)
     if chat.component(reported, setup) is PageAction.REDRAW:
         st.rerun()  # the component hides START while it is told to stop: draw it again

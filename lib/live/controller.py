@@ -5,11 +5,12 @@ Inputs are what the video component reports (``component``), what the user does 
 (it runs its own provider/media life: connected, events, media lost, force-stopped elsewhere, cost guards,
 watcher timeout). The page draws what the controller says and forwards events; it never sets its flags.
 
-A session ends only on a user action, a cost guard, the provider, or the watcher timeout. A state of the
-video component that can be transient (not playing and not signalling before it first plays) never ends one:
-only a component that was reported *playing* for this session and is then reported stopped is the user's
-STOP (streamlit-webrtc's frontend sends ``playing: false`` only from its stop path: the STOP button,
-``desired_playing_state=False``, or its own peer connection closing).
+A session starts with the component's offer (START) and ends only on a user action, a cost guard, the
+provider, or the watcher timeout. A state of the video component that can be transient (not playing and not
+signalling before it first plays) never ends one: a component that was reported *playing* for this session and
+is then reported stopped is the user's STOP (streamlit-webrtc's frontend sends ``playing: false`` only from its
+stop path: the STOP button, ``desired_playing_state=False``, or its own peer connection closing); one that
+offered and never played ends its session only after reporting neither for ``ABANDONED_START_S``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ AUDIO_FRAME_SAMPLES = 960  # the 20 ms frames streamlit-webrtc's audio source pu
 # Spoken words final before the avatar is connected wait for it: its connect timeout, plus this.
 VOICE_CONNECT_SLACK_S = 5.0
 VOICE_CONNECT_POLL_S = 0.05
+# A component that offered (START) and reports neither offering nor playing for this long, having never played,
+# was given up; shorter, it is one of the library's passing reports.
+ABANDONED_START_S = 3.0
 
 Quality = Literal["low", "medium", "high"]
 Encoding = Literal["VP8", "H264"]
@@ -110,7 +114,6 @@ class Services:
     admit: Callable[[str, bool], Admission]  # (provider name, override) -> may a new session start?
     # Creates the live session (provider session + media link); the default is the real one.
     new_session: Callable[..., LiveSession] = LiveSession
-    before_start: Callable[[], object] = lambda: None  # e.g. take the page's imports out of later GCs
     # Who presses START: only an operator may start a session (a session spends credits). The default is the
     # local operator of an app without sign-in.
     identity: Identity = LOCAL_OPERATOR
@@ -147,7 +150,8 @@ class LiveChat:
         self.traits: ProviderTraits | None = None
         # The component was reported playing for the current claim: its next "stopped" is the user's STOP.
         self._component_playing = False
-        self._claimed = False  # a playing component already has its session: never start a second one
+        self._claimed = False  # an offering or playing component has its session: never start a second one
+        self._offer_gone_at: float | None = None  # claimed, never played, and reported neither since then
         self._stop_asked = False  # Stop session: the component is told to stop until it reports stopped
         # The tab is gone: a page run still under way (the tab closed mid-run) must not start a session that
         # nobody would ever stop.
@@ -232,16 +236,23 @@ class LiveChat:
     # --- the video component ------------------------------------------------------------------
     def component(self, state: ComponentState, setup: ChatSetup) -> PageAction:
         """Forwarded on every run of the page with what the component reports."""
-        if state.playing:
-            self._component_playing = True
+        if state.playing or state.signalling:
+            # The session starts with the offer (START), not once the video plays: it sets up while the browser
+            # connects, so the avatar is ready when the connection is (issue 15: START -> avatar).
+            self._offer_gone_at = None
+            if state.playing:
+                self._component_playing = True
             if not self._claimed:
                 self._claimed = True
                 self._start(setup, override=False)
             return PageAction.NONE
-        if state.signalling or not self._component_playing:
-            # Between START and playing (or before START): a state that passes; it ends nothing.
+        if not self._component_playing and not (self._claimed and self._stop_asked):
+            if self._claimed:
+                # Offered, never played, now neither: a report that passes, or START given up before the video
+                # came up (its STOP, a failed connection). Only the second lasts.
+                self._end_claim_unless_offered_again()
             return PageAction.NONE
-        # Reported playing, now stopped: the user's STOP (or Stop session, below, reaching the component).
+        # Reported playing (or told to stop), now stopped: the user's STOP (or Stop session, below).
         self._component_playing = False
         self._claimed = False
         self._release(EndReason.STOPPED)
@@ -254,7 +265,7 @@ class LiveChat:
     def stop(self) -> None:
         """Stop session: end the session now, and have the video component stop too."""
         self._release(EndReason.STOPPED)
-        if self._component_playing:
+        if self._claimed:
             self._stop_asked = True
 
     def reconnect(self, setup: ChatSetup) -> None:
@@ -475,7 +486,6 @@ class LiveChat:
             self.refused = admission.message
             return
         self.refused = None
-        services.before_start()
         traits = ProviderTraits.of(services.provider_name)
         options = SessionOptions(
             request=setup.request(services.idle_timeout, traits),
@@ -500,6 +510,30 @@ class LiveChat:
                 audio_out=self.playout.push,
                 audio_clear=self.playout.clear,
             )
+
+    def _end_claim_unless_offered_again(self) -> None:
+        if self._offer_gone_at is not None:
+            return
+        self._offer_gone_at = time.monotonic()
+        timer = threading.Timer(ABANDONED_START_S, self._end_abandoned_claim, args=(self.session,))
+        timer.daemon = True
+        timer.start()
+
+    def _end_abandoned_claim(self, claimed: LiveSession | None) -> None:
+        with self._lock:
+            abandoned = (
+                self._claimed
+                and not self._component_playing
+                and self._offer_gone_at is not None
+                and time.monotonic() - self._offer_gone_at >= ABANDONED_START_S * 0.99  # else a later timer's
+                and self.session is claimed
+            )
+            if abandoned:
+                self._claimed = False
+                self._offer_gone_at = None
+        if abandoned:
+            log.info("START was given up before the video played: its session ends")
+            self._release(EndReason.STOPPED)
 
     def _release(self, reason: EndReason) -> None:
         if self.runner is not None:

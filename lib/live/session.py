@@ -114,6 +114,9 @@ def _release_if_idle() -> None:
     with _open_sessions_lock:
         idle = _open_sessions == 0
     if idle:  # a full collection pauses every thread: never while a session streams
+        # Also re-freeze what survives (lib.gc_pauses): done here, not when a session starts, where its pause
+        # (130-170 ms on this machine) held up the browser's connection and the session's set-up (issue 15).
+        gc_pauses.settle()
         gc_pauses.release_memory()
 
 

@@ -124,3 +124,30 @@ def test_the_users_words_are_shown_as_typed_not_as_markdown(env, client):
     report[0] = ComponentState(False, False)
     at.run()
     assert wait_for(lambda: not client.list(), timeout=15), client.list()
+
+
+def test_the_session_starts_from_the_offer_even_when_drawing_the_component_ends_the_run(env, client):
+    """On START streamlit-webrtc answers the offer and reruns at once, ending the run at the component: the page
+    reads the offer before drawing it, so the session sets up while the browser connects (issue 15)."""
+    from lib.live.controller import ComponentState
+    from tests.support.browser import wait_for
+
+    env.setenv("AVATAR_PROVIDER", "local")
+    offered = [None]
+
+    def video_that_ends_the_run(chat, **_):
+        st.stop()  # as the library's st.rerun() to send its SDP answer: nothing after it runs
+
+    env.setattr("ui.live.reported_before_drawing", lambda **_: offered[0])
+    env.setattr("ui.live.video", video_that_ends_the_run)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30).run()
+    assert not at.exception, at.exception
+    assert client.list() == []
+    offered[0] = ComponentState(playing=False, signalling=True)
+    at.run()
+    sessions = wait_for(client.list, timeout=15)
+    assert len(sessions) == 1, sessions
+    at.run()  # the offer is still reported: one claim, no second session
+    assert [s.session_id for s in client.list()] == [sessions[0].session_id]
+    st.cache_resource.clear()  # the tab's session ends: its live chat is released
+    assert wait_for(lambda: not client.list(), timeout=15), client.list()

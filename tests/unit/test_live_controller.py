@@ -10,6 +10,7 @@ import pytest
 from lib.access import LOCAL_OPERATOR, Identity, Role
 from lib.guards import Admission
 from lib.heygen.models import NewSession, TaskResult
+from lib.live import controller
 from lib.live.controller import (
     ChatSetup,
     ComponentState,
@@ -121,6 +122,13 @@ def chat(world: World) -> LiveChat:
     return LiveChat(world.services)
 
 
+def _eventually(condition: Any, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return bool(condition())
+
+
 def replay(chat: LiveChat, *states: ComponentState) -> list[PageAction]:
     return [chat.component(state, SETUP) for state in states]
 
@@ -132,6 +140,51 @@ def test_states_that_pass_between_start_and_playing_start_one_session_and_end_no
     replay(chat, IDLE, IDLE, SIGNALLING, IDLE, SIGNALLING, IDLE, PLAYING, PLAYING, PLAYING)
     assert len(world.sessions) == 1
     assert world.sessions[0].end_reason is None and chat.live
+
+
+def test_the_session_starts_with_the_offer_and_sets_up_while_the_browser_connects(chat: LiveChat, world: World) -> None:
+    replay(chat, IDLE, SIGNALLING)
+    assert len(world.sessions) == 1 and chat.live  # before the video plays (issue 15: START -> avatar)
+    replay(chat, SIGNALLING, PLAYING, PLAYING)
+    assert len(world.sessions) == 1 and world.sessions[0].end_reason is None
+
+
+def test_a_start_given_up_before_the_video_played_ends_its_session(
+    chat: LiveChat, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller, "ABANDONED_START_S", 0.1)
+    replay(chat, SIGNALLING, IDLE)  # STOP (or a failed connection) before the first frame
+    assert world.sessions[0].end_reason is None  # not yet: such a report can pass
+    assert _eventually(lambda: world.sessions[0].end_reason is EndReason.STOPPED)
+    replay(chat, IDLE, SIGNALLING)  # START again: a new session
+    assert len(world.sessions) == 2 and world.sessions[1].end_reason is None
+
+
+def test_a_neither_report_that_passes_while_connecting_ends_nothing(
+    chat: LiveChat, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller, "ABANDONED_START_S", 0.2)
+    replay(chat, SIGNALLING, IDLE)
+    time.sleep(0.1)
+    replay(chat, SIGNALLING, IDLE)  # the first report's wait ends while this one's still runs
+    time.sleep(0.15)
+    assert world.sessions[0].end_reason is None
+    replay(chat, PLAYING)
+    time.sleep(0.2)
+    assert len(world.sessions) == 1 and world.sessions[0].end_reason is None
+
+
+def test_stop_session_before_the_video_plays_stops_the_component_too(chat: LiveChat, world: World) -> None:
+    replay(chat, SIGNALLING)
+    chat.stop()
+    assert world.sessions[0].end_reason is EndReason.STOPPED
+    assert chat.desired_playing is False
+    replay(chat, SIGNALLING, PLAYING)  # the component had not heard yet: still no second session
+    assert len(world.sessions) == 1
+    assert replay(chat, IDLE) == [PageAction.REDRAW]
+    assert chat.desired_playing is None
+    replay(chat, SIGNALLING)
+    assert len(world.sessions) == 2
 
 
 def test_a_session_outlives_component_reports_that_pass_while_it_connects(chat: LiveChat, world: World) -> None:
