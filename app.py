@@ -94,4 +94,7 @@ if pages.title == "Live chat" and not who.is_operator:
     st.title("Live chat")
     access.viewer_note("start avatar sessions")
     st.stop()
-pages.run()
+try:
+    pages.run()
+finally:  # also when the page ends its run early (st.stop, st.rerun)
+    resources.settle_heap_if_imports_grew()

@@ -15,21 +15,34 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import sys
 import threading
 from collections.abc import Callable
 
 _lock = threading.Lock()
+_modules_at_settle = 0
 
 
 def settle() -> int:
-    """Collect everything, then freeze what survives. Call at quiet moments (start-up, session start).
+    """Collect everything, then freeze what survives. Call at quiet moments (start-up, nothing streaming).
 
     Returns how many objects are now frozen."""
+    global _modules_at_settle
     with _lock:
         gc.unfreeze()
         gc.collect()
         gc.freeze()
+        _modules_at_settle = len(sys.modules)
         return gc.get_freeze_count()
+
+
+def settle_if_imports_grew() -> bool:
+    """Settle again when modules were imported since the last settle (a page's first visit: pandas, Altair):
+    their objects would otherwise be walked by every full collection until the next settle."""
+    if len(sys.modules) <= _modules_at_settle:
+        return False
+    settle()
+    return True
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -12,6 +12,7 @@ from lib.capabilities import ProviderKind
 from lib.engine.launcher import EngineStartError
 from lib.guards import BudgetLevel, BudgetStatus, month_status
 from lib.heygen.errors import HeyGenError
+from lib.live import session as live_session
 from lib.providers import Health, Provider, check_health, connect, local_provider
 from lib.settings import Settings, SettingsError, load_settings
 from lib.usage.credits import Pricing
@@ -88,6 +89,14 @@ def usage_log_or_stop() -> UsageLog:
 def settled_heap() -> int:
     """Once per server process, after the heavy imports: see lib.gc_pauses (why live media needs it)."""
     return gc_pauses.settle()
+
+
+def settle_heap_if_imports_grew() -> None:
+    """After a page run: a page visited for the first time imported modules (the Usage page: pandas, Altair).
+    Settled now, while nothing streams, rather than when a session starts, where the pause (130-170 ms) held up
+    the browser's connection (issue 15)."""
+    if not live_session.streaming():
+        gc_pauses.settle_if_imports_grew()
 
 
 @st.cache_resource(show_spinner=False)

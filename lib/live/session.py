@@ -110,9 +110,14 @@ def _session_closed() -> None:
     _release_if_idle()
 
 
-def _release_if_idle() -> None:
+def streaming() -> bool:
+    """A live session is open in this process: its media must not wait on a full collection."""
     with _open_sessions_lock:
-        idle = _open_sessions == 0
+        return _open_sessions > 0
+
+
+def _release_if_idle() -> None:
+    idle = not streaming()
     if idle:  # a full collection pauses every thread: never while a session streams
         # Also re-freeze what survives (lib.gc_pauses): done here, not when a session starts, where its pause
         # (130-170 ms on this machine) held up the browser's connection and the session's set-up (issue 15).

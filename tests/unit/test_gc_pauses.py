@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import sys
 import time
+import types
 import weakref
 
 from lib import gc_pauses
@@ -45,3 +47,18 @@ def test_garbage_frozen_while_alive_is_freed_at_the_next_settle():
         assert ref() is None  # ...but settle thaws and collects first
     finally:
         gc.unfreeze()
+
+
+def test_the_heap_is_settled_again_only_after_new_imports():
+    gc_pauses.settle()
+    assert not gc_pauses.settle_if_imports_grew()  # nothing imported since: no pause
+    sys.modules["avatar_ops_test_fresh_import"] = types.ModuleType("avatar_ops_test_fresh_import")
+    try:
+        node = Node()
+        ref = weakref.ref(node)
+        del node
+        assert gc_pauses.settle_if_imports_grew()  # a page's first visit imported something
+        assert ref() is None  # and it collected on the way
+        assert not gc_pauses.settle_if_imports_grew()
+    finally:
+        del sys.modules["avatar_ops_test_fresh_import"]
