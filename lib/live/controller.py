@@ -274,8 +274,9 @@ class LiveChat:
             self._start(setup, override=False)
 
     def override_budget(self, setup: ChatSetup) -> None:
-        """Start once despite the monthly budget (logged on the new session)."""
-        if self._component_playing:
+        """Start once despite the monthly budget (logged on the new session); the refusal came with START's
+        offer, so the video may still be connecting."""
+        if self._claimed:
             self._start(setup, override=True)
 
     def interrupt(self, script_mode: bool) -> None:

@@ -251,12 +251,14 @@ def test_reconnect_without_a_playing_component_does_nothing(chat: LiveChat, worl
 
 def test_the_budget_refuses_and_an_override_starts_once_with_the_override_logged(chat: LiveChat, world: World) -> None:
     world.over_budget = True
-    replay(chat, SIGNALLING, PLAYING)
-    assert world.sessions == [] and chat.refused == "budget reached"
-    chat.override_budget(SETUP)
+    replay(chat, SIGNALLING)
+    assert world.sessions == [] and chat.refused == "budget reached"  # refused with START's offer
+    chat.override_budget(SETUP)  # clicked while the video still connects: it counts
     assert len(world.sessions) == 1 and chat.refused is None
     assert world.sessions[0].options.open_events[0][0] == "budget_override"
     assert world.overrides == [False, True]  # the override is one call, not a flag left on
+    replay(chat, PLAYING)
+    assert len(world.sessions) == 1
 
 
 def test_a_message_too_long_for_one_task_is_not_sent(chat: LiveChat, world: World) -> None:
