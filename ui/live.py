@@ -139,7 +139,10 @@ def reported_before_drawing(*, voice_on: bool) -> ComponentState | None:
     """What the video component reported since the last run, read before it is drawn. Drawing it can end the
     run there: on START, streamlit-webrtc answers the browser's offer and reruns at once (``st.rerun``) to send
     the answer, so what follows the component in the page waits a whole run. The session starts from this
-    instead and sets up while the browser connects (issue 15: START -> avatar)."""
+    instead and sets up while the browser connects (issue 15: START -> avatar). Nothing after the user left the
+    page: what the context holds then is the last visit's, and the library resets it as the component is drawn."""
+    if st.session_state.get(LEFT_PAGE_KEY):
+        return None
     ctx = st.session_state.get(VIDEO_KEYS[1] if voice_on else VIDEO_KEYS[0])
     state = getattr(ctx, "state", None)  # the library's context, once drawn (its ``state`` as ``ctx.state``)
     if state is None:

@@ -151,3 +151,24 @@ def test_the_session_starts_from_the_offer_even_when_drawing_the_component_ends_
     assert [s.session_id for s in client.list()] == [sessions[0].session_id]
     st.cache_resource.clear()  # the tab's session ends: its live chat is released
     assert wait_for(lambda: not client.list(), timeout=15), client.list()
+
+
+def test_an_offer_left_from_before_the_user_left_the_page_starts_nothing(env, client):
+    """Back on Live chat after another page, the library's context still holds the last visit's state until the
+    component is drawn (its orphan check resets it): read early, that must not start a session."""
+    from lib.live.controller import ComponentState
+    from tests.support.browser import wait_for
+    from ui.live import LEFT_PAGE_KEY
+
+    env.setenv("AVATAR_PROVIDER", "local")
+    env.setattr("ui.live.video", lambda chat, **_: ComponentState(False, False))
+
+    class StaleContext:
+        state = ComponentState(playing=False, signalling=True)  # left while the video was connecting
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=30)
+    at.session_state["avatar-stream"] = StaleContext()
+    at.session_state[LEFT_PAGE_KEY] = True
+    at.run()
+    assert not at.exception, at.exception
+    assert not wait_for(client.list, timeout=5)  # a session would show within 1-2 s (the test above)
