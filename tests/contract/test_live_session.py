@@ -338,6 +338,8 @@ def test_a_session_made_after_its_reconnect_was_abandoned_is_logged_and_stopped(
         assert _wait(lambda: len(client.made) == 2, 10)
         late = client.made[1]
         assert _wait(lambda: client.list() == [], 10), client.list()
+        # The log's close follows the provider's stop (the engine lists it gone a moment before it is written).
+        assert _wait(lambda: (row := usage.get_session(late)) is not None and row.end_reason is not None, 10)
         row = usage.get_session(late)
         assert row is not None and row.end_reason == "released", row
         assert usage.open_sessions() == []

@@ -105,6 +105,8 @@ def test_a_page_stream_that_ends_gives_memory_back_once_no_session_is_open(monke
     """The tab's peer connection ends after its session did: the trim waits for it, and skips a busy process."""
     trims: list[float] = []
     monkeypatch.setattr(session.gc_pauses, "release_memory", lambda: trims.append(time.monotonic()) or True)
+    settles: list[float] = []  # the heap is re-frozen with each trim (a real one pauses this whole process)
+    monkeypatch.setattr(session.gc_pauses, "settle", lambda: settles.append(time.monotonic()) or 0)
     session._session_opened()  # another tab streams
     session.release_memory_later(delay=0.05)
     time.sleep(0.3)
@@ -117,3 +119,4 @@ def test_a_page_stream_that_ends_gives_memory_back_once_no_session_is_open(monke
     track.stop()  # what the worker does when the peer connection ends
     time.sleep(0.3)
     assert len(trims) == 2 and trims[1] - ended >= 0.05
+    assert len(settles) == 2
