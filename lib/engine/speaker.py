@@ -22,17 +22,21 @@ import numpy as np
 from lib.engine.lipsync import envelope, mouth_at, shape_for_level
 from lib.engine.media import SAMPLE_RATE, Tick
 from lib.engine.mouth import CLOSED_SHAPES, MouthShape
-from lib.engine.tts import MAX_SENTENCE_CHARS, SpeechChunk
+from lib.engine.synthesis_stop import SynthesisCancelled, SynthesisStop
+from lib.engine.tts import SpeechChunk
 
 log = logging.getLogger("avatar_ops.engine.speaker")
 
 Emit = Callable[[dict[str, Any]], None]
 # Speaking rate of the default voice, measured on piper's joe voice at rate 1.0 (characters per second).
 CHARS_PER_SECOND = 14.0
-# A talk answer's next piece is not known when the first is ready: assume a typical sentence.
+# A talk answer's next sentence is not known when its first piece is ready: assume a typical one.
 TYPICAL_PIECE_CHARS = 60
-# Piper's synthesis time on an idle 2-core machine: a fixed cost per piece plus a cost per character.
-# Only the shape matters: the first piece's measured time scales it to the machine's load right now.
+# Piper's synthesis time: a fixed cost per piece plus a cost per character. Only the shape matters: the first
+# piece's measured time scales it to the machine's load right now. On an idle machine the fixed part is smaller
+# (16 ms + 2.6 ms a character, fitted on 2026-12-03), but under load a short piece's time is mostly waiting for
+# a core: with that shape a 6-character "Hello!" that waited 0.3 s predicted a 1.1 s hold (measured in
+# bench_browser). This shape keeps the estimate from a short first piece sane.
 SYNTH_FIXED_S = 0.07
 SYNTH_PER_CHAR_S = 0.0055
 RUNWAY_MARGIN = 1.15  # the load changes from one piece to the next
@@ -42,7 +46,15 @@ SENTENCE_PAUSE_S = 0.3
 
 
 class Synthesizer(Protocol):
-    def synthesize(self, text: str, voice_id: str | None = None, rate: float = 1.0) -> Iterator[SpeechChunk]: ...
+    def synthesize(
+        self,
+        text: str,
+        voice_id: str | None = None,
+        rate: float = 1.0,
+        *,
+        quick_start: bool = True,
+        stop: SynthesisStop | None = None,
+    ) -> Iterator[SpeechChunk]: ...
 
 
 def predict_duration_ms(text: str, rate: float) -> float:
@@ -70,6 +82,7 @@ class Utterance:
     chunks: deque[PreparedChunk] = field(default_factory=deque)
     synth_done: bool = False
     cancelled: bool = False
+    stop: SynthesisStop = field(default_factory=SynthesisStop)  # ends its synthesis early on interrupt
     started: bool = False
     samples_played: int = 0
     submitted_at: float = field(default_factory=time.monotonic)
@@ -125,6 +138,7 @@ class SpeechBuffer:
         while self._queue:
             utt = self._queue.popleft()
             utt.cancelled = True
+            utt.stop.set()
             utt.chunks.clear()
             self._complete(utt, spoke=utt.started)
             dropped += 1
@@ -272,7 +286,7 @@ class Speaker:
         first = True
         try:
             for text in self._texts(utt):
-                pieces = self._voices.synthesize(text, self._voice_id, self._rate)
+                pieces = self._voices.synthesize(text, self._voice_id, self._rate, quick_start=first, stop=utt.stop)
                 while True:
                     started = time.monotonic()
                     chunk = next(pieces, None)
@@ -286,6 +300,8 @@ class Speaker:
                     loop.call_soon_threadsafe(self._buffer.add_chunk, utt, prepare(chunk, self._frame))
                 if utt.cancelled:
                     return
+        except SynthesisCancelled:
+            return
         except Exception as exc:  # a failed task must not take the session down
             log.exception("synthesis failed for task %s", utt.task_id)
             error = f"Speech synthesis failed: {type(exc).__name__}"
@@ -296,10 +312,10 @@ class Speaker:
         """Hold the start back when the first piece is too short to cover the next one's synthesis, as
         predicted from how fast this machine synthesized the first piece just now."""
         audio_seconds = chunk.duration_ms / 1000.0
-        if utt.task_type in ("talk", "chat"):
-            next_chars = TYPICAL_PIECE_CHARS
+        if chunk.next_text is not None:
+            next_chars = len(chunk.next_text)
         else:
-            next_chars = min(MAX_SENTENCE_CHARS, max(0, len(utt.text.strip()) - len(chunk.text)))
+            next_chars = TYPICAL_PIECE_CHARS if utt.task_type in ("talk", "chat") else 0
         if not next_chars or audio_seconds <= 0:
             return
         load = synth_seconds / (SYNTH_FIXED_S + SYNTH_PER_CHAR_S * len(chunk.text))

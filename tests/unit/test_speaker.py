@@ -11,11 +11,20 @@ import numpy as np
 
 from lib.engine.lipsync import envelope
 from lib.engine.mouth import CLOSED_SHAPES
-from lib.engine.speaker import SENTENCE_PAUSE_S, PreparedChunk, Speaker, SpeechBuffer, Utterance
+from lib.engine.speaker import (
+    SENTENCE_PAUSE_S,
+    SYNTH_FIXED_S,
+    SYNTH_PER_CHAR_S,
+    PreparedChunk,
+    Speaker,
+    SpeechBuffer,
+    Utterance,
+)
+from lib.engine.synthesis_stop import SynthesisCancelled, SynthesisStop
 from lib.engine.tts import SpeechChunk, split_sentences
 
 FRAME = 48_000 // 25
-# split into "Welcome everyone to the Avatar" | "Ops demo which ...": a stall there would be mid-phrase
+# split into "Welcome everyone" | "to the Avatar Ops demo which ...": a stall there would be mid-sentence
 MID_SENTENCE = (
     "Welcome everyone to the Avatar Ops demo which is going to be very nice for all of you who came here today."
 )
@@ -29,12 +38,29 @@ class SlowVoices:
     def __init__(self, load: float) -> None:
         self.load = load
 
-    def synthesize(self, text: str, voice_id: str | None = None, rate: float = 1.0):
-        for piece in split_sentences(text):
-            time.sleep(self.load * (0.068 + 0.0057 * len(piece)))
+    def synthesize(
+        self,
+        text: str,
+        voice_id: str | None = None,
+        rate: float = 1.0,
+        *,
+        quick_start: bool = True,
+        stop: SynthesisStop | None = None,
+    ):
+        pieces = split_sentences(text, quick_start=quick_start)
+        for index, piece in enumerate(pieces):
+            ready_at = time.monotonic() + self.load * synth_seconds(piece)
+            while time.monotonic() < ready_at:  # as onnxruntime does, a set stop ends the piece early
+                if stop is not None and stop.is_set:
+                    raise SynthesisCancelled
+                time.sleep(0.005)
             samples = round(len(piece) / 14 * 48_000)
             audio = (3000 * np.sin(np.arange(samples) * 0.05)).astype(np.int16) + 1  # never exactly silent
-            yield SpeechChunk(piece, audio, [])
+            yield SpeechChunk(piece, audio, [], pieces[index + 1] if index + 1 < len(pieces) else None)
+
+
+def synth_seconds(piece: str) -> float:
+    return SYNTH_FIXED_S + SYNTH_PER_CHAR_S * len(piece)
 
 
 async def play(voices: SlowVoices, text: str) -> tuple[list[bool], SpeechBuffer]:
@@ -89,8 +115,47 @@ async def test_a_fast_synthesizer_starts_at_once():
         assert gaps(frames) == 0
         assert buffer.held_frames == 0
         first_piece = split_sentences(text)[0]
-        synth_frames = math.ceil(0.8 * (0.068 + 0.0057 * len(first_piece)) * 25)
+        synth_frames = math.ceil(0.8 * synth_seconds(first_piece) * 25)
         assert frames.index(True) <= synth_frames + 2  # as soon as the first piece is synthesized
+
+
+async def test_an_interrupt_stops_the_piece_being_synthesized_so_the_next_task_speaks_at_once():
+    events: list[dict] = []
+    buffer = SpeechBuffer(events.append, FRAME)
+    voices = SlowVoices(load=5)
+    with ThreadPoolExecutor(1) as pool:
+        speaker = Speaker(
+            buffer,
+            voices,
+            voice_id=None,
+            rate=1.0,
+            answer=lambda text: [text],
+            executor=pool,
+            emit=events.append,
+            frame_samples=FRAME,
+        )
+
+        async def until_speech(timeout: float) -> float:
+            start = time.monotonic()
+            while time.monotonic() - start < timeout:
+                if buffer.next_tick(FRAME).audio.any():
+                    return time.monotonic() - start
+                await asyncio.sleep(1 / 25)
+            return math.inf
+
+        first = speaker.submit(MID_SENTENCE, "repeat")
+        assert await until_speech(10) < 10
+        await asyncio.sleep(0.2)  # the first piece plays; the long second one is being synthesized
+        speaker.interrupt()
+        speaker.submit("Hello there.", "repeat")
+        waited = await until_speech(10)
+        await speaker.stop()
+    second_piece = split_sentences(MID_SENTENCE)[1]
+    assert waited < 5 * synth_seconds("Hello there.") + 0.4, (
+        f"the next task spoke after {waited:.2f} s; the interrupted piece alone takes "
+        f"{5 * synth_seconds(second_piece):.2f} s"
+    )
+    assert first.done.done() and first.error is None  # stopped, not failed
 
 
 # --- audio without phoneme timings (LITE) -------------------------------------------------------

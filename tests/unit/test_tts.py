@@ -15,6 +15,7 @@ import pytest
 
 from lib.engine.lipsync import MouthKey
 from lib.engine.mouth import MouthShape as S
+from lib.engine.synthesis_stop import SynthesisCancelled, SynthesisStop
 from lib.engine.tts import (
     PIPER_VOICE_ID,
     TARGET_RATE,
@@ -34,7 +35,7 @@ def bank() -> VoiceBank:
 
 
 def one_chunk(bank: VoiceBank, text: str, voice_id: str | None = None, rate: float = 1.0) -> SpeechChunk:
-    chunks = list(bank.synthesize(text, voice_id, rate))
+    chunks = list(bank.synthesize(text, voice_id, rate, quick_start=False))
     assert len(chunks) == 1
     return chunks[0]
 
@@ -254,27 +255,49 @@ def test_bank_without_piper_falls_back_to_espeak() -> None:
     ],
 )
 def test_split_sentences(text: str, expected: list[str]) -> None:
-    assert split_sentences(text, max_chars=200, first_max_chars=200) == expected
+    assert split_sentences(text, max_chars=200, quick_start=False) == expected
 
 
 def test_split_long_sentences_at_commas_first_piece_short() -> None:
     clause = "and then we walked along the river for a while"  # 46 chars
     text = ", ".join([clause] * 12) + "."
-    pieces = split_sentences(text, max_chars=200, first_max_chars=100)
+    pieces = split_sentences(text, max_chars=200)
     assert " ".join(pieces) == text
-    assert len(pieces[0]) <= 100
+    assert pieces[0] == "and then we walked"  # a few words, not ending on "along"
     assert all(len(p) <= 200 for p in pieces)
-    assert all(p.endswith((",", ".")) for p in pieces)
+    assert all(p.endswith((",", ".")) for p in pieces[1:])
 
 
 def test_default_pieces_start_short_and_stay_short() -> None:
-    from lib.engine.tts import FIRST_SENTENCE_CHARS, MAX_SENTENCE_CHARS
+    from lib.engine.tts import FIRST_PIECE_MAX_CHARS, MAX_SENTENCE_CHARS, SECOND_PIECE_CHARS
 
     text = "Welcome to the Avatar Ops demo, where you can talk to a live avatar. " * 4
     pieces = split_sentences(text)
     assert " ".join(pieces) == text.strip()
-    assert len(pieces[0]) <= FIRST_SENTENCE_CHARS
+    assert pieces[:2] == ["Welcome to the Avatar", "Ops demo, where you can talk to a live avatar."]
+    assert len(pieces[0]) <= FIRST_PIECE_MAX_CHARS and len(pieces[1]) <= SECOND_PIECE_CHARS
     assert all(len(p) <= MAX_SENTENCE_CHARS for p in pieces)
+    # Text that continues speech already playing needs no quick start.
+    whole = "Welcome to the Avatar Ops demo, where you can talk to a live avatar."
+    assert split_sentences(text, quick_start=False)[0] == whole
+
+
+@pytest.mark.parametrize(
+    ("sentence", "first"),
+    [
+        ("Hello there, how are you today?", "Hello there,"),  # an early comma is the natural place
+        ("Avatar Ops runs streaming avatars for your team.", "Avatar Ops runs"),
+        ("I think that the answer is in the usage page.", "I think that the answer"),  # never "...that the"
+        ("Sessions are billed by the minute.", "Sessions are billed"),
+        ("I'm a virtual assistant for this session.", "I'm a virtual assistant"),  # before "for", not "virtual"
+        ("Short sentences stay whole.", "Short sentences stay whole."),
+        ("Supercalifragilisticexpialidocious-and-more-of-it words", "Supercalifragilisticexpialid"),
+    ],
+)
+def test_the_first_piece_is_a_few_words_that_do_not_lean_on_the_next(sentence: str, first: str) -> None:
+    pieces = split_sentences(sentence)
+    assert pieces[0] == first
+    assert "".join(pieces).replace(" ", "") == sentence.replace(" ", "")
 
 
 def test_split_long_sentence_without_commas_at_spaces() -> None:
@@ -302,3 +325,26 @@ def test_piper_speech_is_intelligible_to_whisper(bank: VoiceBank, monkeypatch: p
     said = re.findall(r"[a-z']+", text.lower())
     missing = [w for w in said if w not in heard]
     assert len(missing) <= 2, f"whisper heard {' '.join(heard)!r}"
+
+
+LONG_PIECE = "I don't have a knowledge base yet, so I can't answer questions about a topic you may have in mind."
+
+
+def test_a_stop_ends_the_piece_being_synthesized_and_the_voice_works_on(bank: VoiceBank) -> None:
+    started = time.perf_counter()
+    assert len(list(bank.synthesize(LONG_PIECE, quick_start=False))) == 1
+    whole = time.perf_counter() - started
+    stop = SynthesisStop()
+    timer = threading.Timer(whole / 5, stop.set)
+    timer.start()
+    started = time.perf_counter()
+    with pytest.raises(SynthesisCancelled):
+        list(bank.synthesize(LONG_PIECE, quick_start=False, stop=stop))
+    stopped_after = time.perf_counter() - started
+    timer.join()
+    assert stopped_after < whole * 0.8, f"stopped after {stopped_after:.3f} s of {whole:.3f} s"
+    with pytest.raises(SynthesisCancelled):  # a stop set before the synthesis begins stops it at once
+        next(bank.synthesize("Hello there.", stop=stop))
+    # The next task's synthesis is whole again.
+    chunk = one_chunk(bank, "Hello there.")
+    assert chunk.duration_ms > 300 and np.abs(chunk.audio).max() > 1000
