@@ -278,8 +278,7 @@ class UsageLog:
                 private_file(self.path)  # the log says who ran what: owner only (an existing file keeps its mode)
                 sqlite_url = sa.URL.create("sqlite", database=str(self.path))
                 self._engine = db.create(sqlite_url, busy_timeout_s=busy_timeout_s)
-                with self._engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+                db.enable_wal(self._engine, busy_timeout_s=busy_timeout_s)
             else:
                 assert self.url is not None
                 self._engine = db.create(self.url, busy_timeout_s=busy_timeout_s)
