@@ -63,21 +63,25 @@ def synth_seconds(piece: str) -> float:
     return SYNTH_FIXED_S + SYNTH_PER_CHAR_S * len(piece)
 
 
+def repeating_speaker(buffer: SpeechBuffer, voices: SlowVoices, pool: ThreadPoolExecutor, events: list) -> Speaker:
+    return Speaker(
+        buffer,
+        voices,
+        voice_id=None,
+        rate=1.0,
+        answer=lambda text: [text],
+        executor=pool,
+        emit=events.append,
+        frame_samples=FRAME,
+    )
+
+
 async def play(voices: SlowVoices, text: str) -> tuple[list[bool], SpeechBuffer]:
     """Run the render clock's side at 25 fps until the task is done; True per frame that carried speech."""
     events: list[dict] = []
     buffer = SpeechBuffer(events.append, FRAME)
     with ThreadPoolExecutor(1) as pool:
-        speaker = Speaker(
-            buffer,
-            voices,
-            voice_id=None,
-            rate=1.0,
-            answer=lambda text: [text],
-            executor=pool,
-            emit=events.append,
-            frame_samples=FRAME,
-        )
+        speaker = repeating_speaker(buffer, voices, pool, events)
         utt = speaker.submit(text, "repeat")
         frames: list[bool] = []
         start = time.monotonic()
@@ -124,16 +128,7 @@ async def test_an_interrupt_stops_the_piece_being_synthesized_so_the_next_task_s
     buffer = SpeechBuffer(events.append, FRAME)
     voices = SlowVoices(load=5)
     with ThreadPoolExecutor(1) as pool:
-        speaker = Speaker(
-            buffer,
-            voices,
-            voice_id=None,
-            rate=1.0,
-            answer=lambda text: [text],
-            executor=pool,
-            emit=events.append,
-            frame_samples=FRAME,
-        )
+        speaker = repeating_speaker(buffer, voices, pool, events)
 
         async def until_speech(timeout: float) -> float:
             start = time.monotonic()
