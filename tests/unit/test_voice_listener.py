@@ -79,10 +79,12 @@ class FakeSTT:
     def __init__(self, text: str = "turn on the lights") -> None:
         self.text = text
         self.calls: list[int] = []
+        self.started = threading.Event()  # a transcription has begun
         self.release = threading.Event()
         self.release.set()
 
     def transcribe(self, audio: np.ndarray) -> str:
+        self.started.set()
         self.release.wait(10)
         self.calls.append(len(audio))
         return self.text
@@ -349,9 +351,13 @@ def test_a_guess_still_being_transcribed_becomes_the_answer(bank: VoiceBank) -> 
     fake, recorder = FakeSTT(), Recorder()
     fake.release.clear()  # the model is busy with the guess when the end of speech is certain
     with VoiceListener(recorder.on_transcript, recorder.on_speech_start, stt=fake) as listener:
+        # Up to the likely end (the guess starts 200 ms into the pause), and only once the model works on the
+        # guess the rest of the pause: pushed at once, the certain end could come before the guess began.
         push_all(
-            listener, np.concatenate([silence_48k(0.3), speech_48k(bank, "Turn on the lights."), silence_48k(1.0)])
+            listener, np.concatenate([silence_48k(0.3), speech_48k(bank, "Turn on the lights."), silence_48k(0.3)])
         )
+        assert fake.started.wait(5)
+        push_all(listener, silence_48k(0.7))
         assert wait_for(lambda: listener.stats.utterances == 1, 5)
         fake.release.set()
         assert recorder.transcript.wait(5)
