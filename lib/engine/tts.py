@@ -27,7 +27,7 @@ PIPER_THREADS = 2
 # Short pieces: an interrupt waits at most for the piece being synthesized, and sessions share the voice.
 MAX_SENTENCE_CHARS = 100
 # Synthesis time grows with the audio a piece makes, and the first piece's synthesis is the reaction time:
-# it is a few words (68 ms for 12 characters, 196 ms for 33 on an idle machine; 2.5x that with Chromium and
+# it is a few words (51 ms for 12 characters, 105 ms for 34 on an idle machine; 3-5x that with Chromium and
 # the encoders busy). Each next piece is synthesized while the one before plays, so it may be ~3x longer.
 FIRST_PIECE_MIN_CHARS = 12
 FIRST_PIECE_MAX_CHARS = 28
@@ -146,11 +146,12 @@ def split_sentences(text: str, max_chars: int = MAX_SENTENCE_CHARS, quick_start:
 
 def _first_piece(sentence: str) -> str:
     """A few words to start speaking with: up to a comma if one comes early, else the shortest run of words
-    of FIRST_PIECE_MIN_CHARS or more that does not end on a word leaning on the next one."""
+    of FIRST_PIECE_MIN_CHARS or more that does not end on a word leaning on the next one, preferring one
+    followed by a phrase start."""
     if (clause := _CLAUSE_END.search(sentence)) and 8 <= clause.start() <= FIRST_PIECE_MAX_CHARS:
         return sentence[: clause.start()]
     words = sentence.split(" ")
-    ends = []  # (word count, characters) of each run of words that may end the first piece
+    ends = []  # word counts of the runs of words that may be the first piece
     length = 0
     for count, word in enumerate(words[:-1], start=1):
         length += len(word) + (count > 1)
@@ -280,7 +281,7 @@ class _Piper:
             config = PiperConfig.from_dict(json.load(f))
         self.voice = PiperVoice(session=session, config=config)
         self._session = session
-        self._run_options = onnxruntime.RunOptions
+        self._new_run_options = onnxruntime.RunOptions
         self.sample_rate = config.sample_rate
         self.lock = threading.Lock()
         self.synthesize("Hello.", 1.0)  # the first run is several times slower than the rest
@@ -293,7 +294,7 @@ class _Piper:
         audio_parts: list[np.ndarray] = []
         phonemes: list[tuple[str, int]] = []
         with self.lock:
-            options = self._run_options()
+            options = self._new_run_options()
             self.voice.session = StoppableSession(self._session, options)
             stopping = stop.while_running(lambda: setattr(options, "terminate", True)) if stop else nullcontext()
             try:
