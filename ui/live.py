@@ -129,7 +129,12 @@ def _tracks(chat: LiveChat) -> tuple[PassthroughVideoTrack, PassthroughAudioTrac
     # media for providers that only hand frames) fill in otherwise. Each makes its frame when the sender asks.
     frames = VideoSourceTrack(lambda pts, time_base: chat.frame(), fps=25)
     samples = AudioSourceTrack(chat.audio_frame, sample_rate=AUDIO_RATE)
-    video_track, audio_track = PassthroughVideoTrack(frames, feed), PassthroughAudioTrack(samples, feed)
+
+    def wanted() -> bool:
+        return not chat.closed
+
+    video_track = PassthroughVideoTrack(frames, feed, wanted)
+    audio_track = PassthroughAudioTrack(samples, feed, wanted)
     video_track.on("ended", release_memory_later)  # the stream's worker stops its tracks as it ends
     st.session_state[TRACKS_KEY] = (chat, video_track, audio_track)
     return video_track, audio_track

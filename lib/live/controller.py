@@ -177,6 +177,11 @@ class LiveChat:
         return self.session is not None and self.session.live
 
     @property
+    def closed(self) -> bool:
+        """The browser session ended (its tab is gone): nothing is shown to it any more."""
+        return self._closed
+
+    @property
     def connected(self) -> bool:
         return self.session is not None and self.session.state is SessionState.CONNECTED
 

@@ -8,7 +8,8 @@ import time
 
 import av
 import numpy as np
-from aiortc.mediastreams import MediaStreamTrack
+import pytest
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lib.engine.packets import AUDIO, VIDEO, Subscriber, pack_message, unpack_message
 from lib.live.media.passthrough import PacketFeed, PacketQueue, PassthroughAudioTrack, PassthroughVideoTrack
@@ -188,3 +189,20 @@ def test_the_video_fallback_is_paced_too_after_a_stretch_of_forwarded_packets() 
         return time.monotonic() - started
 
     assert asyncio.run(scenario()) >= 5 * 0.04 * 0.9  # each frame is encoded: a burst would cost CPU too
+
+
+def test_a_track_whose_tab_is_gone_ends_and_stops_its_fallback() -> None:
+    tab_open = True
+    fallback = InstantPicture()
+    track = PassthroughVideoTrack(fallback, lambda: None, lambda: tab_open)
+
+    async def scenario() -> None:
+        nonlocal tab_open
+        await track.recv()  # the placeholder while the tab is open
+        tab_open = False
+        with pytest.raises(MediaStreamError):
+            await track.recv()
+
+    asyncio.run(scenario())
+    assert track.readyState == "ended" and fallback.readyState == "ended"
+    assert track.frames_sent == 1
