@@ -17,6 +17,8 @@ _DURATION_UNITS = ("ms", "s")
 
 def _limits(key: str, unit: str) -> tuple[float, float] | None:
     """The range a figure can physically have, from its key or its unit; None when nothing is known."""
+    if "offset" in key:
+        return None  # a signed difference: audio ahead of the picture is negative
     if key.endswith("_pct") or unit.startswith("%"):
         return (
             0.0,

@@ -37,3 +37,8 @@ def test_figures_in_range_pass_and_other_numbers_are_not_judged() -> None:
     }
     assert finish(result) == 0
     assert result["invalid_figures"] == []
+
+
+def test_a_signed_offset_may_be_negative() -> None:
+    result = {"av_offset_at_sender_ms": {"value": -33.7, "unit": "ms", "p95": -7.4, "min": -43.4, "max": -7.4}}
+    assert finish(result) == 0 and result["invalid_figures"] == []
