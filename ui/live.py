@@ -133,7 +133,7 @@ def _tracks(chat: LiveChat) -> tuple[PassthroughVideoTrack, PassthroughAudioTrac
     def wanted() -> bool:
         return not chat.closed
 
-    video_track = PassthroughVideoTrack(frames, feed, wanted)
+    video_track = PassthroughVideoTrack(frames, feed, wanted, still=lambda: chat.picture_still)
     audio_track = PassthroughAudioTrack(samples, feed, wanted)
     video_track.on("ended", release_memory_later)  # the stream's worker stops its tracks as it ends
     st.session_state[TRACKS_KEY] = (chat, video_track, audio_track)

@@ -36,7 +36,7 @@ from lib.live.liveavatar import KEEP_ALIVE_SECONDS, NO_CONTEXT_WARNING, LiveAvat
 from lib.live.media.passthrough import passthrough_enabled
 from lib.live.media.playout import PlayoutBuffer
 from lib.live.placeholder import placeholder_frame
-from lib.live.session import LiveSession, SessionOptions, SessionState
+from lib.live.session import LIVE_STATES, LiveSession, SessionOptions, SessionState
 from lib.live.traits import ProviderTraits
 from lib.scripts import MAX_SEGMENT_CHARS, TERMINAL_STATES, RunnerState, RunnerStatus, ScriptRunner, parse_script
 from lib.usage.store import EndReason, EventKind, UsageLog
@@ -175,6 +175,16 @@ class LiveChat:
     def live(self) -> bool:
         """A session is running or being set up: the setup is locked."""
         return self.session is not None and self.session.live
+
+    @property
+    def picture_still(self) -> bool:
+        """The video shows a notice that stays until the user acts (the session is over, failed or was refused):
+        the browser needs it now and then, not 25 times a second. Not before a session exists: START's
+        placeholder must give way to the avatar's first frame at once."""
+        session = self.session
+        if session is None:
+            return self.refused is not None
+        return session.state not in LIVE_STATES
 
     @property
     def closed(self) -> bool:

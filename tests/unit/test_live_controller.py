@@ -560,3 +560,13 @@ def test_the_sandbox_countdown_runs_only_for_a_connected_sandbox_session(world: 
     chat.stop()
     chat.component(IDLE, la_setup(LiveAvatarChoice(OWN_AVATAR, context_id=CONTEXT)))
     assert chat.sandbox_seconds_left() is None
+
+
+def test_the_picture_is_still_only_once_a_session_is_over_or_refused(chat: LiveChat, world: World) -> None:
+    assert not chat.picture_still  # before START: the placeholder must give way to the avatar at once
+    replay(chat, PLAYING)
+    assert not chat.picture_still  # connecting
+    world.sessions[0].state = SessionState.CONNECTED
+    assert not chat.picture_still
+    world.sessions[0].state = SessionState.CLOSED  # e.g. the idle timeout, with the tab still open
+    assert chat.picture_still

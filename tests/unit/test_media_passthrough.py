@@ -12,6 +12,7 @@ import pytest
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from lib.engine.packets import AUDIO, VIDEO, Subscriber, pack_message, unpack_message
+from lib.live.media import passthrough
 from lib.live.media.passthrough import PacketFeed, PacketQueue, PassthroughAudioTrack, PassthroughVideoTrack
 
 
@@ -206,3 +207,28 @@ def test_a_track_whose_tab_is_gone_ends_and_stops_its_fallback() -> None:
     asyncio.run(scenario())
     assert track.readyState == "ended" and fallback.readyState == "ended"
     assert track.frames_sent == 1
+
+
+def test_a_still_notice_is_sent_twice_a_second_and_a_live_picture_at_once_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(passthrough, "STILL_FRAME_PERIOD_S", 0.15)
+    still = True
+    track = PassthroughVideoTrack(InstantPicture(), lambda: None, still=lambda: still)
+
+    async def timed(count: int) -> float:
+        started = time.monotonic()
+        for _ in range(count):
+            await track.recv()
+        return time.monotonic() - started
+
+    async def scenario() -> tuple[float, float]:
+        nonlocal still
+        slow = await timed(4)  # the first goes at once, then one every 0.15 s
+        still = False
+        return slow, await timed(5)
+
+    slow, fast = asyncio.run(scenario())
+    assert slow >= 3 * 0.15 * 0.9, slow
+    # The slot already set by the last still frame, then 25 fps again (still pacing would take 0.75 s).
+    assert fast < 0.15 + 4 * 0.04 + 0.1, fast

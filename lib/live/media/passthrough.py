@@ -47,6 +47,9 @@ AUDIO_PACKET_MS = 20
 AUDIO_LAG_PACKETS = 4
 LATE_S = 0.06  # a departure this late starts a new schedule instead of a catch-up burst
 VIDEO_FALLBACK_FPS = 25
+# A notice that stays until the user acts ("Session ended…"): each frame is still encoded, 17-23 % of a core at
+# 25 fps for a tab left open after its session ended. Chromium keeps showing the last frame in between.
+STILL_FRAME_PERIOD_S = 0.5
 CONSUMER_GONE_S = 0.5  # a queue nobody read for this long asks for no keyframes when it overflows
 AUDIO_WAIT_S = 0.1  # no audio packet for this long while live: send silence, so the browser's clock keeps going
 VIDEO_CLOCK = 90_000
@@ -267,8 +270,9 @@ class Pacer:
     def reset(self) -> None:
         self._next_at = None
 
-    async def wait(self) -> float:
-        """Sleep until the next slot; returns how long a stall just skipped (0.0 when on time)."""
+    async def wait(self, period: float | None = None) -> float:
+        """Sleep until the next slot; returns how long a stall just skipped (0.0 when on time). ``period``: the
+        next slot's distance, when it is not the usual one."""
         now = time.monotonic()
         skipped = 0.0
         if self._next_at is None:
@@ -277,7 +281,7 @@ class Pacer:
             skipped, self._next_at = now - self._next_at, now
         elif self._next_at > now:
             await asyncio.sleep(self._next_at - now)
-        self._next_at += self.period
+        self._next_at += self.period if period is None else period
         return skipped
 
 
@@ -322,8 +326,17 @@ class _PassthroughTrack(MediaStreamTrack):
 
 
 class PassthroughVideoTrack(_PassthroughTrack):
-    def __init__(self, fallback: MediaStreamTrack, feed: FeedSource, wanted: Callable[[], bool] = lambda: True) -> None:
+    """``still`` says the fallback's picture is a notice that stays as it is: it is then sent twice a second."""
+
+    def __init__(
+        self,
+        fallback: MediaStreamTrack,
+        feed: FeedSource,
+        wanted: Callable[[], bool] = lambda: True,
+        still: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__("video", fallback, feed, wanted)
+        self._still = still
         self._started = time.monotonic()
         self._last_pts = -1
         self._current: PacketFeed | None = None
@@ -360,7 +373,7 @@ class PassthroughVideoTrack(_PassthroughTrack):
         if self._current is not None:
             self._current = None
             self._fallback_pacer.reset()
-        await self._fallback_pacer.wait()
+        await self._fallback_pacer.wait(STILL_FRAME_PERIOD_S if self._still() else None)
         frame = await self._fallback.recv()
         frame.pts = self._pts()
         frame.time_base = VIDEO_TIME_BASE
