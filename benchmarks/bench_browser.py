@@ -10,6 +10,11 @@ Run: ``.venv/bin/python benchmarks/bench_browser.py`` (``--runs``, ``--tasks``).
   rectangle, in the video's own pixels) differs from the idle picture by more than idle frames ever do. Head
   sway shifts the whole picture by a few pixels, so each frame is compared at its best alignment.
   The engine's own event times split that figure into the app's share, the engine's and the media path's.
+* Sound: the avatar's audio as the page plays it (an AudioWorklet on the video's audio track, each quantum placed
+  at its output time), from the Enter key to the first quantum above -40 dBFS; and the lip-sync offset at the
+  browser, first mouth-moving frame shown − first speech sound played (+ = sound ahead; issue 15: at most 45 ms
+  ahead, 125 ms behind). The mouth detector needs an opening of some size, so the offset leans a frame (40 ms)
+  towards "sound ahead" against the true start of the motion.
 * The browser's playout delay (frame received → shown, ``receiveTime`` → ``expectedDisplayTime``), idle and
   while the avatar talks: Chromium holds video back to keep it in sync with the audio it plays.
 
@@ -73,6 +78,9 @@ PIXEL_DELTA = 50
 THRESHOLD_FLOOR = 60.0
 EARLIEST_BEFORE_TALK_MS = 100.0
 CPU_RATIO_GOAL = 0.25  # dashboard CPU / engine CPU for one live session (issue 15)
+# ITU-R BT.1359 sign, as in bench_speech: + = sound ahead of the picture. Issue 15: at most 45 ms ahead, 125 ms behind.
+AV_OFFSET_GOAL_MS = (-125.0, 45.0)
+SOUND_FLOOR = 0.01  # RMS, full scale 1 (-40 dBFS): the start of speech, as in tests/support/voice.py
 
 
 class CpuMeter:
@@ -202,6 +210,44 @@ MOUTH_PROBE = """
 }
 """
 
+# The avatar's sound as the page renders it: an AudioWorklet on the <video>'s audio track keeps each 128-sample
+# quantum's RMS with the time it is played out (`getOutputTimestamp` maps the audio clock to the page's clock,
+# output latency included), so it can be set against the frames' `expectedDisplayTime`. Quanta are posted in
+# batches of 8 (~21 ms) to keep the page's main thread quiet.
+SOUND_PROBE = """
+async () => {
+  if (window.__sound) return 'ok';
+  const v = document.querySelector('video');
+  if (!v || !v.srcObject || v.srcObject.getAudioTracks().length === 0) return 'no avatar audio yet';
+  const st = window.__sound = {blocks: []};
+  const ctx = new AudioContext({latencyHint: 'interactive'});
+  const code = `registerProcessor('level', class extends AudioWorkletProcessor {
+    constructor() { super(); this.batch = []; }
+    process(inputs) {
+      const x = inputs[0][0];
+      let s = 0;
+      if (x) for (let i = 0; i < x.length; i++) s += x[i] * x[i];
+      this.batch.push(currentTime, x ? Math.sqrt(s / x.length) : 0);
+      if (this.batch.length >= 16) { this.port.postMessage(this.batch); this.batch = []; }
+      return true;
+    }
+  });`;
+  await ctx.audioWorklet.addModule(URL.createObjectURL(new Blob([code], {type: 'application/javascript'})));
+  const node = new AudioWorkletNode(ctx, 'level');
+  node.port.onmessage = (e) => {
+    const ts = ctx.getOutputTimestamp();
+    const zero = performance.timeOrigin + ts.performanceTime - ts.contextTime * 1000;
+    for (let i = 0; i < e.data.length; i += 2) st.blocks.push([zero + e.data[i] * 1000, e.data[i + 1]]);
+    if (st.blocks.length > 60000) st.blocks.splice(0, 20000);
+  };
+  const mute = ctx.createGain();
+  mute.gain.value = 0;  // the <video> already plays the sound; the worklet only runs while connected
+  ctx.createMediaStreamSource(v.srcObject).connect(node);
+  node.connect(mute).connect(ctx.destination);
+  return 'ok';
+}
+"""
+
 KEYDOWN_PROBE = """() => document.addEventListener('keydown', (e) => {
   if (e.key === 'Enter') window.__sent = performance.timeOrigin + performance.now();
 }, true)"""
@@ -231,6 +277,18 @@ def figure(values: list[float], goal_ms: float | None = None) -> dict[str, Any]:
     if goal_ms is not None:
         out["goal"] = f"median <= {goal_ms:.0f} ms"
         out["meets_goal"] = statistics.median(values) <= goal_ms
+    return out
+
+
+def av_offset_figure(offsets: list[float]) -> dict[str, Any]:
+    lo, hi = AV_OFFSET_GOAL_MS
+    out = figure(offsets)
+    out["what"] = (
+        "first mouth-moving frame shown − first speech sound played, per typed message, in the page; "
+        "ITU-R BT.1359 sign: + = sound ahead of the picture"
+    )
+    out["goal"] = f"median {lo:.0f} … +{hi:.0f} ms"
+    out["meets_goal"] = bool(offsets) and lo <= statistics.median(offsets) <= hi
     return out
 
 
@@ -273,6 +331,24 @@ def first_frame_run(browser: Browser, url: str, client: StreamingClient) -> dict
 
 def mouth_frames(frame: Frame) -> list[list[float]]:
     return frame.evaluate("() => window.__mouth.frames")
+
+
+def start_sound_probe(frame: Frame, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (state := frame.evaluate(SOUND_PROBE)) != "ok":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cannot tap the page's audio: {state}")
+        time.sleep(0.1)
+
+
+def sound_onset(frame: Frame, after: float, level: float) -> float | None:
+    """Page time (epoch ms) of the first audio quantum played after `after` whose RMS is above `level`."""
+    found: float | None = frame.evaluate(
+        "([after, level]) => { const b = window.__sound.blocks.find(q => q[0] > after && q[1] > level);"
+        " return b ? b[0] : null; }",
+        [after, level],
+    )
+    return found
 
 
 def rebase_when_idle(frame: Frame, threshold: float, timeout: float = 10.0) -> bool:
@@ -347,6 +423,7 @@ def lip_runs(
         )
         rect = get_kit(AVATAR_ID, size[0], size[1]).mouth_rect()
         frame.evaluate(MOUTH_PROBE, [list(rect), PIXEL_DELTA])
+        start_sound_probe(frame)
         stats_start = inbound_rtp(frame)
         cpu = CpuMeter(app_pid, engine.process.pid)
         time.sleep(calibrate_s)
@@ -356,14 +433,17 @@ def lip_runs(
         idle = [f[2] for f in calibration]
         threshold = max(THRESHOLD_FLOOR, 1.5 * max(idle) + 20)
         playout = [f[0] - f[1] for f in calibration if f[1] is not None]
+        idle_sound = frame.evaluate("() => Math.max(0, ...window.__sound.blocks.slice(-2000).map(q => q[1]))")
+        sound_level = max(SOUND_FLOOR, 4 * idle_sound)
         log(
             f"video {size[0]}×{size[1]}, mouth {rect}, idle changed-pixel max {max(idle)} over {len(idle)} frames, "
-            f"threshold {threshold:.0f}"
+            f"threshold {threshold:.0f}; idle sound RMS max {idle_sound:.4f}, speech above {sound_level:.4f}"
         )
         runs: list[dict[str, float]] = []
         misses: list[str] = []
         early = 0
         talking_playout: list[float] = []
+        playout_offsets: list[float] = []  # Chromium's own view: audio − video estimatedPlayoutTimestamp
         for k in range(tasks):
             if not rebase_when_idle(frame, threshold):
                 misses.append("mouth did not settle")
@@ -393,8 +473,11 @@ def lip_runs(
                     misses.append(f"run {k}: the engine talked but no mouth motion was seen")
                     log(misses[-1])
                 else:
+                    heard = wait_until(lambda t=sent: sound_onset(frame, t, sound_level), 3)
                     run = {
                         "task_to_mouth_ms": moved[0] - sent,
+                        "task_to_sound_ms": heard - sent if heard else float("nan"),
+                        "av_offset_ms": moved[0] - heard if heard else float("nan"),
                         "app_ms": task_at - sent,
                         "engine_ms": talk_at - task_at,
                         "media_ms": moved[0] - talk_at,
@@ -407,6 +490,11 @@ def lip_runs(
                         for f in mouth_frames(frame)
                         if f[1] is not None and moved[0] <= f[0] <= moved[0] + 500
                     ]
+                    now_stats = inbound_rtp(frame)
+                    audio_at = now_stats.get("audio", {}).get("estimatedPlayoutTimestamp")
+                    video_at = now_stats.get("video", {}).get("estimatedPlayoutTimestamp")
+                    if audio_at and video_at:
+                        playout_offsets.append(audio_at - video_at)
                     log(f"run {k}: " + ", ".join(f"{key} {value:.0f}" for key, value in run.items()))
             page.get_by_role("button", name="Interrupt").click()
             # The next run starts from a quiet avatar: the engine has stopped and its last frames have arrived.
@@ -423,7 +511,15 @@ def lip_runs(
             "idle_max": max(idle),
             "idle_frames": len(idle),
             "idle_fps": round(len(idle) / calibrate_s, 1),
+            "idle_sound_rms_max": round(idle_sound, 5),
+            "sound_level": round(sound_level, 5),
             "browser_playout_delay_ms": {"idle": figure(playout), "talking": figure(talking_playout)},
+            "playout_offset_ms": {
+                **figure(playout_offsets),
+                "what": "Chromium's estimatedPlayoutTimestamp, audio − video, 0.5 s into each answer: the sender "
+                "time of the sound being played minus that of the picture shown (− = sound behind); its lip sync "
+                "leaves gaps under ~30 ms alone",
+            },
             "browser_inbound": {
                 "idle": jitter_buffers(stats_start, stats_idle),
                 "task_runs": jitter_buffers(stats_idle, stats_end),
@@ -499,7 +595,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "start_talking_to_mouth_shown": figure(col(lip, "media_ms")),
             "enter_to_mouth_frame_received": figure(col(lip, "received_ms")),
         },
+        "task_to_sound_played": figure(col(lip, "task_to_sound_ms")),
+        "av_offset_at_browser_ms": av_offset_figure(col(lip, "av_offset_ms")),
         "browser_playout_delay": lips.pop("browser_playout_delay_ms"),
+        "browser_playout_offset": lips.pop("playout_offset_ms"),
         "cpu_live_480p_session": cpu,
         "dashboard_to_engine_cpu": {
             "value": cpu["steady_talking"]["dashboard_to_engine_ratio"],

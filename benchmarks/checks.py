@@ -18,7 +18,7 @@ _DURATION_UNITS = ("ms", "s")
 def _limits(key: str, unit: str) -> tuple[float, float] | None:
     """The range a figure can physically have, from its key or its unit; None when nothing is known."""
     if "offset" in key:
-        return None  # a signed difference: audio ahead of the picture is negative
+        return None  # a signed difference: either side of zero is possible
     if key.endswith("_pct") or unit.startswith("%"):
         return (
             0.0,

@@ -476,7 +476,9 @@ class LiveChat:
             if self.refused:
                 return placeholder_frame("Monthly budget reached - see the message on the page")
             return placeholder_frame("Press START to bring the avatar in")
-        latest = session.latest_frame()
+        # The sound waits in the playout buffer (and, on direct WebRTC, in aiortc's jitter buffer) while the
+        # picture would go out at once: the browser would show the lips up to 0.2 s before their sound.
+        latest = session.latest_frame(behind_s=self.playout.stats.hold_ms / 1000 + session.audio_lag_s)
         if session.state is SessionState.CONNECTED and latest is not None:
             return latest
         if session.state is SessionState.CONNECTING:

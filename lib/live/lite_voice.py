@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from lib.engine.responder import Responder
+from lib.engine.synthesis_stop import SynthesisCancelled, SynthesisStop
 from lib.engine.tts import TARGET_RATE, VoiceBank
 from lib.liveavatar.lite import LiteEvent, LiteEventType, LiteSessionThread, to_lite_pcm
 
@@ -58,8 +59,11 @@ class LiteVoice:
         self._voice_id = voice_id
         self._responder = responder
         self._on_event = on_event
-        self._jobs: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[str, str, str, int] | None] = queue.Queue()
         self._generation = 0  # bumped by interrupt: a job of an older generation stops where it is
+        # The running job's: an interrupt also ends the piece Piper is synthesizing, so the next message's first
+        # words do not wait behind up to 100 characters nobody will hear (the voice is one per process).
+        self._stop = SynthesisStop()
         self._lock = threading.Lock()
         self.link = link_factory(ws_url, on_event=self._socket_event)
         self._worker = threading.Thread(target=self._work, name="lite-voice", daemon=True)
@@ -71,12 +75,12 @@ class LiteVoice:
     def say(self, text: str, task_type: str) -> str:
         """Queue a message; its task id is the utterance's ``event_id`` on the socket."""
         task_id = str(uuid.uuid4())
-        self._jobs.put((task_id, text, task_type))
+        with self._lock:
+            self._jobs.put((task_id, text, task_type, self._generation))
         return task_id
 
     def interrupt(self) -> None:
-        with self._lock:
-            self._generation += 1
+        self._end_current()
         while True:  # messages not started yet are dropped too
             try:
                 self._jobs.get_nowait()
@@ -89,23 +93,32 @@ class LiteVoice:
         self.link.listening(on)
 
     def close(self) -> None:
-        with self._lock:
-            self._generation += 1
+        self._end_current()
         self._jobs.put(None)
         self.link.close()
 
     # --- inside ----------------------------------------------------------------------------------
+    def _end_current(self) -> None:
+        with self._lock:
+            self._generation += 1
+            stop = self._stop
+        stop.set()
+
     def _current(self, generation: int) -> bool:
         with self._lock:
             return generation == self._generation
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            task_id, text, task_type = job
+            task_id, text, task_type, generation = job
             with self._lock:
-                generation = self._generation
+                if generation != self._generation:
+                    continue  # queued before an interrupt that came while the worker was taking it
+                stop = self._stop = SynthesisStop()
             try:
-                self._speak(task_id, text, task_type, generation)
+                self._speak(task_id, text, task_type, generation, stop)
+            except SynthesisCancelled:
+                pass  # interrupted mid-piece: the interrupt already silenced the avatar
             except Exception:  # one failed answer must not silence the next ones
                 log.exception("LITE speech failed")
                 self._on_event({"type": "avatar_stop_talking", "task_id": task_id})
@@ -126,11 +139,11 @@ class LiteVoice:
             time.sleep(0.05)
         return self._current(generation)
 
-    def _speak(self, task_id: str, text: str, task_type: str, generation: int) -> None:
+    def _speak(self, task_id: str, text: str, task_type: str, generation: int, stop: SynthesisStop) -> None:
         self.link.begin(task_id)
         try:
             for index, sentence in enumerate(self._sentences(text, task_type)):
-                for chunk in self._voices.synthesize(sentence, self._voice_id, quick_start=index == 0):
+                for chunk in self._voices.synthesize(sentence, self._voice_id, quick_start=index == 0, stop=stop):
                     if not self._paced(generation):
                         return
                     self.link.add(task_id, to_lite_pcm(chunk.audio, TARGET_RATE))

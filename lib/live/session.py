@@ -28,6 +28,7 @@ from lib.heygen.models import NewSession, NewSessionRequest, TaskResult
 from lib.live.liveavatar import AVATAR_PARTICIPANT, AgentEvents, LiveAvatarRequest, LiveAvatarStreaming
 from lib.live.media import loop as media_loop
 from lib.live.media.direct import DirectConnection
+from lib.live.media.frame_history import FrameHistory
 from lib.live.media.passthrough import PacketFeed
 from lib.live.media.playout import PlayoutStats
 from lib.live.media.quality import MediaQuality, QualityMeter
@@ -169,6 +170,7 @@ class LiveSession:
         self._keep_alive_rtt_ms: float | None = None
         self.frames_received = 0
         self._latest: av.VideoFrame | None = None
+        self._recent = FrameHistory()
         self._turns: list[Turn] = []
         self._events: deque[tuple[float, dict[str, Any]]] = deque(maxlen=500)
         self._task_sent: dict[str, float] = {}
@@ -199,8 +201,15 @@ class LiveSession:
     def live(self) -> bool:
         return self.state in LIVE_STATES
 
-    def latest_frame(self) -> av.VideoFrame | None:
-        return self._latest
+    def latest_frame(self, behind_s: float = 0.0) -> av.VideoFrame | None:
+        """The newest decoded picture; with ``behind_s``, the one to show now so that it meets its sound (see
+        :mod:`lib.live.media.frame_history`)."""
+        return self._latest if behind_s <= 0 else self._recent.behind(behind_s)
+
+    @property
+    def audio_lag_s(self) -> float:
+        """How much later than its picture the decoded sound comes out of the transport (0 when forwarded)."""
+        return float(getattr(self._conn, "audio_lag_s", 0.0))
 
     def media_feed(self) -> PacketFeed | None:
         """The provider's encoded media while the session is live, when it is forwarded as it is."""
@@ -673,6 +682,7 @@ class LiveSession:
     def _on_video(self, frame: av.frame.Frame) -> None:
         self._latest = cast(av.VideoFrame, frame)  # the transports hand video frames to this callback only
         self._last_frame_at = time.monotonic()
+        self._recent.add(self._latest, self._last_frame_at)
         self.frames_received += 1
         if not self._first_frame.is_set():
             self.first_frame_ms = round((time.monotonic() - self._establishing_since) * 1000, 1)

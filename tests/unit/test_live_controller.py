@@ -71,7 +71,9 @@ class FakeSession:
     def watched(self) -> None:
         self.watched_calls += 1
 
-    def latest_frame(self) -> None:
+    audio_lag_s = 0.0
+
+    def latest_frame(self, behind_s: float = 0.0) -> None:
         return None
 
     def record(self, kind: str, details: dict[str, Any] | None = None) -> None:

@@ -102,3 +102,19 @@ def test_status_panel_summarises_the_audio_leg():
     assert audio_leg_summary(PlayoutStats(level_ms=40, max_level_ms=120)) == "40 ms buffered (max 120)"
     text = audio_leg_summary(PlayoutStats(level_ms=20, max_level_ms=300, underrun_ms=1500, speech_dropped_ms=240))
     assert "1.5 s of gaps" in text and "0.2 s dropped" in text
+
+
+def test_the_hold_follows_how_long_audio_waits_here_without_jumping_with_each_read():
+    buf = PlayoutBuffer()
+    buf.push(speech(5))  # 100 ms queued, then one 20 ms frame in and one out per tick
+    first = None
+    for tick in range(60):
+        buf.read(FRAME)
+        buf.push(speech(1))
+        if tick == 0:
+            first = buf.stats.hold_ms
+    assert first is not None and 0 < first < 20  # one read in: far from the level yet
+    assert 75 <= buf.stats.hold_ms <= 85  # 80 ms wait after each read, once settled
+    buf.clear()
+    buf.read(FRAME)
+    assert buf.stats.hold_ms < 80  # an interrupt's empty buffer pulls it down, gradually

@@ -23,6 +23,11 @@ FrameCallback = Callable[[av.frame.Frame], None]
 EventCallback = Callable[[dict[str, Any]], None]
 StateCallback = Callable[[str], None]
 
+# aiortc's receiver holds audio for 4 packets of prefetch and video for none: decoded audio comes out this much
+# later than the picture sent with it (bench_speech: av_offset_decoded_aiortc − av_offset_at_sender, 39–40 ms
+# in two runs on 2026-12-04).
+AUDIO_LAG_S = 0.04
+
 
 def rtc_configuration(ice_servers: list[dict[str, Any]] | None) -> RTCConfiguration:
     """Only the provider's own ICE servers: an empty list means host candidates only (loopback/LAN),
@@ -52,6 +57,7 @@ class DirectConnection:
         receive_media: bool = True,
     ) -> None:
         self.pc = RTCPeerConnection(rtc_configuration(ice_servers))
+        self.audio_lag_s = AUDIO_LAG_S if receive_media else 0.0
         self._on_video = on_video
         self._on_audio = on_audio
         self._on_event = on_event

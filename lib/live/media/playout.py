@@ -23,6 +23,12 @@ class PlayoutStats:
     silence_shed_ms: float = 0.0  # idle audio not queued because enough was buffered
     speech_dropped_ms: float = 0.0  # audio dropped past the hard cap: audible, should stay 0
     underrun_ms: float = 0.0  # padded with silence because nothing had arrived
+    hold_ms: float = 0.0  # how long audio waits here, smoothed: the picture is held back as long (lip sync)
+
+
+# Per 20 ms read: the hold follows the level over ~0.2 s, so the picture's delay does not jump with each
+# packet's arrival (a jump shows as a repeated or skipped frame).
+HOLD_SMOOTHING = 0.1
 
 
 class PlayoutBuffer:
@@ -70,6 +76,7 @@ class PlayoutBuffer:
             if filled < n and self._stats.level_ms > 0:  # ran dry while audio was flowing, not before it began
                 self._stats.underrun_ms += self._ms(n - filled)
             self._stats.level_ms = self._ms(self._level)
+            self._stats.hold_ms += HOLD_SMOOTHING * (self._stats.level_ms - self._stats.hold_ms)
         return out
 
     def clear(self) -> None:
