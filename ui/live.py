@@ -42,7 +42,7 @@ SAMPLE_KNOWLEDGE_BASE = (
     "A session costs money (credits) from the moment it is created until it is stopped, even when it is left "
     "open and nobody is watching, so stop sessions when you are done. "
     "The built-in local engine runs on this computer, offline, and needs no API key. "
-    "With a HeyGen API key the same dashboard runs HeyGen's streaming avatars."
+    "With a LiveAvatar API key the same dashboard runs LiveAvatar's streaming avatars, the successor of HeyGen's."
 )
 VIDEO_KEYS = ("avatar-stream", "avatar-stream-mic")  # without and with the microphone
 LEFT_PAGE_KEY = "live_video_left_page"

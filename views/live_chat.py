@@ -250,13 +250,13 @@ def conversation_panel() -> None:
     at once. A whole-page run made Chromium redraw every element while the engine synthesized the answer's first
     words on the same cores: 0.52 s of browser CPU per message against 0.34 s (bench_browser), and typed → lips
     60-70 ms later."""
-    # First, so the chat box's place in the fragment stays put; scrolled, so the box stays under the video.
-    messages = st.container(height=300, border=False)
+    # The chat box right under the video's buttons: below a conversation it was off a 1000 px window once the video
+    # played (a new user's walkthrough). The conversation scrolls under it, newest at the bottom.
     # No max_chars: the browser would silently refuse a longer paste; a long text is kept for Script mode instead.
     st.chat_input("Type a message for the avatar", disabled=not chat.connected, key=PROMPT_KEY, on_submit=send_typed)
     if prompt_error := st.session_state.get(PROMPT_ERROR_KEY):  # until the next message: the panel redraws each second
         st.error(prompt_error)
-    with messages:
+    with st.container(height=300, border=False):
         transcript()
 
 

@@ -484,6 +484,14 @@ _SMALL_TALK = {
     ),
 }
 _GREETING_PREFIX = re.compile(rf"^\s*{_GREETING}\b[\s,!.]*", re.IGNORECASE)
+# "What can you tell me about your product?", "What does this app do?": the knowledge base's subject, which it
+# rarely names that way. Only when nothing in it matches: then its opening, which says what it is about, beats
+# "I don't know" (the first thing a demo audience asks).
+_OVERVIEW = re.compile(
+    r"\b(?:your|this|the|that|our) (?:product|company|business|service|app|application|tool|platform|dashboard"
+    r"|project|offering|solution|software|system|organisation|organization|team)s?\b"
+    r"|^(?:what is|what s|what does) (?:it|this)(?: do| about)?$"
+)
 
 
 def _normalise(text: str) -> str:
@@ -629,6 +637,8 @@ class Responder:
         scores, coverage = self._index.search(question)
         # An answer must be about a good part of what was asked, not one incidental shared word.
         if not scores or coverage < 0.2:
+            if _OVERVIEW.search(_normalise(question)):
+                return self._compose({0: 1.0})
             return [DONT_KNOW]
         return self._compose(scores)
 

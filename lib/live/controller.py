@@ -487,6 +487,8 @@ class LiveChat:
             return placeholder_frame("Connection lost - reconnecting…")
         if session.state is SessionState.FAILED:
             return placeholder_frame("The avatar could not start - see the message on the page")
+        if self.can_reconnect:  # the page offers Reconnect and its message says so: one instruction, not two
+            return placeholder_frame("Session ended - press Reconnect below for a new one")
         return placeholder_frame("Session ended - press STOP, then START for a new one")
 
     # --- inside -------------------------------------------------------------------------------

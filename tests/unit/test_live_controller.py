@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pytest
 
 from lib.access import LOCAL_OPERATOR, Identity, Role
@@ -20,6 +21,7 @@ from lib.live.controller import (
     Services,
 )
 from lib.live.liveavatar import LiveAvatarChoice, LiveAvatarRequest
+from lib.live.placeholder import placeholder_frame
 from lib.live.session import SessionOptions, SessionState
 from lib.live.traits import ProviderTraits
 from lib.liveavatar.models import SANDBOX_AVATAR_ID, Interactivity, SessionMode, VideoQuality
@@ -244,6 +246,17 @@ def test_reconnect_replaces_a_failed_session_on_the_playing_component(chat: Live
     assert chat.can_reconnect
     chat.reconnect(SETUP)
     assert len(world.sessions) == 2 and chat.session is world.sessions[1]
+
+
+def test_a_force_stopped_session_says_on_the_video_what_the_page_offers(chat: LiveChat, world: World) -> None:
+    replay(chat, PLAYING)
+    world.sessions[0].state = SessionState.DISCONNECTED  # stopped from the Sessions page: Reconnect is offered
+    assert chat.can_reconnect
+    shown = chat.frame().to_ndarray(format="rgb24")
+    assert np.array_equal(shown, placeholder_frame("Session ended - press Reconnect below for a new one").to_ndarray())
+    world.sessions[0].state = SessionState.CLOSED  # no Reconnect for a session the user stopped
+    shown = chat.frame().to_ndarray(format="rgb24")
+    assert np.array_equal(shown, placeholder_frame("Session ended - press STOP, then START for a new one").to_ndarray())
 
 
 def test_reconnect_without_a_playing_component_does_nothing(chat: LiveChat, world: World) -> None:

@@ -467,3 +467,19 @@ def test_llm_key_stays_out_of_reprs_and_answers(fake_llm: FakeLlm) -> None:
     assert KEY not in repr(config) and KEY not in str(config)
     assert KEY not in repr(responder)
     assert KEY not in " ".join(responder.answer("How are you?"))
+
+
+@pytest.mark.parametrize(
+    "question",
+    ["Hello! What can you tell me about your product?", "What does this app do?", "Tell me about the company"],
+)
+def test_a_question_about_the_subject_itself_gets_the_knowledge_base_opening_not_a_dont_know(question: str) -> None:
+    # The knowledge base never says "product" or "app": it names its subject ("Avatar Ops").
+    kb = (
+        "Avatar Ops is a dashboard for running real-time streaming avatars. It can start a live avatar and chart "
+        "usage and credits. A session costs credits until it is stopped."
+    )
+    answer = list(Responder(kb).answer(question))
+    assert answer[0] == "Avatar Ops is a dashboard for running real-time streaming avatars."
+    assert DONT_KNOW not in answer
+    assert list(Responder(kb).answer("What is the capital of Mongolia?")) == [DONT_KNOW]  # still honest
