@@ -99,8 +99,9 @@ def confirm_stop(request: dict) -> None:
     about = "" if all(t.billed for t in targets) else "about "
     st.markdown(
         f"Stop **{len(targets)} session{'s' if len(targets) != 1 else ''}** on {provider.label}? "
-        f"They have cost {about}**{fmt_credits(credits)} credits ({fmt_money(cost)})** so far. "
-        "Anyone watching them loses the avatar."
+        f"{'It has' if len(targets) == 1 else 'They have'} cost {about}"
+        f"**{fmt_credits(credits)} credits ({fmt_money(cost)})** so far. "
+        f"Anyone watching {'it' if len(targets) == 1 else 'them'} loses the avatar."
     )
     st.dataframe(
         ops.sessions_frame(ops.Snapshot(snapshot.provider, snapshot.fetched_at, targets), tz),
@@ -140,21 +141,22 @@ def stop_buttons(
     selected: list[str], idle: list[ops.LiveSession], older: list[ops.LiveSession], sessions: list[ops.LiveSession]
 ) -> None:
     """The stop shortcuts (operators only; ``ops.force_stop`` checks the role again)."""
-    b = st.columns([1, 1, 1, 2], vertical_alignment="center")
-    if b[0].button(
+    # One row sized to the labels: in equal columns "Stop 2 older than 10 min" was cut to "Stop 2 older than 1…".
+    row = st.container(horizontal=True, vertical_alignment="center")
+    if row.button(
         f"Force stop {len(selected)} selected", disabled=not selected, type="primary", icon=":material/stop_circle:"
     ):
         state["stop_pending"] = {"ids": selected, "action": Action.FORCE_STOP}
         st.rerun()
-    if caps.reports_idle and b[1].button(
+    if caps.reports_idle and row.button(
         f"Stop {len(idle)} idle > {idle_minutes:g} min", disabled=not idle, icon=":material/bedtime:"
     ):
         state["stop_pending"] = {"ids": [s.session_id for s in idle], "action": Action.STOP_IDLE}
         st.rerun()
-    if b[2].button(f"Stop {len(older)} older than {idle_minutes:g} min", disabled=not older, icon=":material/timer:"):
+    if row.button(f"Stop {len(older)} older than {idle_minutes:g} min", disabled=not older, icon=":material/timer:"):
         state["stop_pending"] = {"ids": [s.session_id for s in older], "action": Action.STOP_OLDER}
         st.rerun()
-    if b[3].button(f"Stop all {len(sessions)}", icon=":material/block:"):
+    if row.button(f"Stop all {len(sessions)}", icon=":material/block:"):
         state["stop_pending"] = {"ids": [s.session_id for s in sessions], "action": Action.FORCE_STOP}
         st.rerun()
 
@@ -290,7 +292,12 @@ def live_sessions() -> None:
                 "Max left (min)", format="%.1f", help="Until the hard duration limit."
             ),
             "credits": st.column_config.NumberColumn(
-                "Credits", format="%.2f", help="Billed so far." if caps.billed_history else "Estimated so far."
+                "Billed credits" if caps.billed_history else "Est. credits",
+                format="%.2f",
+                help="What the provider has billed so far (per-minute ticks): Live chat's estimate counts the "
+                "minute held at start."
+                if caps.billed_history
+                else "Estimated so far.",
             ),
             "credits_per_min": st.column_config.NumberColumn("Credits/min", format="%.1f", help="Burn rate now."),
             "cost": st.column_config.NumberColumn("Cost", format="dollar", help="Credits × price per credit."),

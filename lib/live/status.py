@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from lib.heygen.models import NewSessionRequest
+from lib.live.liveavatar import LiveAvatarRequest
 from lib.live.media.playout import PlayoutStats
 from lib.live.session import LiveSession, SessionState
 from lib.live.traits import ProviderTraits
@@ -17,6 +19,20 @@ STATE_LABELS = {
     SessionState.FAILED: ":red[●] failed",
     SessionState.CLOSED: ":gray[●] ended",
 }
+
+
+def credits_so_far(request: NewSessionRequest | LiveAvatarRequest, pricing: Pricing, age_s: float) -> str:
+    """The session's estimated credits and cost, at its own rate: a LiveAvatar LITE session burns half of FULL's,
+    a sandbox one nothing (the Sessions page shows what the provider billed)."""
+    if isinstance(request, LiveAvatarRequest):
+        credits = pricing.credits_for(age_s, mode=request.choice.mode.value, is_sandbox=request.choice.sandbox)
+    else:
+        credits = pricing.credits_for(age_s)
+    text = f"{credits:.2f} · ${pricing.cost(credits):.2f}"
+    held = pricing.model.minimum_s
+    if credits > 0 and 0 < age_s < held:
+        text += f" ({held / 60:g} min held at start)"
+    return text
 
 
 def _clock(seconds: float) -> str:
@@ -78,9 +94,8 @@ def status_rows(
         left = session.seconds_left()
         if left is not None:
             rows.append(("Dashboard cap in", _clock(left)))
-    credits = pricing.credits_for(age) if age else 0.0
-    label = "Credits so far" if traits is not None and traits.hosted else "Credits (HeyGen-equivalent)"
-    rows.append((label, f"{credits:.2f} · ${pricing.cost(credits):.2f}"))
+    label = "Est. credits so far" if traits is not None and traits.hosted else "Credits (HeyGen-equivalent)"
+    rows.append((label, credits_so_far(session.options.request, pricing, age or 0.0)))
     if session.first_frame_ms is not None:
         rows.append(("Time to first frame", f"{session.first_frame_ms:.0f} ms"))
     if session.quality is not None and session.state is SessionState.CONNECTED:
