@@ -12,6 +12,7 @@ import pandas as pd
 
 HEIGHT = 260
 DAY_AXIS = alt.Axis(format="%b %d")
+COUNT_AXIS = alt.Axis(tickMinStep=1, format="d")  # sessions are whole: no 0.2, 0.4 … ticks for one or two
 
 
 def day_axis(days: int) -> alt.Axis:
@@ -27,24 +28,50 @@ BUDGET_SERIES: dict[str, str] = {"cumulative": "Used", "projected": "Projected",
 _SERIES_COLORS = ("#1f77b4", "#ff7f0e", "#d62728")
 
 
+DAY_BANDS_UP_TO = 31  # days: one labelled band per day; over more, a time axis with its own ticks
+DAY_LABEL = "%b %d"
+
+
 def minutes_per_day_chart(df: pd.DataFrame, by: str = "avatar", period: tuple[date, date] | None = None) -> alt.Chart:
     """Stacked bars: minutes per day, one colour per avatar / quality / provider.
 
     With ``period`` (inclusive local dates) the axis spans the whole period, so days without sessions show as
-    gaps and a single day of data is one narrow bar rather than one bar across the chart."""
+    gaps and a single day of data is one narrow bar rather than one bar across the chart. Up to a month each day
+    is a band with its label under its bar: on a time axis the labels sit at midnight, between two days' bars,
+    and a new user read today's bar as tomorrow's."""
     title = GROUP_TITLES.get(by, by.title())
     days = df["day"].nunique() if len(df) else 0
-    scale: alt.Scale | alt.UndefinedType = alt.Undefined
-    if period is not None:
+    x: alt.X
+    if period is not None and (period[1] - period[0]).days + 1 <= DAY_BANDS_UP_TO:
         start, end = period
-        days = (end - start).days + 1
-        # Naive ISO times, like the day column Altair sends: both are read as the browser's local midnight.
-        scale = alt.Scale(domain=[f"{start.isoformat()}T00:00:00", f"{(end + timedelta(days=1)).isoformat()}T00:00:00"])
+        domain = [(start + timedelta(days=k)).strftime(DAY_LABEL) for k in range((end - start).days + 1)]
+        df = (
+            df.assign(day_label=pd.to_datetime(df["day"]).dt.strftime(DAY_LABEL))
+            if len(df)
+            else df.assign(day_label="")
+        )
+        x = alt.X(
+            "day_label:O",
+            title="Day",
+            sort=domain,
+            scale=alt.Scale(domain=domain),
+            axis=alt.Axis(labelAngle=0, labelOverlap="parity"),
+        )
+    else:
+        scale: alt.Scale | alt.UndefinedType = alt.Undefined
+        if period is not None:
+            start, end = period
+            days = (end - start).days + 1
+            # Naive ISO times, like the day column Altair sends: both are read as the browser's local midnight.
+            scale = alt.Scale(
+                domain=[f"{start.isoformat()}T00:00:00", f"{(end + timedelta(days=1)).isoformat()}T00:00:00"]
+            )
+        x = alt.X("yearmonthdate(day):T", title="Day", axis=day_axis(days), scale=scale)
     return (
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("yearmonthdate(day):T", title="Day", axis=day_axis(days), scale=scale),
+            x=x,
             y=alt.Y("sum(minutes):Q", title="Minutes", stack="zero"),
             color=alt.Color(f"{by}:N", title=title),
             tooltip=[
@@ -68,7 +95,7 @@ def duration_chart(df: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("bin:N", title="Session duration", sort=order, axis=alt.Axis(labelAngle=-40, labelOverlap=False)),
-            y=alt.Y("sessions:Q", title="Sessions"),
+            y=alt.Y("sessions:Q", title="Sessions", axis=COUNT_AXIS),
             tooltip=[alt.Tooltip("bin:N", title="Duration"), alt.Tooltip("sessions:Q", title="Sessions")],
         )
         .properties(height=HEIGHT)
@@ -118,7 +145,7 @@ def hour_chart(df: pd.DataFrame) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("hour:O", title="Hour of day", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("sessions:Q", title="Sessions"),
+            y=alt.Y("sessions:Q", title="Sessions", axis=COUNT_AXIS),
             tooltip=[
                 alt.Tooltip("hour:O", title="Hour"),
                 alt.Tooltip("sessions:Q", title="Sessions"),

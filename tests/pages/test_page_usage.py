@@ -163,8 +163,19 @@ def test_minutes_per_day_spans_the_chosen_dates(db: Path) -> None:
     """One day of data is one narrow bar in the period, not one bar across the whole chart."""
     seed(db)
     at = run_page()
+    spec, per_day = charts(at)[0]
+    # Up to a month, a band per day with its label under its own bar (on a time axis the labels sat at midnight,
+    # between two bars, and today's bar read as tomorrow's).
+    assert spec["encoding"]["x"]["scale"]["domain"] == ["Mar 01", "Mar 02", "Mar 03"]
+    by_label = per_day.groupby("day_label")["minutes"].sum()
+    by_day = per_day.groupby(pd.to_datetime(per_day["day"]).dt.strftime("%b %d"))["minutes"].sum()
+    assert by_label.to_dict() == by_day.to_dict() and set(by_label.index) <= {"Mar 01", "Mar 02", "Mar 03"}
+    durations, _ = charts(at)[1]
+    assert durations["encoding"]["y"]["axis"]["tickMinStep"] == 1  # whole sessions: no 0.2, 0.4 … ticks
+    # Over longer periods a time axis spans them.
+    at = run_page((MARCH[0], MARCH[0] + timedelta(days=59)))
     spec, _ = charts(at)[0]
-    day_after = MARCH[1] + timedelta(days=1)
+    day_after = MARCH[0] + timedelta(days=60)
     assert spec["encoding"]["x"]["scale"]["domain"] == [f"{MARCH[0]}T00:00:00", f"{day_after}T00:00:00"]
 
 

@@ -11,10 +11,11 @@ from lib.liveavatar.models import SANDBOX_AVATAR_ID, SessionMode
 from lib.usage.credits import Pricing, get_model
 
 LIVEAVATAR = Pricing(get_model("liveavatar"), price_per_credit=0.1)
+AVATAR_ID = "0f9a1a8e-5a5e-4d0a-9c1b-2b8f5e0c7d11"
 
 
 def request(mode: SessionMode, sandbox: bool = False) -> LiveAvatarRequest:
-    choice = LiveAvatarChoice(SANDBOX_AVATAR_ID if sandbox else "0f9a1a8e-5a5e-4d0a-9c1b-2b8f5e0c7d11", mode=mode, sandbox=sandbox)
+    choice = LiveAvatarChoice(SANDBOX_AVATAR_ID if sandbox else AVATAR_ID, mode=mode, sandbox=sandbox)
     return LiveAvatarRequest(choice.config(None), choice)
 
 
