@@ -71,11 +71,11 @@ if caps.concurrency is Concurrency.USER_ENTERED:
     limit_key = LIMIT_KEY.format(provider=provider.name)
     saved = log.get_setting(limit_key, 0)
     entered = controls[3].number_input(
-        "Concurrency limit",
+        "Your plan's concurrency limit",
         min_value=0,
         value=int(saved or 0),
         key="concurrency_limit",
-        help=f"{caps.concurrency_hint} 0 = unknown.",
+        help=f"{caps.concurrency_hint} 0 = not set: the capacity then shows no limit.",
     )
     if entered != saved:
         log.set_setting(limit_key, int(entered))
@@ -193,7 +193,7 @@ def live_sessions() -> None:
     cap = ops.capacity(caps, sessions, budget=settings.engine_session_budget, entered_limit=entered_limit)
     rate = ops.credits_per_minute(sessions)
     stops = ops.stopped_today(log, tz)
-    limit = "?" if cap.limit is None else f"{cap.limit:g}"
+    limit = "no limit set" if cap.limit is None else f"{cap.limit:g}"
     m = st.columns(6 if caps.credits_balance else 4)
     m[0].metric("Active sessions", len(sessions), help=f"{sum(s.is_orphan for s in sessions)} orphan(s).")
     m[1].metric(f"Capacity ({cap.unit})", f"{cap.used:g} / {limit}", help=cap.note)

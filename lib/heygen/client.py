@@ -237,7 +237,7 @@ class StreamingClient:
     def task(self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "sync") -> TaskResult:
         self._require_session(session_id)
         if not text or not text.strip():
-            message = "Type some text for the avatar to say."
+            message = "Type a message for the avatar first."
             raise MissingParameter(None, message, user_message=message)
         if task_type not in TASK_TYPES:
             message = f"Invalid task type {task_type!r}: choose repeat, talk or chat."

@@ -416,7 +416,7 @@ class LiveAvatarStreaming(StreamingClient):
     def task(self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "async") -> TaskResult:
         live = self._require(session_id)
         if not text.strip():
-            raise hg.MissingParameter(None, "", user_message="Type some text for the avatar to say.")
+            raise hg.MissingParameter(None, "", user_message="Type a message for the avatar first.")
         if live.voice is not None:
             return TaskResult(task_id=live.voice.say(text, task_type), duration_ms=None)
         if live.engine is not None and live.engine_session_id is not None:

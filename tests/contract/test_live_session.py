@@ -64,7 +64,7 @@ def test_a_live_session_relays_video_audio_events_and_stops(client, usage):
     before = live.frames_received
     time.sleep(1.0)
     assert live.frames_received - before >= 20
-    with pytest.raises(MissingParameter, match="Type some text"):
+    with pytest.raises(MissingParameter, match="Type a message for the avatar first"):
         live.send("   ", "repeat")
     assert live.transcript() == []  # a refused message leaves no (empty) bubble
     live.send("Hello there, nice to meet you.", "repeat")

@@ -163,7 +163,7 @@ def test_heygen_concurrency_limit_is_unknown_until_entered_and_then_remembered(
 
     at = run_page()
     capacity = next(m for m in at.metric if m.label.startswith("Capacity"))
-    assert (capacity.label, capacity.value) == ("Capacity (sessions)", "1 / ?")
+    assert (capacity.label, capacity.value) == ("Capacity (sessions)", "1 / no limit set")
     at.number_input(key="concurrency_limit").set_value(3).run()
     assert next(m for m in at.metric if m.label.startswith("Capacity")).value == "1 / 3"
 
