@@ -210,6 +210,18 @@ def preview_image(url: str) -> bytes | None:
     return response.content if response.ok else None
 
 
+def display_names(provider_name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """Avatar and voice names by id, as Live chat shows them; empty when the provider cannot list them now (the
+    ids are shown instead)."""
+    try:
+        return (
+            {a.avatar_id: a.pose_name for a in avatars(provider_name) if a.pose_name},
+            {v.voice_id: v.name for v in voices(provider_name) if v.name},
+        )
+    except HeyGenError:
+        return {}, {}
+
+
 def catalogue() -> tuple[list[Avatar], list[Voice]] | None:
     try:
         name = resources.provider().name

@@ -13,7 +13,7 @@ from lib.access import Action, NotAllowed
 from lib.accounts import AccountError
 from lib.capabilities import Concurrency
 from lib.usage.credits import Pricing
-from ui import access, resources
+from ui import access, live, resources
 from ui.widgets import browser_timezone, fmt_credits, fmt_money
 
 REFRESH_S = 5
@@ -252,6 +252,10 @@ def live_sessions() -> None:
         return
 
     df = ops.sessions_frame(snapshot, tz)
+    if not caps.credit_rates:  # the names Live chat shows, not the ids
+        avatar_names, voice_names = live.display_names(provider.name)
+        df["avatar"] = df["avatar"].map(lambda a: avatar_names.get(a, a))
+        df["voice"] = df["voice"].map(lambda v: voice_names.get(v, v))
     columns: tuple[str, ...]
     if caps.credit_rates:  # LiveAvatar's list: mode, source, sandbox and billed credits; no avatar or idle
         columns = ("started_by", "mode", "source", "sandbox", "age_min", "credits", "credits_per_min", "cost")

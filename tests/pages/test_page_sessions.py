@@ -65,6 +65,9 @@ def test_lists_both_sessions_and_force_stops_only_the_selected_one(db: Path, cli
     assert table.loc[mine, "started_by"] == "Dashboard"
     assert table.loc[other, "started_by"].startswith("Orphan")
     assert table.loc[other, "quality"] == "medium"  # from the engine's list, not the log
+    names = {a.avatar_id: a.pose_name for a in client.avatars()}
+    assert table.loc[mine, "avatar"] == names["anna_office"] != "anna_office"  # as Live chat names it
+    assert table.loc[mine, "voice"] == next(v.name for v in client.voices() if v.voice_id == "en_US-joe")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Active sessions"] == "2"
     assert metrics["Capacity (units)"] == "3 / 6"  # low = 1 unit, medium = 2
