@@ -23,6 +23,7 @@ from ui import live, resources
 
 NO_CONTEXT = ""
 PENDING_CONTEXT = "la_context_pending"  # a context just created: selected on the next run (before the widget)
+CONTEXT_POPOVERS = "la_context_popovers"  # contexts created so far: a new popover (closed) after each
 INTERACTIVITY_LABELS = {Interactivity.CONVERSATIONAL: "conversational", Interactivity.PUSH_TO_TALK: "push-to-talk"}
 INTERACTIVITY_HELP = (
     "Conversational: LiveAvatar takes turns by itself. Push-to-talk: it hears you only inside a talk window, "
@@ -157,6 +158,8 @@ def _context_picker(provider_name: str, *, locked: bool) -> str | None:
     names = {c.id: c.name for c in found}
     if (pending := st.session_state.pop(PENDING_CONTEXT, None)) in names:
         st.session_state["la_context"] = pending
+    if pending is not None:  # its form is done: left open, it hid the Context box and floated over the page
+        st.session_state[CONTEXT_POPOVERS] = st.session_state.get(CONTEXT_POPOVERS, 0) + 1
     context_id = st.selectbox(
         "Context",
         [NO_CONTEXT, *names],
@@ -165,7 +168,13 @@ def _context_picker(provider_name: str, *, locked: bool) -> str | None:
         disabled=locked,
     )
     with (
-        st.popover("Create a context from text", icon=":material/add:", disabled=locked),
+        # Not a stateful popover (on_change="rerun"): its rerun on opening could swallow a quick click inside it.
+        st.popover(
+            "Create a context from text",
+            icon=":material/add:",
+            disabled=locked,
+            key=f"la_context_popover_{st.session_state.get(CONTEXT_POPOVERS, 0)}",
+        ),
         st.form("la_new_context", clear_on_submit=True, border=False),
     ):
         name = st.text_input("Name", value="Avatar Ops")

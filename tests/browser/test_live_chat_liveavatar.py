@@ -115,6 +115,7 @@ def test_sandbox_session_answers_is_interrupted_and_stops_at_the_provider(
     page.get_by_role("button", name="Create a context from text").click()
     page.get_by_role("button", name="Create context").click()
     silent.wait_for(state="detached", timeout=15_000)
+    page.get_by_role("button", name="Create context").wait_for(state="hidden", timeout=10_000)  # the popover closed
     assert [c.name for c in la.contexts()] == ["Avatar Ops"]
 
     page.get_by_text("Sandbox (free test)").click()
