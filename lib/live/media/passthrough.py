@@ -121,12 +121,14 @@ class PacketQueue:
         with self._lock:
             self._items.clear()
 
-    def trim(self, keep: int) -> None:
-        """Keep only the newest ``keep`` packets (audio: what is older would only add delay)."""
+    def trim(self, keep: int, *, lost: bool = True) -> None:
+        """Keep only the newest ``keep`` packets (audio: what is older would only add delay). ``lost=False``: nobody
+        was listening yet, so nothing was missed (the status panel's "dropped to catch up" does not count it)."""
         with self._lock:
             while len(self._items) > keep:
                 self._items.popleft()
-                self.dropped += 1
+                if lost:
+                    self.dropped += 1
 
     def __len__(self) -> int:
         with self._lock:
@@ -412,7 +414,7 @@ class PassthroughAudioTrack(_PassthroughTrack):
         if feed is not None and not feed.closed and feed.packets:
             if feed is not self._current:
                 self._current = feed
-                feed.audio.trim(1)  # queued before anyone listened: the browser would start that far behind
+                feed.audio.trim(1, lost=False)  # queued before anyone listened: the browser would start that far behind
                 self._pacer.reset()
             skipped = await self._pacer.wait()
             self._samples += round(skipped * 1000 / AUDIO_PACKET_MS) * 960
