@@ -62,6 +62,7 @@ from tests.support.browser import (
     chromium_missing,
     click_start,
     inbound_rtp,
+    install_probe,
     launch_chromium,
     open_app,
     run_app,
@@ -333,14 +334,6 @@ def mouth_frames(frame: Frame) -> list[list[float]]:
     return frame.evaluate("() => window.__mouth.frames")
 
 
-def start_sound_probe(frame: Frame, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (state := frame.evaluate(SOUND_PROBE)) != "ok":
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cannot tap the page's audio: {state}")
-        time.sleep(0.1)
-
-
 def sound_onset(frame: Frame, after: float, level: float) -> float | None:
     """Page time (epoch ms) of the first audio quantum played after `after` whose RMS is above `level`."""
     found: float | None = frame.evaluate(
@@ -423,7 +416,7 @@ def lip_runs(
         )
         rect = get_kit(AVATAR_ID, size[0], size[1]).mouth_rect()
         frame.evaluate(MOUTH_PROBE, [list(rect), PIXEL_DELTA])
-        start_sound_probe(frame)
+        install_probe(frame, SOUND_PROBE)
         stats_start = inbound_rtp(frame)
         cpu = CpuMeter(app_pid, engine.process.pid)
         time.sleep(calibrate_s)

@@ -265,6 +265,15 @@ def wait_video_playing(frame: Frame, timeout: float = 20.0, advance: float = 0.5
     raise TimeoutError(f"the video did not play within {timeout:.0f} s (first {first}, last {last})")
 
 
+def install_probe(frame: Frame, script: str, timeout: float = 20.0) -> None:
+    """Run an in-page probe until it says "ok" (it answers why not until the media it taps exists)."""
+    deadline = time.monotonic() + timeout
+    while (state := frame.evaluate(script)) != "ok":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"cannot tap the page's audio: {state}")
+        time.sleep(0.1)
+
+
 def inbound_rtp(frame: Frame) -> dict[str, dict[str, float]]:
     """The browser's `inbound-rtp` stats by kind ("audio", "video"); needs `record_peer_connections`."""
     return frame.evaluate("""async () => {

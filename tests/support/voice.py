@@ -18,7 +18,7 @@ import numpy as np
 from playwright.sync_api import Browser, Frame, Page, sync_playwright
 
 from lib.engine.tts import PIPER_VOICE_ID, TARGET_RATE, VoiceBank, to_wav
-from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WEBRTC_IFRAME
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS, WEBRTC_IFRAME, install_probe
 
 # Speech is where the TTS audio is above -40 dBFS; Piper's word gaps are shorter than the VAD's 500 ms.
 _SPEECH_LEVEL = 0.01 * 32768
@@ -159,11 +159,7 @@ AUDIO_TIMELINE_PROBE = """
 
 
 def start_audio_timeline(frame: Frame, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (state := frame.evaluate(AUDIO_TIMELINE_PROBE)) != "ok":
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"cannot tap the page's audio: {state}")
-        time.sleep(0.1)
+    install_probe(frame, AUDIO_TIMELINE_PROBE, timeout)
 
 
 @dataclass(frozen=True)
