@@ -54,6 +54,7 @@ log = logging.getLogger("avatar_ops.heygen")
 SUCCESS_CODE = 100
 MAX_SERVER_MESSAGE = 300
 MAX_HISTORY_PAGES = 10_000
+EMPTY_MESSAGE = "Type a message for the avatar first."  # whatever the mode: it answers or repeats it
 _STATE_IN_MESSAGE = re.compile(r"state\s+wrong\W*(\w+)", re.IGNORECASE)
 _STRING_CODES: dict[str, type[HeyGenError]] = {
     "unauthorized": Unauthorized,
@@ -237,8 +238,7 @@ class StreamingClient:
     def task(self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "sync") -> TaskResult:
         self._require_session(session_id)
         if not text or not text.strip():
-            message = "Type a message for the avatar first."
-            raise MissingParameter(None, message, user_message=message)
+            raise MissingParameter(None, EMPTY_MESSAGE, user_message=EMPTY_MESSAGE)
         if task_type not in TASK_TYPES:
             message = f"Invalid task type {task_type!r}: choose repeat, talk or chat."
             raise InvalidParameter(None, message, user_message=message)

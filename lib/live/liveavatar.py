@@ -47,7 +47,7 @@ from typing import Any
 
 from lib.engine.responder import LlmConfig, Responder
 from lib.heygen import errors as hg
-from lib.heygen.client import StreamingClient
+from lib.heygen.client import EMPTY_MESSAGE, StreamingClient
 from lib.heygen.models import Avatar as HgAvatar
 from lib.heygen.models import NewSession, TaskResult
 from lib.heygen.models import Voice as HgVoice
@@ -416,7 +416,7 @@ class LiveAvatarStreaming(StreamingClient):
     def task(self, session_id: str, text: str, task_type: str = "repeat", task_mode: str = "async") -> TaskResult:
         live = self._require(session_id)
         if not text.strip():
-            raise hg.MissingParameter(None, "", user_message="Type a message for the avatar first.")
+            raise hg.MissingParameter(None, "", user_message=EMPTY_MESSAGE)
         if live.voice is not None:
             return TaskResult(task_id=live.voice.say(text, task_type), duration_ms=None)
         if live.engine is not None and live.engine_session_id is not None:

@@ -169,8 +169,7 @@ class LiveSession:
         self._meter = QualityMeter()
         self._keep_alive_rtt_ms: float | None = None
         self.frames_received = 0
-        self._latest: av.VideoFrame | None = None
-        self._recent = FrameHistory()
+        self._recent = FrameHistory()  # the decoded pictures; the newest is the latest frame
         self._turns: list[Turn] = []
         self._events: deque[tuple[float, dict[str, Any]]] = deque(maxlen=500)
         self._task_sent: dict[str, float] = {}
@@ -204,7 +203,7 @@ class LiveSession:
     def latest_frame(self, behind_s: float = 0.0) -> av.VideoFrame | None:
         """The newest decoded picture; with ``behind_s``, the one to show now so that it meets its sound (see
         :mod:`lib.live.media.frame_history`)."""
-        return self._latest if behind_s <= 0 else self._recent.behind(behind_s)
+        return self._recent.behind(behind_s)
 
     @property
     def audio_lag_s(self) -> float:
@@ -680,9 +679,9 @@ class LiveSession:
 
     # --- media callbacks (media loop) --------------------------------------------------------
     def _on_video(self, frame: av.frame.Frame) -> None:
-        self._latest = cast(av.VideoFrame, frame)  # the transports hand video frames to this callback only
         self._last_frame_at = time.monotonic()
-        self._recent.add(self._latest, self._last_frame_at)
+        # The transports hand video frames to this callback only.
+        self._recent.add(cast(av.VideoFrame, frame), self._last_frame_at)
         self.frames_received += 1
         if not self._first_frame.is_set():
             self.first_frame_ms = round((time.monotonic() - self._establishing_since) * 1000, 1)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from lib.engine.responder import Responder
-from lib.engine.synthesis_stop import SynthesisCancelled, SynthesisStop
+from lib.engine.synthesis_stop import SynthesisCancelled
 from lib.engine.tts import SpeechChunk, VoiceBank
 from lib.live.lite_voice import LiteVoice
 
@@ -81,16 +81,8 @@ class WatchedBank:
         self._bank = bank
         self.pieces: list[tuple[str, str, float]] = []  # (outcome, piece or "", seconds)
 
-    def synthesize(
-        self,
-        text: str,
-        voice_id: str | None = None,
-        rate: float = 1.0,
-        *,
-        quick_start: bool = True,
-        stop: SynthesisStop | None = None,
-    ) -> Iterator[SpeechChunk]:
-        chunks = self._bank.synthesize(text, voice_id, rate, quick_start=quick_start, stop=stop)
+    def synthesize(self, *args: Any, **kwargs: Any) -> Iterator[SpeechChunk]:
+        chunks = self._bank.synthesize(*args, **kwargs)
         while True:
             started = time.monotonic()
             try:
