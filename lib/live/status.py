@@ -26,12 +26,14 @@ def credits_so_far(request: NewSessionRequest | LiveAvatarRequest, pricing: Pric
     a sandbox one nothing (the Sessions page shows what the provider billed)."""
     if isinstance(request, LiveAvatarRequest):
         credits = pricing.credits_for(age_s, mode=request.choice.mode.value, is_sandbox=request.choice.sandbox)
+        minimum_note = "{} min held at start"  # LiveAvatar escrows its minute at start
     else:
         credits = pricing.credits_for(age_s)
+        minimum_note = "billed minimum {} min"
     text = f"{credits:.2f} · ${pricing.cost(credits):.2f}"
-    held = pricing.model.minimum_s
-    if credits > 0 and 0 < age_s < held:
-        text += f" ({held / 60:g} min held at start)"
+    minimum = pricing.model.minimum_s
+    if credits > 0 and 0 < age_s < minimum:
+        text += f" ({minimum_note.format(f'{minimum / 60:g}')})"
     return text
 
 

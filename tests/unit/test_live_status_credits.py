@@ -35,3 +35,5 @@ def test_the_minute_held_at_start_is_said_while_it_is_all_there_is() -> None:
     assert credits_so_far(request(SessionMode.FULL), LIVEAVATAR, 10.0) == "2.00 · $0.20 (1 min held at start)"
     assert credits_so_far(request(SessionMode.FULL, sandbox=True), LIVEAVATAR, 10.0) == "0.00 · $0.00"
     assert credits_so_far(NewSessionRequest(quality="low"), Pricing(), 0.0) == "0.00 · $0.00"
+    # The local engine's HeyGen-equivalent price bills a 30 s minimum: nothing is "held" there.
+    assert credits_so_far(NewSessionRequest(quality="low"), Pricing(), 5.0).endswith("(billed minimum 0.5 min)")

@@ -137,9 +137,9 @@ def test_audio_packets_leave_one_slot_apart_however_they_arrive_and_a_backlog_is
 
     first, burst = asyncio.run(scenario())
     assert len(feed.audio) <= 4  # the start's backlog went, then the burst beyond AUDIO_LAG_PACKETS
-    # Only the burst counts as dropped: the start's 9 were queued before anyone listened (the status panel said
+    # Only the burst was missed: the start's 9 were queued before anyone listened (the status panel said
     # "0.2 s dropped to catch up" after every START).
-    assert feed.audio.dropped == 10 - 4, feed.audio.dropped
+    assert feed.audio_stats().speech_dropped_ms == (10 - 4) * 20, feed.audio_stats()
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(first + burst)]
     assert all(gap >= 0.015 for gap in gaps), gaps  # paced, not passed on as a burst
     stamps = [pts for _, pts in first + burst]
@@ -235,3 +235,16 @@ def test_a_still_notice_is_sent_twice_a_second_and_a_live_picture_at_once_again(
     assert slow >= 3 * 0.15 * 0.9, slow
     # The slot already set by the last still frame, then 25 fps again (still pacing would take 0.75 s).
     assert fast < 0.15 + 4 * 0.04 + 0.1, fast
+
+
+def test_audio_that_overflowed_before_the_browser_listened_is_not_reported_as_dropped() -> None:
+    feed = _feed_with(30)  # the session was up before the page's sender read anything: 20 overflowed
+    assert feed.audio.dropped == 20 and feed.audio_stats().speech_dropped_ms == 0
+
+    async def listen_then_overflow() -> None:
+        assert await feed.audio.get(timeout=1) is not None
+        for n in range(30, 45):  # 9 queued + 15 > 10: 14 go while someone listens
+            feed.audio.put(_packet(n), keyframe=False)
+
+    asyncio.run(listen_then_overflow())
+    assert feed.audio_stats().speech_dropped_ms == 14 * 20

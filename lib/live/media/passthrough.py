@@ -77,6 +77,9 @@ class PacketQueue:
         self._keyframe_needed = on_keyframe_needed
         self.synced = kind != VIDEO  # video starts at a keyframe
         self.dropped = 0
+        # Only these were missed by someone: what overflowed before the first read was queued for nobody (the
+        # status panel said "0.2 s dropped to catch up" after every START).
+        self.dropped_while_read = 0
         self.max_level = 0
         self._read_at = float("-inf")
 
@@ -85,20 +88,20 @@ class PacketQueue:
         with self._lock:
             if self.kind == VIDEO:
                 if not self.synced and not keyframe:
-                    self.dropped += 1
+                    self._drop(1)
                     return
                 if len(self._items) >= self._depth:
-                    self.dropped += len(self._items)
+                    self._drop(len(self._items))
                     self._items.clear()
                     if not keyframe:
                         self.synced = False
-                        self.dropped += 1
+                        self._drop(1)
                         # Only a reader needs the picture back soon; a new reader asks for its own keyframe.
                         need_keyframe = time.monotonic() - self._read_at < CONSUMER_GONE_S
                 self.synced = self.synced or keyframe
             elif len(self._items) >= self._depth:
                 self._items.popleft()
-                self.dropped += 1
+                self._drop(1)
             if self.synced:
                 self._items.append(packet)
                 self.max_level = max(self.max_level, len(self._items))
@@ -121,14 +124,18 @@ class PacketQueue:
         with self._lock:
             self._items.clear()
 
-    def trim(self, keep: int, *, lost: bool = True) -> None:
-        """Keep only the newest ``keep`` packets (audio: what is older would only add delay). ``lost=False``: nobody
-        was listening yet, so nothing was missed (the status panel's "dropped to catch up" does not count it)."""
+    def trim(self, keep: int) -> None:
+        """Keep only the newest ``keep`` packets (audio: what is older would only add delay)."""
         with self._lock:
             while len(self._items) > keep:
                 self._items.popleft()
-                if lost:
-                    self.dropped += 1
+                self._drop(1)
+
+    def _drop(self, count: int) -> None:
+        """Under the lock."""
+        self.dropped += count
+        if self._read_at > float("-inf"):
+            self.dropped_while_read += count
 
     def __len__(self) -> int:
         with self._lock:
@@ -241,7 +248,7 @@ class PacketFeed:
         return PlayoutStats(
             level_ms=float(level),
             max_level_ms=float(self.audio.max_level * AUDIO_PACKET_MS),
-            speech_dropped_ms=float(self.audio.dropped * AUDIO_PACKET_MS),
+            speech_dropped_ms=float(self.audio.dropped_while_read * AUDIO_PACKET_MS),
             underrun_ms=self.silence_sent_ms,
         )
 
@@ -414,7 +421,7 @@ class PassthroughAudioTrack(_PassthroughTrack):
         if feed is not None and not feed.closed and feed.packets:
             if feed is not self._current:
                 self._current = feed
-                feed.audio.trim(1, lost=False)  # queued before anyone listened: the browser would start that far behind
+                feed.audio.trim(1)  # queued before anyone listened: the browser would start that far behind
                 self._pacer.reset()
             skipped = await self._pacer.wait()
             self._samples += round(skipped * 1000 / AUDIO_PACKET_MS) * 960
